@@ -1,0 +1,100 @@
+//! The closed vocabularies of the protocol: error codes, the reasons a member leaves a room, and
+//! the WebSocket close codes the server uses.
+
+use serde::{Deserialize, Serialize};
+
+/// The `code` of an `error` frame. Serialized as its snake_case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A text WebSocket message: the protocol is binary only.
+    TextFrame,
+    /// The bytes are not one complete MessagePack value (garbage, truncated, trailing bytes).
+    Malformed,
+    /// The frame is MessagePack but not a map with a string `type`.
+    NotAMap,
+    /// Arrays and maps nest deeper than `limits.max_depth`.
+    TooDeep,
+    /// The `type` tag names no client frame.
+    UnknownType,
+    /// A field is missing or has the wrong MessagePack type.
+    InvalidField,
+    /// The room name is empty or longer than `limits.max_room_name_bytes`.
+    InvalidRoom,
+    /// The event name is empty or longer than `limits.max_event_name_bytes`.
+    InvalidEvent,
+    /// The request names a room this session is not a member of.
+    NotInRoom,
+    /// A `join` for a room this session is already in.
+    AlreadyJoined,
+    /// Joining would exceed `limits.max_rooms_per_session`.
+    TooManyRooms,
+    /// The room already has `limits.max_members_per_room` members.
+    RoomFull,
+    /// A `send` to a session that does not exist or shares no room with the sender.
+    UnknownSession,
+    /// The server is too busy to take the request now; it was not carried out.
+    Overloaded,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TextFrame => "text_frame",
+            Self::Malformed => "malformed",
+            Self::NotAMap => "not_a_map",
+            Self::TooDeep => "too_deep",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidField => "invalid_field",
+            Self::InvalidRoom => "invalid_room",
+            Self::InvalidEvent => "invalid_event",
+            Self::NotInRoom => "not_in_room",
+            Self::AlreadyJoined => "already_joined",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::RoomFull => "room_full",
+            Self::UnknownSession => "unknown_session",
+            Self::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// Why a member left a room, as carried by `presence` (status `left`) and `left`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The member sent `leave`.
+    Leave,
+    /// The member's connection ended with a close frame.
+    Closed,
+    /// The member's connection ended without a close frame (reset, EOF, I/O error).
+    Dropped,
+    /// The member sent nothing for `client_timeout`.
+    Timeout,
+    /// The member stopped reading and overran its outbound budget.
+    SlowConsumer,
+    /// The member broke the protocol fatally (oversized frame, bad WebSocket framing).
+    ProtocolError,
+    /// The server removed the member.
+    Kicked,
+}
+
+/// WebSocket close codes the server sends (RFC 6455 section 7.4 plus Parlor's 4xxx range).
+pub mod close {
+    /// The client closed; the server echoes its close.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The WebSocket framing itself was invalid (bad opcode, unmasked client frame, bad UTF-8
+    /// in a control frame, an unfinished fragmented message interleaved with a new one).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The session overran its outbound budget (slow consumer).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message (or a fragmented message once reassembled) exceeded `limits.max_frame_bytes`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An unexpected server-side failure.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The client sent nothing (not even a pong) for `client_timeout`.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The server removed the session.
+    pub const KICKED: u16 = 4001;
+}

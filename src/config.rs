@@ -1,0 +1,292 @@
+//! Configuration: the embedded `config.toml` gives every default, a file and `PARLOR_*`
+//! environment variables override it, and the result is checked before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The top-level `config.toml`, compiled in: the single source of default values.
+pub const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
+
+/// Environment variables with this prefix override settings: `PARLOR_SECTION_KEY`.
+pub const ENV_PREFIX: &str = "PARLOR_";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub session: SessionConfig,
+    pub limits: LimitsConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub heartbeat_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub outbound_budget_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_frame_bytes: usize,
+    pub max_rooms_per_session: usize,
+    pub max_members_per_room: usize,
+    pub max_connections: usize,
+    pub max_room_name_bytes: usize,
+    pub max_event_name_bytes: usize,
+    pub max_depth: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("invalid setting `{key}`: {why}")]
+    Invalid { key: String, why: String },
+    #[error("unknown environment variable {name}: no setting `{key}` exists")]
+    UnknownEnv { name: String, key: String },
+}
+
+impl Config {
+    /// The embedded defaults alone, with no file and no environment.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_table(parse_table(EMBEDDED_CONFIG, "embedded config.toml")?)
+    }
+
+    /// Loads the configuration: the embedded defaults, overlaid by the file at `path` (or by
+    /// `./config.toml` when `path` is `None` and that file exists), then by `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = parse_table(EMBEDDED_CONFIG, "embedded config.toml")?;
+        let file = match path {
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let overlay = parse_table(&text, &path.display().to_string())?;
+            merge(&mut table, overlay, "")?;
+        }
+        apply_env(&mut table, env)?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|err| ConfigError::Invalid {
+                key: err.path().to_string(),
+                why: err.inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field and range checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: String| Err(ConfigError::Invalid { key: key.into(), why });
+        let s = &self.session;
+        let l = &self.limits;
+        if s.heartbeat_interval_ms == 0 {
+            return invalid("session.heartbeat_interval_ms", "must be greater than 0".into());
+        }
+        if s.client_timeout_ms <= s.heartbeat_interval_ms {
+            return invalid(
+                "session.client_timeout_ms",
+                format!("must be greater than heartbeat_interval_ms ({})", s.heartbeat_interval_ms),
+            );
+        }
+        let largest_frame = l.max_frame_bytes + crate::session::outbox::MAX_HEADER_BYTES;
+        if s.outbound_budget_bytes < largest_frame {
+            return invalid(
+                "session.outbound_budget_bytes",
+                format!("must hold at least one largest frame ({largest_frame} bytes)"),
+            );
+        }
+        for (key, value) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.max_rooms_per_session", l.max_rooms_per_session),
+            ("limits.max_members_per_room", l.max_members_per_room),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_room_name_bytes", l.max_room_name_bytes),
+            ("limits.max_event_name_bytes", l.max_event_name_bytes),
+            ("limits.max_depth", l.max_depth),
+            ("registry.mailbox_capacity", self.registry.mailbox_capacity),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0".into());
+            }
+        }
+        if l.max_depth > 100 {
+            return invalid("limits.max_depth", "must be at most 100".into());
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.session.heartbeat_interval_ms)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.session.client_timeout_ms)
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|err| ConfigError::Syntax { origin: origin.into(), message: err.to_string() })
+}
+
+/// Overlays `overlay` onto `base`; keys unknown to `base` are reported with their full path.
+fn merge(base: &mut toml::Table, overlay: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (key, value) in overlay {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                merge(inner, value, &path)?
+            }
+            (Some(slot), value) => *slot = value,
+            (None, _) => {
+                return Err(ConfigError::Invalid { key: path, why: "unknown setting".into() })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `PARLOR_SECTION_KEY=value` overrides. A value is read as a TOML value when it parses
+/// as one (numbers, booleans), and as a string otherwise.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut known = Vec::new();
+    for (section, inner) in table.iter() {
+        if let toml::Value::Table(inner) = inner {
+            for key in inner.keys() {
+                known.push((section.clone(), key.clone()));
+            }
+        }
+    }
+    for (name, raw) in env {
+        let Some(suffix) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if suffix == "CONFIG" {
+            continue; // the --config flag's own variable
+        }
+        let Some((section, key)) = known.iter().find(|(section, key)| {
+            suffix.eq_ignore_ascii_case(&format!("{section}_{key}"))
+        }) else {
+            return Err(ConfigError::UnknownEnv { key: suffix.to_ascii_lowercase(), name });
+        };
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        if let Some(toml::Value::Table(inner)) = table.get_mut(section) {
+            inner.insert(key.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid_and_match_the_documented_values() {
+        let config = Config::embedded().unwrap();
+        assert_eq!(config.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.session.heartbeat_interval_ms, 5000);
+        assert_eq!(config.session.client_timeout_ms, 15000);
+        assert_eq!(config.limits.max_frame_bytes, 64 * 1024);
+        assert_eq!(config.limits.max_rooms_per_session, 16);
+        assert_eq!(config.limits.max_members_per_room, 1000);
+        assert_eq!(config.limits.max_connections, 10_000);
+    }
+
+    #[test]
+    fn env_overrides_numbers_and_strings() {
+        let dir = std::env::temp_dir().join("parlor-config-none");
+        let config = Config::load(
+            Some(&write(&dir, "")),
+            env(&[("PARLOR_LIMITS_MAX_FRAME_BYTES", "1024"), ("PARLOR_SERVER_BIND", "0.0.0.0:9")]),
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_frame_bytes, 1024);
+        assert_eq!(config.server.bind.to_string(), "0.0.0.0:9");
+    }
+
+    #[test]
+    fn unknown_env_variable_is_named() {
+        let err = Config::load(Some(&write(&std::env::temp_dir().join("parlor-c1"), "")), env(&[(
+            "PARLOR_LIMITS_MAX_FRAMES",
+            "1",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("PARLOR_LIMITS_MAX_FRAMES"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_the_reason() {
+        let path = write(&std::env::temp_dir().join("parlor-c2"), "[limits]\nmax_depth = \"deep\"\n");
+        let err = Config::load(Some(&path), []).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("limits.max_depth") && text.contains("invalid type"), "{text}");
+
+        let path = write(&std::env::temp_dir().join("parlor-c3"), "[limits]\nmax_dept = 3\n");
+        let text = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(text.contains("limits.max_dept") && text.contains("unknown"), "{text}");
+
+        let path = write(
+            &std::env::temp_dir().join("parlor-c4"),
+            "[session]\nheartbeat_interval_ms = 5000\nclient_timeout_ms = 4000\n",
+        );
+        let text = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(text.contains("session.client_timeout_ms"), "{text}");
+    }
+
+    #[test]
+    fn budget_must_hold_one_largest_frame() {
+        let path = write(
+            &std::env::temp_dir().join("parlor-c5"),
+            "[session]\noutbound_budget_bytes = 1000\n",
+        );
+        let text = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(text.contains("session.outbound_budget_bytes"), "{text}");
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}

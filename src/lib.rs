@@ -1,0 +1,12 @@
+//! Parlor: a multiplayer WebSocket session server. Sessions (one actix actor per connection)
+//! decode MessagePack frames and send typed messages to the room registry, which owns rooms
+//! and membership. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::{bind, spawn, BackgroundNode};

@@ -1,0 +1,9 @@
+//! The room registry: who is connected, which rooms exist, who is in each. `Registry` is a plain
+//! struct with no I/O (its unit tests drive it directly); `actor` wraps it in the actix actor
+//! that sessions talk to.
+
+pub mod actor;
+mod core;
+mod room;
+
+pub use self::core::{Overflow, Outlet, Registry, RegistryLimits, RequestError};

@@ -1,0 +1,127 @@
+//! Assembles a node: starts the registry actor, binds the HTTP server, and tunes each accepted
+//! TCP connection. `spawn` runs a whole node on a background thread (for tests and examples).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{rt, web, App, HttpServer};
+
+use crate::config::Config;
+use crate::http::{routes, AppState};
+use crate::registry::actor::RegistryHandle;
+use crate::registry::RegistryLimits;
+use crate::session::SessionSettings;
+
+/// A bound, not yet running, node.
+pub struct Node {
+    pub server: actix_web::dev::Server,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
+pub fn bind(config: &Config) -> io::Result<Node> {
+    let limits = RegistryLimits {
+        max_rooms_per_session: config.limits.max_rooms_per_session,
+        max_members_per_room: config.limits.max_members_per_room,
+        max_room_name_bytes: config.limits.max_room_name_bytes,
+        max_event_name_bytes: config.limits.max_event_name_bytes,
+    };
+    let registry = RegistryHandle::start(limits, config.registry.mailbox_capacity);
+    let state = web::Data::new(AppState {
+        registry,
+        settings: Arc::new(SessionSettings::from_config(config)),
+        live_connections: Arc::new(AtomicUsize::new(0)),
+        max_connections: config.limits.max_connections,
+        outbound_budget_bytes: config.session.outbound_budget_bytes,
+    });
+    let user_timeout = config.client_timeout();
+    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+        .on_connect(move |conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
+                tune_socket(tcp, user_timeout);
+            }
+        })
+        .max_connections(config.limits.max_connections.saturating_add(64))
+        .backlog(4096);
+    if config.server.workers > 0 {
+        server = server.workers(config.server.workers);
+    }
+    let server = server.bind(config.server.bind)?;
+    let addrs = server.addrs();
+    Ok(Node { server: server.run(), addrs })
+}
+
+/// Game traffic is small frames that must leave at once (no Nagle delay); and a peer that
+/// stops acknowledging data for `client_timeout` is cut off by the kernel (TCP_USER_TIMEOUT),
+/// so a client that never reads again cannot pin a connection forever.
+fn tune_socket(tcp: &rt::net::TcpStream, user_timeout: std::time::Duration) {
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(%err, "cannot set TCP_NODELAY");
+    }
+    if let Err(err) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout)) {
+        tracing::debug!(%err, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+/// A node running on a thread of its own.
+pub struct BackgroundNode {
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl BackgroundNode {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the node and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            drop(self.handle.stop(false));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackgroundNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts a node with `config` on a new thread and returns once it listens.
+pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name("parlor-node".into()).spawn(move || {
+        rt::System::new().block_on(async move {
+            let node = match bind(&config) {
+                Ok(node) => node,
+                Err(err) => {
+                    let _ = ready_tx.send(Err(io::Error::new(err.kind(), err.to_string())));
+                    return Err(err);
+                }
+            };
+            let addr = node.addrs.first().copied();
+            let _ = ready_tx.send(Ok((addr, node.server.handle())));
+            node.server.await
+        })
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok((Some(addr), handle))) => Ok(BackgroundNode { addr, handle, thread: Some(thread) }),
+        Ok(Ok((None, _))) => Err(io::Error::other("the node bound no address")),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(io::Error::other("the node's thread ended before it listened")),
+    }
+}

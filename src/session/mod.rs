@@ -1,0 +1,285 @@
+//! The session actor: one per WebSocket connection. It decodes frames, answers what it can
+//! alone (decode errors, pings), forwards requests to the registry as typed messages, writes
+//! what the registry sends it, keeps the heartbeat, and reports how the connection ended.
+
+mod fragments;
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Handler, Message, StreamHandler};
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
+use bytes::Bytes;
+use parlor_protocol::{
+    close, decode_client, encode_server, ErrorCode, ErrorFrame, LeaveReason, Limits, Ref,
+    ServerFrame, SessionId, WelcomeFrame, PROTOCOL_VERSION,
+};
+
+use self::fragments::{Fragments, Reassembled};
+use self::outbox::{encoded_len, OutboundBudget, SessionOutlet};
+use crate::config::Config;
+use crate::registry::actor::{ClientRequest, Connect, Disconnect, RegistryHandle, SubmitError};
+
+/// What the registry sends a session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// An encoded frame, already charged to the session's budget.
+    Frame(Bytes),
+    /// The registry has removed this session; close the connection.
+    Evict(LeaveReason),
+}
+
+/// Settings every session shares, computed once from the configuration.
+#[derive(Debug)]
+pub struct SessionSettings {
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub max_depth: usize,
+    pub limits: Limits,
+}
+
+impl SessionSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let l = &config.limits;
+        Self {
+            heartbeat_interval: config.heartbeat_interval(),
+            client_timeout: config.client_timeout(),
+            max_frame_bytes: l.max_frame_bytes,
+            max_depth: l.max_depth,
+            limits: Limits {
+                max_frame_bytes: l.max_frame_bytes as u64,
+                max_rooms_per_session: l.max_rooms_per_session as u64,
+                max_members_per_room: l.max_members_per_room as u64,
+                max_room_name_bytes: l.max_room_name_bytes as u64,
+                max_event_name_bytes: l.max_event_name_bytes as u64,
+                max_depth: l.max_depth as u64,
+                outbound_budget_bytes: config.session.outbound_budget_bytes as u64,
+            },
+        }
+    }
+
+    /// How often the heartbeat timer looks at the session: often enough that a timeout is
+    /// noticed within a quarter of `client_timeout`, and at least once per ping.
+    fn tick(&self) -> Duration {
+        self.heartbeat_interval.min(self.client_timeout / 4)
+    }
+}
+
+pub struct Session {
+    id: SessionId,
+    registry: RegistryHandle,
+    budget: Arc<OutboundBudget>,
+    settings: Arc<SessionSettings>,
+    last_heard: Instant,
+    last_ping: Instant,
+    fragments: Fragments,
+    /// How the session ended, once known; reported to the registry when the actor stops.
+    end: Option<LeaveReason>,
+}
+
+impl Session {
+    pub fn new(
+        registry: RegistryHandle,
+        budget: Arc<OutboundBudget>,
+        settings: Arc<SessionSettings>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            id: SessionId::new_random(),
+            registry,
+            budget,
+            fragments: Fragments::new(settings.max_frame_bytes),
+            settings,
+            last_heard: now,
+            last_ping: now,
+            end: None,
+        }
+    }
+
+    /// Writes a message the session itself produced, charging its encoded size to the budget.
+    fn write(&self, ctx: &mut WebsocketContext<Self>, message: ws::Message) {
+        let payload = match &message {
+            ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
+            ws::Message::Close(Some(reason)) => {
+                2 + reason.description.as_ref().map_or(0, |d| d.len())
+            }
+            _ => 0,
+        };
+        self.budget.charge(encoded_len(payload));
+        ctx.write_raw(message);
+    }
+
+    fn write_frame(&self, ctx: &mut WebsocketContext<Self>, frame: &ServerFrame) {
+        self.write(ctx, ws::Message::Binary(encode_server(frame)));
+    }
+
+    fn write_error(
+        &self,
+        ctx: &mut WebsocketContext<Self>,
+        reference: Option<Ref>,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.write_frame(ctx, &ServerFrame::Error(ErrorFrame { reference, code, message }));
+    }
+
+    /// Ends the session: records why, sends a close frame with `code`, and stops the actor.
+    fn end(&mut self, ctx: &mut WebsocketContext<Self>, reason: LeaveReason, code: u16, text: &str) {
+        if self.end.is_some() {
+            return;
+        }
+        self.end = Some(reason);
+        let description = (!text.is_empty()).then(|| text.to_owned());
+        self.write(
+            ctx,
+            ws::Message::Close(Some(CloseReason { code: CloseCode::from(code), description })),
+        );
+        ctx.stop();
+    }
+
+    fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>, bytes: &[u8]) {
+        let frame = match decode_client(bytes, self.settings.max_depth) {
+            Ok(frame) => frame,
+            Err(err) => return self.write_error(ctx, err.reference, err.code, err.message),
+        };
+        let reference = frame.reference();
+        match self.registry.submit(ClientRequest { session: self.id, frame }) {
+            Ok(()) => {}
+            Err(SubmitError::Busy) => self.write_error(
+                ctx,
+                reference,
+                ErrorCode::Overloaded,
+                "the room registry is busy; the request was not carried out".into(),
+            ),
+            Err(SubmitError::Gone) => {
+                self.end(ctx, LeaveReason::Kicked, close::INTERNAL_ERROR, "registry stopped")
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let now = Instant::now();
+        if now.duration_since(self.last_heard) >= self.settings.client_timeout {
+            tracing::debug!(session = %self.id, "heartbeat timeout");
+            return self.end(ctx, LeaveReason::Timeout, close::HEARTBEAT_TIMEOUT, "timeout");
+        }
+        if now.duration_since(self.last_ping) >= self.settings.heartbeat_interval {
+            self.last_ping = now;
+            self.write(ctx, ws::Message::Ping(Bytes::new()));
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let outlet = SessionOutlet::new(ctx.address().recipient(), Arc::clone(&self.budget));
+        self.registry.connect(Connect { session: self.id, outlet });
+        let welcome = WelcomeFrame {
+            session: self.id,
+            protocol: PROTOCOL_VERSION,
+            heartbeat_ms: self.settings.heartbeat_interval.as_millis() as u64,
+            timeout_ms: self.settings.client_timeout.as_millis() as u64,
+            limits: self.settings.limits.clone(),
+        };
+        self.write_frame(ctx, &ServerFrame::Welcome(welcome));
+        ctx.run_interval(self.settings.tick(), |session, ctx| session.heartbeat(ctx));
+        tracing::debug!(session = %self.id, "session started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let reason = self.end.unwrap_or(LeaveReason::Dropped);
+        tracing::debug!(session = %self.id, ?reason, "session stopped");
+        self.registry.disconnect(Disconnect { session: self.id, reason });
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        if self.end.is_some() {
+            return;
+        }
+        self.last_heard = Instant::now();
+        let message = match item {
+            Ok(message) => message,
+            Err(ProtocolError::Overflow) => {
+                let text = format!("frame over {} bytes", self.settings.max_frame_bytes);
+                return self.end(ctx, LeaveReason::ProtocolError, close::MESSAGE_TOO_BIG, &text);
+            }
+            Err(ProtocolError::Io(err)) => {
+                tracing::debug!(session = %self.id, %err, "connection error");
+                self.end = Some(LeaveReason::Dropped);
+                return ctx.stop();
+            }
+            Err(err) => {
+                let text = err.to_string();
+                return self.end(ctx, LeaveReason::ProtocolError, close::PROTOCOL_ERROR, &text);
+            }
+        };
+        match message {
+            ws::Message::Binary(bytes) => self.on_binary(ctx, &bytes),
+            ws::Message::Text(_) => self.write_error(
+                ctx,
+                None,
+                ErrorCode::TextFrame,
+                "text messages are not accepted; send MessagePack in binary messages".into(),
+            ),
+            ws::Message::Continuation(item) => match self.fragments.push(item) {
+                Reassembled::Pending => {}
+                Reassembled::Binary(bytes) => self.on_binary(ctx, &bytes),
+                Reassembled::Text => self.write_error(
+                    ctx,
+                    None,
+                    ErrorCode::TextFrame,
+                    "text messages are not accepted; send MessagePack in binary messages".into(),
+                ),
+                Reassembled::TooBig => {
+                    let text = format!("message over {} bytes", self.settings.max_frame_bytes);
+                    self.end(ctx, LeaveReason::ProtocolError, close::MESSAGE_TOO_BIG, &text)
+                }
+                Reassembled::OutOfOrder => self.end(
+                    ctx,
+                    LeaveReason::ProtocolError,
+                    close::PROTOCOL_ERROR,
+                    "continuation frame out of order",
+                ),
+            },
+            ws::Message::Ping(payload) => self.write(ctx, ws::Message::Pong(payload)),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(_) => self.end(ctx, LeaveReason::Closed, close::NORMAL, ""),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.end.is_none() {
+            self.end = Some(LeaveReason::Dropped);
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<Outbound> for Session {
+    type Result = ();
+
+    fn handle(&mut self, message: Outbound, ctx: &mut Self::Context) {
+        match message {
+            // Already charged by the registry's outlet.
+            Outbound::Frame(bytes) => ctx.write_raw(ws::Message::Binary(bytes)),
+            Outbound::Evict(reason) => {
+                let code = match reason {
+                    LeaveReason::SlowConsumer => close::POLICY_VIOLATION,
+                    _ => close::KICKED,
+                };
+                let text = match reason {
+                    LeaveReason::SlowConsumer => "slow_consumer",
+                    _ => "kicked",
+                };
+                self.end(ctx, reason, code, text);
+            }
+        }
+    }
+}
