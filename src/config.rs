@@ -58,7 +58,10 @@ pub struct RegistryConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{origin} is not valid TOML: {message}")]
     Syntax { origin: String, message: String },
     #[error("invalid setting `{key}`: {why}")]
@@ -85,8 +88,10 @@ impl Config {
             None => Some(PathBuf::from("config.toml")).filter(|p| p.exists()),
         };
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let overlay = parse_table(&text, &path.display().to_string())?;
             merge(&mut table, overlay, "")?;
         }
@@ -95,10 +100,12 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|err| ConfigError::Invalid {
-                key: err.path().to_string(),
-                why: err.inner().to_string(),
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                ConfigError::Invalid {
+                    key: err.path().to_string(),
+                    why: err.inner().to_string(),
+                }
             })?;
         config.validate()?;
         Ok(config)
@@ -106,16 +113,27 @@ impl Config {
 
     /// Cross-field and range checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, why: String| Err(ConfigError::Invalid { key: key.into(), why });
+        let invalid = |key: &str, why: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                why,
+            })
+        };
         let s = &self.session;
         let l = &self.limits;
         if s.heartbeat_interval_ms == 0 {
-            return invalid("session.heartbeat_interval_ms", "must be greater than 0".into());
+            return invalid(
+                "session.heartbeat_interval_ms",
+                "must be greater than 0".into(),
+            );
         }
         if s.client_timeout_ms <= s.heartbeat_interval_ms {
             return invalid(
                 "session.client_timeout_ms",
-                format!("must be greater than heartbeat_interval_ms ({})", s.heartbeat_interval_ms),
+                format!(
+                    "must be greater than heartbeat_interval_ms ({})",
+                    s.heartbeat_interval_ms
+                ),
             );
         }
         let largest_frame = l.max_frame_bytes + crate::session::outbox::MAX_HEADER_BYTES;
@@ -156,20 +174,30 @@ impl Config {
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
-        .map_err(|err| ConfigError::Syntax { origin: origin.into(), message: err.to_string() })
+        .map_err(|err| ConfigError::Syntax {
+            origin: origin.into(),
+            message: err.to_string(),
+        })
 }
 
 /// Overlays `overlay` onto `base`; keys unknown to `base` are reported with their full path.
 fn merge(base: &mut toml::Table, overlay: toml::Table, prefix: &str) -> Result<(), ConfigError> {
     for (key, value) in overlay {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match (base.get_mut(&key), value) {
             (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
                 merge(inner, value, &path)?
             }
             (Some(slot), value) => *slot = value,
             (None, _) => {
-                return Err(ConfigError::Invalid { key: path, why: "unknown setting".into() })
+                return Err(ConfigError::Invalid {
+                    key: path,
+                    why: "unknown setting".into(),
+                })
             }
         }
     }
@@ -191,14 +219,20 @@ fn apply_env(
         }
     }
     for (name, raw) in env {
-        let Some(suffix) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if suffix == "CONFIG" {
             continue; // the --config flag's own variable
         }
-        let Some((section, key)) = known.iter().find(|(section, key)| {
-            suffix.eq_ignore_ascii_case(&format!("{section}_{key}"))
-        }) else {
-            return Err(ConfigError::UnknownEnv { key: suffix.to_ascii_lowercase(), name });
+        let Some((section, key)) = known
+            .iter()
+            .find(|(section, key)| suffix.eq_ignore_ascii_case(&format!("{section}_{key}")))
+        else {
+            return Err(ConfigError::UnknownEnv {
+                key: suffix.to_ascii_lowercase(),
+                name,
+            });
         };
         let value = format!("v = {raw}")
             .parse::<toml::Table>()
@@ -217,7 +251,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -237,7 +274,10 @@ mod tests {
         let dir = std::env::temp_dir().join("parlor-config-none");
         let config = Config::load(
             Some(&write(&dir, "")),
-            env(&[("PARLOR_LIMITS_MAX_FRAME_BYTES", "1024"), ("PARLOR_SERVER_BIND", "0.0.0.0:9")]),
+            env(&[
+                ("PARLOR_LIMITS_MAX_FRAME_BYTES", "1024"),
+                ("PARLOR_SERVER_BIND", "0.0.0.0:9"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.limits.max_frame_bytes, 1024);
@@ -246,24 +286,39 @@ mod tests {
 
     #[test]
     fn unknown_env_variable_is_named() {
-        let err = Config::load(Some(&write(&std::env::temp_dir().join("parlor-c1"), "")), env(&[(
-            "PARLOR_LIMITS_MAX_FRAMES",
-            "1",
-        )]))
+        let err = Config::load(
+            Some(&write(&std::env::temp_dir().join("parlor-c1"), "")),
+            env(&[("PARLOR_LIMITS_MAX_FRAMES", "1")]),
+        )
         .unwrap_err();
-        assert!(err.to_string().contains("PARLOR_LIMITS_MAX_FRAMES"), "{err}");
+        assert!(
+            err.to_string().contains("PARLOR_LIMITS_MAX_FRAMES"),
+            "{err}"
+        );
     }
 
     #[test]
     fn file_errors_name_the_key_and_the_reason() {
-        let path = write(&std::env::temp_dir().join("parlor-c2"), "[limits]\nmax_depth = \"deep\"\n");
+        let path = write(
+            &std::env::temp_dir().join("parlor-c2"),
+            "[limits]\nmax_depth = \"deep\"\n",
+        );
         let err = Config::load(Some(&path), []).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("limits.max_depth") && text.contains("invalid type"), "{text}");
+        assert!(
+            text.contains("limits.max_depth") && text.contains("invalid type"),
+            "{text}"
+        );
 
-        let path = write(&std::env::temp_dir().join("parlor-c3"), "[limits]\nmax_dept = 3\n");
+        let path = write(
+            &std::env::temp_dir().join("parlor-c3"),
+            "[limits]\nmax_dept = 3\n",
+        );
         let text = Config::load(Some(&path), []).unwrap_err().to_string();
-        assert!(text.contains("limits.max_dept") && text.contains("unknown"), "{text}");
+        assert!(
+            text.contains("limits.max_dept") && text.contains("unknown"),
+            "{text}"
+        );
 
         let path = write(
             &std::env::temp_dir().join("parlor-c4"),

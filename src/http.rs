@@ -4,8 +4,8 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use actix_http::ws::Codec;
+use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
 
 use crate::registry::actor::RegistryHandle;
@@ -22,7 +22,8 @@ pub struct AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(upgrade)).route("/health", web::get().to(health));
+    cfg.route("/ws", web::get().to(upgrade))
+        .route("/health", web::get().to(health));
 }
 
 async fn upgrade(
@@ -39,7 +40,11 @@ async fn upgrade(
     };
     let mut response = ws::handshake(&req)?;
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
-    let session = Session::new(state.registry.clone(), Arc::clone(&budget), Arc::clone(&state.settings));
+    let session = Session::new(
+        state.registry.clone(),
+        Arc::clone(&budget),
+        Arc::clone(&state.settings),
+    );
     let codec = Codec::new().max_size(state.settings.max_frame_bytes);
     let body = WebsocketContext::with_codec(session, payload, codec);
     Ok(response.streaming(CountedBody::new(body, budget, slot)))
@@ -52,6 +57,8 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             "sessions": stats.sessions,
             "rooms": stats.rooms,
         })),
-        None => HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"})),
+        None => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
+        }
     }
 }

@@ -51,7 +51,10 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     }
     let server = server.bind(config.server.bind)?;
     let addrs = server.addrs();
-    Ok(Node { server: server.run(), addrs })
+    Ok(Node {
+        server: server.run(),
+        addrs,
+    })
 }
 
 /// Game traffic is small frames that must leave at once (no Nagle delay); and a peer that
@@ -104,24 +107,32 @@ impl Drop for BackgroundNode {
 /// Starts a node with `config` on a new thread and returns once it listens.
 pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("parlor-node".into()).spawn(move || {
-        rt::System::new().block_on(async move {
-            let node = match bind(&config) {
-                Ok(node) => node,
-                Err(err) => {
-                    let _ = ready_tx.send(Err(io::Error::new(err.kind(), err.to_string())));
-                    return Err(err);
-                }
-            };
-            let addr = node.addrs.first().copied();
-            let _ = ready_tx.send(Ok((addr, node.server.handle())));
-            node.server.await
-        })
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("parlor-node".into())
+        .spawn(move || {
+            rt::System::new().block_on(async move {
+                let node = match bind(&config) {
+                    Ok(node) => node,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(io::Error::new(err.kind(), err.to_string())));
+                        return Err(err);
+                    }
+                };
+                let addr = node.addrs.first().copied();
+                let _ = ready_tx.send(Ok((addr, node.server.handle())));
+                node.server.await
+            })
+        })?;
     match ready_rx.recv() {
-        Ok(Ok((Some(addr), handle))) => Ok(BackgroundNode { addr, handle, thread: Some(thread) }),
+        Ok(Ok((Some(addr), handle))) => Ok(BackgroundNode {
+            addr,
+            handle,
+            thread: Some(thread),
+        }),
         Ok(Ok((None, _))) => Err(io::Error::other("the node bound no address")),
         Ok(Err(err)) => Err(err),
-        Err(_) => Err(io::Error::other("the node's thread ended before it listened")),
+        Err(_) => Err(io::Error::other(
+            "the node's thread ended before it listened",
+        )),
     }
 }

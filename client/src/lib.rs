@@ -1,1 +1,341 @@
+//! `parlor-client`: a small async client for Parlor over tokio-tungstenite, used by the tests,
+//! the examples and the benchmark. It speaks protocol v1 through `parlor-protocol` and adds
+//! request/acknowledgement matching on top.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use parlor_protocol::{
+    decode_server, encode_client, ClientFrame, DecodeError, ErrorFrame, Ref, ServerFrame,
+    SessionId, Value, WelcomeFrame,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use parlor_protocol as protocol;
+pub use tokio_tungstenite::tungstenite;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Depth allowed when decoding server frames: generous, since the server is trusted.
+const SERVER_FRAME_DEPTH: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket: {0}")]
+    WebSocket(Box<tungstenite::Error>),
+    #[error("the connection closed ({0:?})")]
+    Closed(Option<CloseFrame<'static>>),
+    #[error("undecodable server frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("unexpected frame: {0}")]
+    Unexpected(String),
+    #[error("server refused the request: {} ({})", .0.code.as_str(), .0.message)]
+    Refused(ErrorFrame),
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(err: tungstenite::Error) -> Self {
+        Self::WebSocket(Box::new(err))
+    }
+}
+
+impl ClientError {
+    /// The server's error frame, when the server refused a request.
+    pub fn refusal(&self) -> Option<&ErrorFrame> {
+        match self {
+            Self::Refused(frame) => Some(frame),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connected session. Frames that arrive while a request waits for its acknowledgement are
+/// kept, in order, for `next_frame`.
+pub struct Client {
+    ws: Ws,
+    welcome: WelcomeFrame,
+    next_ref: Ref,
+    backlog: VecDeque<ServerFrame>,
+}
+
+impl Client {
+    /// Connects to a Parlor `ws://` URL and waits for `welcome`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+            let _ = tcp.set_nodelay(true);
+        }
+        let welcome = match read_frame(&mut ws).await? {
+            ServerFrame::Welcome(welcome) => welcome,
+            other => return Err(ClientError::Unexpected(format!("{other:?} before welcome"))),
+        };
+        Ok(Self {
+            ws,
+            welcome,
+            next_ref: 1,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.welcome.session
+    }
+
+    pub fn welcome(&self) -> &WelcomeFrame {
+        &self.welcome
+    }
+
+    /// Sends a frame as is (with whatever `ref` it carries) without waiting for an answer.
+    pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
+        self.send_message(Message::Binary(encode_client(frame).to_vec()))
+            .await
+    }
+
+    /// Sends any WebSocket message, for tests of what the server does with bad input.
+    pub async fn send_message(&mut self, message: Message) -> Result<()> {
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    /// The next frame from the server, answering pings on the way.
+    pub async fn next_frame(&mut self) -> Result<ServerFrame> {
+        match self.backlog.pop_front() {
+            Some(frame) => Ok(frame),
+            None => read_frame(&mut self.ws).await,
+        }
+    }
+
+    /// Sends `frame` with a fresh `ref` and waits for its `ok` (Ok) or `error` (Err(Refused)).
+    pub async fn request(&mut self, frame: ClientFrame) -> Result<()> {
+        self.request_with(frame, |_| false).await.map(|_| ())
+    }
+
+    /// Like `request`, also taking out of the stream the first frame for which `wanted` holds
+    /// (a `joined`, say) and returning it.
+    async fn request_with(
+        &mut self,
+        mut frame: ClientFrame,
+        wanted: impl Fn(&ServerFrame) -> bool,
+    ) -> Result<Option<ServerFrame>> {
+        let reference = self.take_ref();
+        set_reference(&mut frame, reference);
+        self.send(&frame).await?;
+        let mut found = None;
+        loop {
+            let frame = read_frame(&mut self.ws).await?;
+            match frame {
+                ServerFrame::Ok { reference: r } if r == reference => return Ok(found),
+                ServerFrame::Error(e) if e.reference == Some(reference) => {
+                    return Err(ClientError::Refused(e))
+                }
+                other if found.is_none() && wanted(&other) => found = Some(other),
+                other => self.backlog.push_back(other),
+            }
+        }
+    }
+
+    /// Joins `room` and returns its members (this session included).
+    pub async fn join(&mut self, room: &str) -> Result<Vec<SessionId>> {
+        let frame = ClientFrame::Join {
+            reference: None,
+            room: room.into(),
+        };
+        let joined = self
+            .request_with(
+                frame,
+                |f| matches!(f, ServerFrame::Joined { room: r, .. } if r == room),
+            )
+            .await?;
+        match joined {
+            Some(ServerFrame::Joined { members, .. }) => Ok(members),
+            _ => Err(ClientError::Unexpected("ok without joined".into())),
+        }
+    }
+
+    /// Leaves `room`.
+    pub async fn leave(&mut self, room: &str) -> Result<()> {
+        let frame = ClientFrame::Leave {
+            reference: None,
+            room: room.into(),
+        };
+        self.request_with(
+            frame,
+            |f| matches!(f, ServerFrame::Left { room: r, .. } if r == room),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Emits an event to `room` and waits for the acknowledgement.
+    pub async fn emit(&mut self, room: &str, event: &str, data: Value, echo: bool) -> Result<()> {
+        self.request(emit_frame(room, event, data, echo)).await
+    }
+
+    /// Sends an event directly to `to` and waits for the acknowledgement.
+    pub async fn send_direct(&mut self, to: SessionId, event: &str, data: Value) -> Result<()> {
+        self.request(ClientFrame::Send {
+            reference: None,
+            to,
+            event: event.into(),
+            data,
+        })
+        .await
+    }
+
+    /// Closes cleanly (close frame, then waits for the server's).
+    pub async fn close(mut self) -> Result<()> {
+        self.ws.close(None).await?;
+        while let Some(message) = self.ws.next().await {
+            if message.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resets the TCP connection without a close frame, as a crashed client would.
+    pub fn abort(self) {
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+        }
+        drop(self);
+    }
+
+    /// Reads until the server closes the connection and returns its close frame, discarding
+    /// anything else. For tests of fatal errors.
+    pub async fn wait_closed(mut self) -> Option<CloseFrame<'static>> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Splits into a sender and a receiver that can be used from different tasks.
+    pub fn split(self) -> (ClientSender, ClientReceiver) {
+        let (sink, stream) = self.ws.split();
+        (
+            ClientSender {
+                sink,
+                next_ref: self.next_ref,
+            },
+            ClientReceiver {
+                stream,
+                backlog: self.backlog,
+            },
+        )
+    }
+
+    fn take_ref(&mut self) -> Ref {
+        let reference = self.next_ref;
+        self.next_ref += 1;
+        reference
+    }
+}
+
+/// The sending half of a split client. Requests carry fresh `ref`s; their answers arrive on
+/// the `ClientReceiver`.
+pub struct ClientSender {
+    sink: SplitSink<Ws, Message>,
+    next_ref: Ref,
+}
+
+impl ClientSender {
+    /// Sends `frame` with a fresh `ref`, returned so the caller can match the answer.
+    pub async fn send(&mut self, mut frame: ClientFrame) -> Result<Ref> {
+        let reference = self.next_ref;
+        self.next_ref += 1;
+        set_reference(&mut frame, reference);
+        self.send_raw(encode_client(&frame)).await?;
+        Ok(reference)
+    }
+
+    /// Sends an already-encoded frame (the benchmark encodes once per payload).
+    pub async fn send_raw(&mut self, bytes: Bytes) -> Result<()> {
+        self.sink.send(Message::Binary(bytes.to_vec())).await?;
+        Ok(())
+    }
+
+    pub async fn close(&mut self) -> Result<()> {
+        self.sink.close().await?;
+        Ok(())
+    }
+}
+
+/// The receiving half of a split client.
+pub struct ClientReceiver {
+    stream: SplitStream<Ws>,
+    backlog: VecDeque<ServerFrame>,
+}
+
+impl ClientReceiver {
+    pub async fn next_frame(&mut self) -> Result<ServerFrame> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Ok(frame);
+        }
+        loop {
+            match self.stream.next().await {
+                Some(Ok(message)) => {
+                    if let Some(frame) = decode_message(message)? {
+                        return Ok(frame);
+                    }
+                }
+                Some(Err(err)) => return Err(err.into()),
+                None => return Err(ClientError::Closed(None)),
+            }
+        }
+    }
+}
+
+/// An `emit` frame without a `ref`.
+pub fn emit_frame(room: &str, event: &str, data: Value, echo: bool) -> ClientFrame {
+    ClientFrame::Emit {
+        reference: None,
+        room: room.into(),
+        event: event.into(),
+        data,
+        echo,
+    }
+}
+
+fn set_reference(frame: &mut ClientFrame, value: Ref) {
+    match frame {
+        ClientFrame::Join { reference, .. }
+        | ClientFrame::Leave { reference, .. }
+        | ClientFrame::Emit { reference, .. }
+        | ClientFrame::Send { reference, .. } => *reference = Some(value),
+    }
+}
+
+async fn read_frame(ws: &mut Ws) -> Result<ServerFrame> {
+    loop {
+        match ws.next().await {
+            Some(Ok(message)) => {
+                if let Some(frame) = decode_message(message)? {
+                    return Ok(frame);
+                }
+            }
+            Some(Err(err)) => return Err(err.into()),
+            None => return Err(ClientError::Closed(None)),
+        }
+    }
+}
+
+/// Decodes a binary message; control messages yield `None`, a close yields `Closed`.
+fn decode_message(message: Message) -> Result<Option<ServerFrame>> {
+    match message {
+        Message::Binary(bytes) => Ok(Some(decode_server(&bytes, SERVER_FRAME_DEPTH)?)),
+        Message::Close(frame) => Err(ClientError::Closed(frame.map(CloseFrame::into_owned))),
+        Message::Text(text) => Err(ClientError::Unexpected(format!("text message {text:?}"))),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
+    }
+}

@@ -24,7 +24,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(code: ErrorCode, reference: Option<Ref>, message: impl Into<String>) -> Self {
-        Self { code, reference, message: message.into() }
+        Self {
+            code,
+            reference,
+            message: message.into(),
+        }
     }
 }
 
@@ -109,7 +113,9 @@ fn classify(bytes: &[u8], max_depth: usize, failure: Failure) -> DecodeError {
             reference,
             format!("arrays and maps nest deeper than {max_depth}"),
         ),
-        E::InvalidMarkerRead(e) | E::InvalidDataRead(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+        E::InvalidMarkerRead(e) | E::InvalidDataRead(e)
+            if e.kind() == io::ErrorKind::UnexpectedEof =>
+        {
             DecodeError::new(ErrorCode::Malformed, None, "truncated MessagePack value")
         }
         other => match salvaged {

@@ -66,7 +66,10 @@ pub enum ServerFrame {
     /// The first frame on every connection.
     Welcome(WelcomeFrame),
     /// This session is now a member of `room`; `members` lists every member, itself included.
-    Joined { room: String, members: Vec<SessionId> },
+    Joined {
+        room: String,
+        members: Vec<SessionId>,
+    },
     /// This session is no longer a member of `room`.
     Left { room: String, reason: LeaveReason },
     /// Another session joined or left a room this session is in.

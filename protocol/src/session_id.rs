@@ -61,7 +61,8 @@ impl<'de> Deserialize<'de> for SessionId {
                 f.write_str("a session id as a hyphenated UUID string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<SessionId, E> {
-                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.parse()
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<SessionId, E> {
                 let s = std::str::from_utf8(v)

@@ -104,7 +104,9 @@ impl RegistryHandle {
         let arbiter = Arbiter::new();
         let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(mailbox_capacity);
-            RegistryActor { registry: Registry::new(limits) }
+            RegistryActor {
+                registry: Registry::new(limits),
+            }
         });
         Self { addr }
     }

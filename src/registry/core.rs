@@ -84,7 +84,12 @@ pub struct Registry<O> {
 
 impl<O: Outlet> Registry<O> {
     pub fn new(limits: RegistryLimits) -> Self {
-        Self { limits, sessions: HashMap::new(), rooms: HashMap::new(), overflowed: Vec::new() }
+        Self {
+            limits,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            overflowed: Vec::new(),
+        }
     }
 
     pub fn session_count(&self) -> usize {
@@ -97,7 +102,13 @@ impl<O: Outlet> Registry<O> {
 
     /// Registers a new session, in no room yet.
     pub fn connect(&mut self, id: SessionId, outlet: O) {
-        self.sessions.insert(id, SessionEntry { outlet, rooms: Vec::new() });
+        self.sessions.insert(
+            id,
+            SessionEntry {
+                outlet,
+                rooms: Vec::new(),
+            },
+        );
     }
 
     /// Removes a session that has ended: it leaves every room, and the members who remain are
@@ -117,10 +128,16 @@ impl<O: Outlet> Registry<O> {
         let result = match frame {
             ClientFrame::Join { room, .. } => self.join(id, room),
             ClientFrame::Leave { room, .. } => self.leave(id, &room),
-            ClientFrame::Emit { room, event, data, echo, .. } => {
-                self.emit(id, room, event, data, echo)
-            }
-            ClientFrame::Send { to, event, data, .. } => self.send_direct(id, to, event, data),
+            ClientFrame::Emit {
+                room,
+                event,
+                data,
+                echo,
+                ..
+            } => self.emit(id, room, event, data, echo),
+            ClientFrame::Send {
+                to, event, data, ..
+            } => self.send_direct(id, to, event, data),
         };
         match result {
             Ok(()) => {
@@ -135,18 +152,29 @@ impl<O: Outlet> Registry<O> {
 
     fn join(&mut self, id: SessionId, room_name: String) -> Result<(), RequestError> {
         self.check_room_name(&room_name)?;
-        let entry = self.sessions.get(&id).ok_or(RequestError::UnknownSession(id))?;
+        let entry = self
+            .sessions
+            .get(&id)
+            .ok_or(RequestError::UnknownSession(id))?;
         if entry.rooms.contains(&room_name) {
             return Err(RequestError::AlreadyJoined(room_name));
         }
         if entry.rooms.len() >= self.limits.max_rooms_per_session {
-            return Err(RequestError::TooManyRooms { max: self.limits.max_rooms_per_session });
+            return Err(RequestError::TooManyRooms {
+                max: self.limits.max_rooms_per_session,
+            });
         }
         let outlet = entry.outlet.clone();
-        let room = self.rooms.entry(room_name.clone()).or_insert_with(Room::new);
+        let room = self
+            .rooms
+            .entry(room_name.clone())
+            .or_insert_with(Room::new);
         if room.members.len() >= self.limits.max_members_per_room {
             let max = self.limits.max_members_per_room;
-            return Err(RequestError::RoomFull { room: room_name, max });
+            return Err(RequestError::RoomFull {
+                room: room_name,
+                max,
+            });
         }
         let presence = encode_server(&ServerFrame::Presence(PresenceFrame {
             room: room_name.clone(),
@@ -160,7 +188,10 @@ impl<O: Outlet> Registry<O> {
             }
         }
         room.members.push((id, outlet));
-        let joined = ServerFrame::Joined { room: room_name.clone(), members: room.member_ids() };
+        let joined = ServerFrame::Joined {
+            room: room_name.clone(),
+            members: room.member_ids(),
+        };
         if let Some(entry) = self.sessions.get_mut(&id) {
             entry.rooms.push(room_name);
         }
@@ -170,13 +201,22 @@ impl<O: Outlet> Registry<O> {
 
     fn leave(&mut self, id: SessionId, room_name: &str) -> Result<(), RequestError> {
         self.check_room_name(room_name)?;
-        let entry = self.sessions.get_mut(&id).ok_or(RequestError::UnknownSession(id))?;
+        let entry = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(RequestError::UnknownSession(id))?;
         let Some(index) = entry.rooms.iter().position(|r| r == room_name) else {
             return Err(RequestError::NotInRoom(room_name.to_owned()));
         };
         entry.rooms.remove(index);
         self.remove_member(room_name, id, LeaveReason::Leave);
-        self.send_to(id, &ServerFrame::Left { room: room_name.to_owned(), reason: LeaveReason::Leave });
+        self.send_to(
+            id,
+            &ServerFrame::Left {
+                room: room_name.to_owned(),
+                reason: LeaveReason::Leave,
+            },
+        );
         Ok(())
     }
 
@@ -190,7 +230,10 @@ impl<O: Outlet> Registry<O> {
     ) -> Result<(), RequestError> {
         self.check_room_name(&room_name)?;
         self.check_event_name(&event)?;
-        let is_member = self.sessions.get(&id).is_some_and(|e| e.rooms.contains(&room_name));
+        let is_member = self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.rooms.contains(&room_name));
         let room = match self.rooms.get_mut(&room_name) {
             Some(room) if is_member => room,
             _ => return Err(RequestError::NotInRoom(room_name)),
@@ -226,7 +269,14 @@ impl<O: Outlet> Registry<O> {
         if !shares_room {
             return Err(RequestError::UnknownSession(to));
         }
-        self.send_to(to, &ServerFrame::Direct(DirectFrame { from: id, event, data }));
+        self.send_to(
+            to,
+            &ServerFrame::Direct(DirectFrame {
+                from: id,
+                event,
+                data,
+            }),
+        );
         Ok(())
     }
 
@@ -249,7 +299,11 @@ impl<O: Outlet> Registry<O> {
     fn send_error(&mut self, id: SessionId, reference: Option<Ref>, err: &RequestError) {
         self.send_to(
             id,
-            &ServerFrame::Error(ErrorFrame { reference, code: err.code(), message: err.to_string() }),
+            &ServerFrame::Error(ErrorFrame {
+                reference,
+                code: err.code(),
+                message: err.to_string(),
+            }),
         );
     }
 
@@ -264,7 +318,9 @@ impl<O: Outlet> Registry<O> {
     /// Takes `id` out of `room_name`'s members, tells the others, and drops the room if empty.
     /// The caller has already removed the room from the session's own list.
     fn remove_member(&mut self, room_name: &str, id: SessionId, reason: LeaveReason) {
-        let Some(room) = self.rooms.get_mut(room_name) else { return };
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
         if !room.remove(id) {
             return;
         }
@@ -315,7 +371,10 @@ impl<O: Outlet> Registry<O> {
                 return Err(format!("room {name:?} is over max_members_per_room"));
             }
             for (member, _) in &room.members {
-                let listed = self.sessions.get(member).is_some_and(|s| s.rooms.contains(name));
+                let listed = self
+                    .sessions
+                    .get(member)
+                    .is_some_and(|s| s.rooms.contains(name));
                 if !listed {
                     return Err(format!("{member} is in room {name:?} but does not list it"));
                 }
@@ -326,7 +385,10 @@ impl<O: Outlet> Registry<O> {
                 return Err(format!("{id} is over max_rooms_per_session"));
             }
             for name in &entry.rooms {
-                let member = self.rooms.get(name).is_some_and(|r| r.members.iter().any(|(m, _)| m == id));
+                let member = self
+                    .rooms
+                    .get(name)
+                    .is_some_and(|r| r.members.iter().any(|(m, _)| m == id));
                 if !member {
                     return Err(format!("{id} lists room {name:?} but is not a member"));
                 }

@@ -6,4 +6,4 @@ pub mod actor;
 mod core;
 mod room;
 
-pub use self::core::{Overflow, Outlet, Registry, RegistryLimits, RequestError};
+pub use self::core::{Outlet, Overflow, Registry, RegistryLimits, RequestError};

@@ -13,7 +13,10 @@ pub(crate) struct Room<O> {
 
 impl<O> Room<O> {
     pub(crate) fn new() -> Self {
-        Self { members: Vec::new(), next_offset: 0 }
+        Self {
+            members: Vec::new(),
+            next_offset: 0,
+        }
     }
 
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {

@@ -27,7 +27,10 @@ pub struct Fragments {
 
 impl Fragments {
     pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, current: None }
+        Self {
+            max_bytes,
+            current: None,
+        }
     }
 
     pub fn push(&mut self, item: Item) -> Reassembled {
@@ -79,7 +82,10 @@ mod tests {
         let mut f = Fragments::new(6);
         assert_eq!(f.push(Item::FirstBinary(b("ab"))), Reassembled::Pending);
         assert_eq!(f.push(Item::Continue(b("cd"))), Reassembled::Pending);
-        assert_eq!(f.push(Item::Last(b("ef"))), Reassembled::Binary(b("abcdef")));
+        assert_eq!(
+            f.push(Item::Last(b("ef"))),
+            Reassembled::Binary(b("abcdef"))
+        );
         assert_eq!(f.push(Item::FirstBinary(b("abcd"))), Reassembled::Pending);
         assert_eq!(f.push(Item::Last(b("efg"))), Reassembled::TooBig);
     }

@@ -123,11 +123,24 @@ impl Session {
         code: ErrorCode,
         message: String,
     ) {
-        self.write_frame(ctx, &ServerFrame::Error(ErrorFrame { reference, code, message }));
+        self.write_frame(
+            ctx,
+            &ServerFrame::Error(ErrorFrame {
+                reference,
+                code,
+                message,
+            }),
+        );
     }
 
     /// Ends the session: records why, sends a close frame with `code`, and stops the actor.
-    fn end(&mut self, ctx: &mut WebsocketContext<Self>, reason: LeaveReason, code: u16, text: &str) {
+    fn end(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        reason: LeaveReason,
+        code: u16,
+        text: &str,
+    ) {
         if self.end.is_some() {
             return;
         }
@@ -135,7 +148,10 @@ impl Session {
         let description = (!text.is_empty()).then(|| text.to_owned());
         self.write(
             ctx,
-            ws::Message::Close(Some(CloseReason { code: CloseCode::from(code), description })),
+            ws::Message::Close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description,
+            })),
         );
         ctx.stop();
     }
@@ -146,7 +162,10 @@ impl Session {
             Err(err) => return self.write_error(ctx, err.reference, err.code, err.message),
         };
         let reference = frame.reference();
-        match self.registry.submit(ClientRequest { session: self.id, frame }) {
+        match self.registry.submit(ClientRequest {
+            session: self.id,
+            frame,
+        }) {
             Ok(()) => {}
             Err(SubmitError::Busy) => self.write_error(
                 ctx,
@@ -154,9 +173,12 @@ impl Session {
                 ErrorCode::Overloaded,
                 "the room registry is busy; the request was not carried out".into(),
             ),
-            Err(SubmitError::Gone) => {
-                self.end(ctx, LeaveReason::Kicked, close::INTERNAL_ERROR, "registry stopped")
-            }
+            Err(SubmitError::Gone) => self.end(
+                ctx,
+                LeaveReason::Kicked,
+                close::INTERNAL_ERROR,
+                "registry stopped",
+            ),
         }
     }
 
@@ -164,7 +186,12 @@ impl Session {
         let now = Instant::now();
         if now.duration_since(self.last_heard) >= self.settings.client_timeout {
             tracing::debug!(session = %self.id, "heartbeat timeout");
-            return self.end(ctx, LeaveReason::Timeout, close::HEARTBEAT_TIMEOUT, "timeout");
+            return self.end(
+                ctx,
+                LeaveReason::Timeout,
+                close::HEARTBEAT_TIMEOUT,
+                "timeout",
+            );
         }
         if now.duration_since(self.last_ping) >= self.settings.heartbeat_interval {
             self.last_ping = now;
@@ -178,7 +205,10 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let outlet = SessionOutlet::new(ctx.address().recipient(), Arc::clone(&self.budget));
-        self.registry.connect(Connect { session: self.id, outlet });
+        self.registry.connect(Connect {
+            session: self.id,
+            outlet,
+        });
         let welcome = WelcomeFrame {
             session: self.id,
             protocol: PROTOCOL_VERSION,
@@ -194,7 +224,10 @@ impl Actor for Session {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         let reason = self.end.unwrap_or(LeaveReason::Dropped);
         tracing::debug!(session = %self.id, ?reason, "session stopped");
-        self.registry.disconnect(Disconnect { session: self.id, reason });
+        self.registry.disconnect(Disconnect {
+            session: self.id,
+            reason,
+        });
     }
 }
 
@@ -208,7 +241,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             Ok(message) => message,
             Err(ProtocolError::Overflow) => {
                 let text = format!("frame over {} bytes", self.settings.max_frame_bytes);
-                return self.end(ctx, LeaveReason::ProtocolError, close::MESSAGE_TOO_BIG, &text);
+                return self.end(
+                    ctx,
+                    LeaveReason::ProtocolError,
+                    close::MESSAGE_TOO_BIG,
+                    &text,
+                );
             }
             Err(ProtocolError::Io(err)) => {
                 tracing::debug!(session = %self.id, %err, "connection error");
@@ -217,7 +255,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             }
             Err(err) => {
                 let text = err.to_string();
-                return self.end(ctx, LeaveReason::ProtocolError, close::PROTOCOL_ERROR, &text);
+                return self.end(
+                    ctx,
+                    LeaveReason::ProtocolError,
+                    close::PROTOCOL_ERROR,
+                    &text,
+                );
             }
         };
         match message {
@@ -239,7 +282,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
                 ),
                 Reassembled::TooBig => {
                     let text = format!("message over {} bytes", self.settings.max_frame_bytes);
-                    self.end(ctx, LeaveReason::ProtocolError, close::MESSAGE_TOO_BIG, &text)
+                    self.end(
+                        ctx,
+                        LeaveReason::ProtocolError,
+                        close::MESSAGE_TOO_BIG,
+                        &text,
+                    )
                 }
                 Reassembled::OutOfOrder => self.end(
                     ctx,

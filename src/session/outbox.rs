@@ -41,7 +41,10 @@ pub struct OutboundBudget {
 
 impl OutboundBudget {
     pub fn new(limit: usize) -> Self {
-        Self { pending: AtomicUsize::new(0), limit }
+        Self {
+            pending: AtomicUsize::new(0),
+            limit,
+        }
     }
 
     /// Bytes queued and not yet handed to the socket.
@@ -67,9 +70,11 @@ impl OutboundBudget {
 
     fn credit(&self, bytes: usize) {
         // Saturating, so that a mistake in accounting can never wrap around to "huge".
-        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-            Some(p.saturating_sub(bytes))
-        });
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(bytes))
+            });
     }
 }
 
@@ -110,9 +115,13 @@ pub struct ConnectionSlot {
 impl ConnectionSlot {
     /// Takes a slot if fewer than `max` are taken.
     pub fn try_acquire(live: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| Self { live: Arc::clone(live) })
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self {
+            live: Arc::clone(live),
+        })
     }
 }
 
@@ -135,7 +144,11 @@ pin_project! {
 
 impl<S> CountedBody<S> {
     pub fn new(inner: S, budget: Arc<OutboundBudget>, slot: ConnectionSlot) -> Self {
-        Self { inner, budget, slot }
+        Self {
+            inner,
+            budget,
+            slot,
+        }
     }
 }
 

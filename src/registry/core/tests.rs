@@ -3,7 +3,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use parlor_protocol::{decode_server, ClientFrame, ErrorCode, LeaveReason, PresenceStatus, ServerFrame, SessionId, Value};
+use parlor_protocol::{
+    decode_server, ClientFrame, ErrorCode, LeaveReason, PresenceStatus, ServerFrame, SessionId,
+    Value,
+};
 
 use super::*;
 
@@ -31,7 +34,11 @@ impl Outlet for Recorder {
 
 impl Recorder {
     fn take(&self) -> Vec<ServerFrame> {
-        self.frames.borrow_mut().drain(..).map(|b| decode_server(&b, 64).unwrap()).collect()
+        self.frames
+            .borrow_mut()
+            .drain(..)
+            .map(|b| decode_server(&b, 64).unwrap())
+            .collect()
     }
 }
 
@@ -50,14 +57,19 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Self { registry: Registry::new(limits()) }
+        Self {
+            registry: Registry::new(limits()),
+        }
     }
     fn connect(&mut self) -> (SessionId, Recorder) {
         self.connect_with(None)
     }
     fn connect_with(&mut self, capacity: Option<usize>) -> (SessionId, Recorder) {
         let id = SessionId::new_random();
-        let outlet = Recorder { capacity, ..Recorder::default() };
+        let outlet = Recorder {
+            capacity,
+            ..Recorder::default()
+        };
         self.registry.connect(id, outlet.clone());
         (id, outlet)
     }
@@ -66,7 +78,13 @@ impl Harness {
         self.registry.check_invariants().unwrap();
     }
     fn join(&mut self, id: SessionId, room: &str) {
-        self.run(id, ClientFrame::Join { reference: Some(1), room: room.into() });
+        self.run(
+            id,
+            ClientFrame::Join {
+                reference: Some(1),
+                room: room.into(),
+            },
+        );
     }
 }
 
@@ -96,12 +114,21 @@ fn join_lists_members_in_join_order_and_tells_the_others() {
     out_a.take();
     h.join(b, "r");
     let b_frames = out_b.take();
-    assert_eq!(b_frames[0], ServerFrame::Joined { room: "r".into(), members: vec![a, b] });
+    assert_eq!(
+        b_frames[0],
+        ServerFrame::Joined {
+            room: "r".into(),
+            members: vec![a, b]
+        }
+    );
     assert_eq!(b_frames[1], ServerFrame::Ok { reference: 1 });
     assert_eq!(b_frames.len(), 2);
     match &out_a.take()[..] {
         [ServerFrame::Presence(p)] => {
-            assert_eq!((p.session, p.status, p.reason), (b, PresenceStatus::Joined, None));
+            assert_eq!(
+                (p.session, p.status, p.reason),
+                (b, PresenceStatus::Joined, None)
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -142,8 +169,15 @@ fn emit_shares_one_buffer_among_recipients() {
     out_b.take();
     out_c.take();
     h.run(a, emit("r", false));
-    let (fb, fc) = (out_b.frames.borrow()[0].clone(), out_c.frames.borrow()[0].clone());
-    assert_eq!(fb.as_ptr(), fc.as_ptr(), "recipients must share the encoded frame");
+    let (fb, fc) = (
+        out_b.frames.borrow()[0].clone(),
+        out_c.frames.borrow()[0].clone(),
+    );
+    assert_eq!(
+        fb.as_ptr(),
+        fc.as_ptr(),
+        "recipients must share the encoded frame"
+    );
 }
 
 #[test]
@@ -168,8 +202,21 @@ fn names_are_checked_at_and_over_their_bounds() {
         h.join(a, bad);
         assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidRoom));
     }
-    for (event, code) in [("12345678", None), ("", Some(ErrorCode::InvalidEvent)), ("123456789", Some(ErrorCode::InvalidEvent))] {
-        h.run(a, ClientFrame::Emit { reference: None, room: "12345678".into(), event: event.into(), data: Value::Nil, echo: false });
+    for (event, code) in [
+        ("12345678", None),
+        ("", Some(ErrorCode::InvalidEvent)),
+        ("123456789", Some(ErrorCode::InvalidEvent)),
+    ] {
+        h.run(
+            a,
+            ClientFrame::Emit {
+                reference: None,
+                room: "12345678".into(),
+                event: event.into(),
+                data: Value::Nil,
+                echo: false,
+            },
+        );
         assert_eq!(error_code(&out_a.take()), code);
     }
 }
@@ -194,7 +241,13 @@ fn room_and_membership_limits_hold_at_and_over_the_bound() {
     h.join(c, "1");
     h.join(d, "1");
     assert_eq!(error_code(&out_d.take()), Some(ErrorCode::RoomFull));
-    h.run(c, ClientFrame::Leave { reference: None, room: "1".into() });
+    h.run(
+        c,
+        ClientFrame::Leave {
+            reference: None,
+            room: "1".into(),
+        },
+    );
     h.join(d, "1");
     assert!(matches!(out_d.take()[0], ServerFrame::Joined { .. }));
 }
@@ -208,18 +261,41 @@ fn leave_tells_the_leaver_and_the_others_and_drops_empty_rooms() {
     h.join(b, "r");
     out_a.take();
     out_b.take();
-    h.run(a, ClientFrame::Leave { reference: Some(3), room: "r".into() });
+    h.run(
+        a,
+        ClientFrame::Leave {
+            reference: Some(3),
+            room: "r".into(),
+        },
+    );
     assert_eq!(
         out_a.take(),
         vec![
-            ServerFrame::Left { room: "r".into(), reason: LeaveReason::Leave },
+            ServerFrame::Left {
+                room: "r".into(),
+                reason: LeaveReason::Leave
+            },
             ServerFrame::Ok { reference: 3 }
         ]
     );
-    assert!(matches!(&out_b.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Leave)));
-    h.run(a, ClientFrame::Leave { reference: Some(4), room: "r".into() });
+    assert!(
+        matches!(&out_b.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Leave))
+    );
+    h.run(
+        a,
+        ClientFrame::Leave {
+            reference: Some(4),
+            room: "r".into(),
+        },
+    );
     assert_eq!(error_code(&out_a.take()), Some(ErrorCode::NotInRoom));
-    h.run(b, ClientFrame::Leave { reference: None, room: "r".into() });
+    h.run(
+        b,
+        ClientFrame::Leave {
+            reference: None,
+            room: "r".into(),
+        },
+    );
     assert_eq!(h.registry.room_count(), 0);
 }
 
@@ -238,13 +314,18 @@ fn disconnect_leaves_every_room_with_the_reason_and_forgets_the_session() {
     h.registry.disconnect(a, LeaveReason::Timeout);
     h.registry.check_invariants().unwrap();
     for out in [&out_b, &out_c] {
-        assert!(matches!(&out.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Timeout)));
+        assert!(
+            matches!(&out.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Timeout))
+        );
     }
     assert_eq!(h.registry.session_count(), 2);
     h.registry.disconnect(b, LeaveReason::Closed);
     h.registry.disconnect(c, LeaveReason::Dropped);
     h.registry.disconnect(c, LeaveReason::Dropped); // twice is harmless
-    assert_eq!((h.registry.session_count(), h.registry.room_count()), (0, 0));
+    assert_eq!(
+        (h.registry.session_count(), h.registry.room_count()),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -258,10 +339,17 @@ fn direct_send_reaches_only_a_session_sharing_a_room() {
     h.join(c, "other");
     out_a.take();
     out_b.take();
-    let send = |to| ClientFrame::Send { reference: Some(9), to, event: "hi".into(), data: Value::from("x") };
+    let send = |to| ClientFrame::Send {
+        reference: Some(9),
+        to,
+        event: "hi".into(),
+        data: Value::from("x"),
+    };
     h.run(a, send(b));
     assert_eq!(out_a.take(), vec![ServerFrame::Ok { reference: 9 }]);
-    assert!(matches!(&out_b.take()[..], [ServerFrame::Direct(d)] if d.from == a && d.event == "hi"));
+    assert!(
+        matches!(&out_b.take()[..], [ServerFrame::Direct(d)] if d.from == a && d.event == "hi")
+    );
     h.run(a, send(c));
     assert_eq!(error_code(&out_a.take()), Some(ErrorCode::UnknownSession));
     h.run(a, send(SessionId::new_random()));
@@ -285,7 +373,9 @@ fn an_overflowing_member_is_evicted_as_slow_consumer_and_the_rest_keep_receiving
     assert_eq!(h.registry.session_count(), 2);
     let b_frames = out_b.take();
     assert!(matches!(&b_frames[0], ServerFrame::Event(_)));
-    assert!(matches!(&b_frames[1], ServerFrame::Presence(p) if p.session == slow && p.reason == Some(LeaveReason::SlowConsumer)));
+    assert!(
+        matches!(&b_frames[1], ServerFrame::Presence(p) if p.session == slow && p.reason == Some(LeaveReason::SlowConsumer))
+    );
     h.run(a, emit("r", false));
     assert_eq!(out_b.take().len(), 1);
 }
@@ -294,5 +384,8 @@ fn an_overflowing_member_is_evicted_as_slow_consumer_and_the_rest_keep_receiving
 fn requests_from_unknown_sessions_are_ignored() {
     let mut h = Harness::new();
     h.run(SessionId::new_random(), emit("r", false));
-    assert_eq!((h.registry.session_count(), h.registry.room_count()), (0, 0));
+    assert_eq!(
+        (h.registry.session_count(), h.registry.room_count()),
+        (0, 0)
+    );
 }

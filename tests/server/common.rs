@@ -1,0 +1,117 @@
+//! Shared helpers: a node with short timers, clients, `/health`, and bounded waits.
+
+use std::future::Future;
+use std::time::Duration;
+
+use parlor::{BackgroundNode, Config};
+use parlor_client::protocol::{ErrorCode, ServerFrame, Value};
+use parlor_client::{Client, ClientError};
+
+/// The embedded configuration with an ephemeral port and fast heartbeats.
+pub fn test_config() -> Config {
+    let mut config = Config::embedded().expect("embedded config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.server.workers = 2;
+    config.session.heartbeat_interval_ms = 200;
+    config.session.client_timeout_ms = 1_000;
+    config
+}
+
+pub fn start(config: Config) -> BackgroundNode {
+    config.validate().expect("valid test config");
+    parlor::spawn(config).expect("node starts")
+}
+
+pub async fn connect(node: &BackgroundNode) -> Client {
+    Client::connect(&node.ws_url()).await.expect("connect")
+}
+
+/// Fails the test if `future` does not finish within `secs` seconds.
+pub async fn within<T>(secs: u64, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// The next frame, failing the test after 5 s.
+pub async fn next(client: &mut Client) -> ServerFrame {
+    within(5, "a frame", client.next_frame())
+        .await
+        .expect("frame")
+}
+
+/// Skips frames until one matches, failing the test after 5 s.
+pub async fn next_matching(
+    client: &mut Client,
+    what: &str,
+    f: impl Fn(&ServerFrame) -> bool,
+) -> ServerFrame {
+    within(5, what, async {
+        loop {
+            let frame = client.next_frame().await.expect("frame");
+            if f(&frame) {
+                return frame;
+            }
+        }
+    })
+    .await
+}
+
+/// `GET /health` as (sessions, rooms).
+pub async fn health(node: &BackgroundNode) -> (u64, u64) {
+    let url = node.http_url("/health");
+    let body: serde_json::Value = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("health")
+            .into_json()
+            .expect("json")
+    })
+    .await
+    .unwrap();
+    assert_eq!(body["status"], "ok");
+    (
+        body["sessions"].as_u64().unwrap(),
+        body["rooms"].as_u64().unwrap(),
+    )
+}
+
+/// Polls `/health` until it reports `want`, failing after `secs`.
+pub async fn wait_health(node: &BackgroundNode, want: (u64, u64), secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = health(node).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health stayed at {got:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The code of a refused request.
+pub fn refused_code(result: Result<(), ClientError>) -> ErrorCode {
+    match result {
+        Err(ClientError::Refused(frame)) => frame.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Proves a session still works: it can join a fresh room and hear its own echo there.
+pub async fn assert_usable(client: &mut Client, room: &str) {
+    client.join(room).await.expect("join after error");
+    client
+        .emit(room, "probe", Value::from("still here"), true)
+        .await
+        .expect("emit");
+    next_matching(
+        client,
+        "echo of probe",
+        |f| matches!(f, ServerFrame::Event(e) if e.room == room && e.event == "probe"),
+    )
+    .await;
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: a real node on 127.0.0.1 (port 0) and real WebSocket clients.
+
+mod bad_input;
+mod cleanup;
+mod common;
+mod limits;
+mod rooms;
+mod slow_consumer;
