@@ -130,21 +130,23 @@ fn classify(bytes: &[u8], max_depth: usize, failure: Failure) -> DecodeError {
             None if starts_with_map(bytes) => {
                 DecodeError::new(ErrorCode::InvalidField, None, other.to_string())
             }
-            None if is_one_value(bytes) => DecodeError::new(
-                ErrorCode::NotAMap,
-                None,
-                "a frame must be a MessagePack map with a string `type`",
-            ),
-            None => DecodeError::new(ErrorCode::Malformed, None, other.to_string()),
+            None => match decode_exact::<serde::de::IgnoredAny>(bytes, max_depth) {
+                Ok(_) => DecodeError::new(
+                    ErrorCode::NotAMap,
+                    None,
+                    "a frame must be a MessagePack map with a string `type`",
+                ),
+                Err(Failure::Decode(E::DepthLimitExceeded)) => DecodeError::new(
+                    ErrorCode::TooDeep,
+                    None,
+                    format!("arrays and maps nest deeper than {max_depth}"),
+                ),
+                Err(_) => DecodeError::new(ErrorCode::Malformed, None, other.to_string()),
+            },
         },
     }
 }
 
 fn starts_with_map(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
-}
-
-/// Whether `bytes` hold exactly one well-formed MessagePack value (of any type).
-fn is_one_value(bytes: &[u8]) -> bool {
-    decode_exact::<serde::de::IgnoredAny>(bytes, SALVAGE_DEPTH).is_ok()
 }

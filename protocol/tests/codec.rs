@@ -1,0 +1,309 @@
+//! Round trips of every frame, and the classification of bad client frames.
+
+use parlor_protocol::*;
+
+fn id(n: u8) -> SessionId {
+    format!("00000000-0000-4000-8000-0000000000{n:02x}")
+        .parse()
+        .unwrap()
+}
+
+fn rich_value() -> Value {
+    Value::Map(vec![
+        (Value::from("bin"), Value::Binary(vec![0, 1, 2, 255])),
+        (Value::from("f64"), Value::F64(1.5)),
+        (Value::from("neg"), Value::from(-70_000)),
+        (Value::from("big"), Value::from(u64::MAX)),
+        (
+            Value::from(7),
+            Value::Array(vec![Value::Nil, Value::from(true), Value::from("ü")]),
+        ),
+        (Value::from("ext"), Value::Ext(5, vec![9, 9])),
+    ])
+}
+
+#[test]
+fn every_client_frame_round_trips() {
+    let frames = vec![
+        ClientFrame::Join {
+            reference: Some(u64::MAX),
+            room: "r".into(),
+        },
+        ClientFrame::Leave {
+            reference: None,
+            room: "ρ".into(),
+        },
+        ClientFrame::Emit {
+            reference: Some(0),
+            room: "r".into(),
+            event: "e".into(),
+            data: rich_value(),
+            echo: true,
+        },
+        ClientFrame::Emit {
+            reference: None,
+            room: "r".into(),
+            event: "e".into(),
+            data: Value::Nil,
+            echo: false,
+        },
+        ClientFrame::Send {
+            reference: Some(3),
+            to: id(1),
+            event: "e".into(),
+            data: rich_value(),
+        },
+    ];
+    for frame in frames {
+        let bytes = encode_client(&frame);
+        assert_eq!(decode_client(&bytes, 32).unwrap(), frame);
+    }
+}
+
+#[test]
+fn every_server_frame_round_trips() {
+    let limits = Limits {
+        max_frame_bytes: 1,
+        max_rooms_per_session: 2,
+        max_members_per_room: 3,
+        max_room_name_bytes: 4,
+        max_event_name_bytes: 5,
+        max_depth: 6,
+        outbound_budget_bytes: 7,
+    };
+    let frames = vec![
+        ServerFrame::Welcome(WelcomeFrame {
+            session: id(1),
+            protocol: 1,
+            heartbeat_ms: 2,
+            timeout_ms: 3,
+            limits,
+        }),
+        ServerFrame::Joined {
+            room: "r".into(),
+            members: vec![id(1), id(2)],
+        },
+        ServerFrame::Left {
+            room: "r".into(),
+            reason: LeaveReason::SlowConsumer,
+        },
+        ServerFrame::Presence(PresenceFrame {
+            room: "r".into(),
+            session: id(2),
+            status: PresenceStatus::Left,
+            reason: Some(LeaveReason::Kicked),
+        }),
+        ServerFrame::Event(EventFrame {
+            room: "r".into(),
+            from: id(3),
+            event: "e".into(),
+            data: rich_value(),
+            offset: u64::MAX,
+        }),
+        ServerFrame::Direct(DirectFrame {
+            from: id(4),
+            event: "e".into(),
+            data: rich_value(),
+        }),
+        ServerFrame::Ok { reference: 9 },
+        ServerFrame::Error(ErrorFrame {
+            reference: None,
+            code: ErrorCode::Overloaded,
+            message: "m".into(),
+        }),
+    ];
+    for frame in frames {
+        let bytes = encode_server(&frame);
+        assert_eq!(decode_server(&bytes, 32).unwrap(), frame);
+    }
+}
+
+/// Builds a map by hand, as a client in another language would.
+fn map(fields: &[(&str, Value)]) -> Vec<u8> {
+    let map = Value::Map(
+        fields
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &map).unwrap();
+    out
+}
+
+#[test]
+fn key_order_and_integer_width_do_not_matter_and_unknown_keys_are_ignored() {
+    let mut bytes = vec![0x84];
+    rmpv::encode::write_value(&mut bytes, &Value::from("room")).unwrap();
+    rmpv::encode::write_value(&mut bytes, &Value::from("r")).unwrap();
+    rmpv::encode::write_value(&mut bytes, &Value::from("ref")).unwrap();
+    bytes.extend([0xcf, 0, 0, 0, 0, 0, 0, 0, 5]); // 5 as uint 64
+    rmpv::encode::write_value(&mut bytes, &Value::from("extra")).unwrap();
+    rmpv::encode::write_value(&mut bytes, &Value::Array(vec![Value::from(1)])).unwrap();
+    rmpv::encode::write_value(&mut bytes, &Value::from("type")).unwrap();
+    rmpv::encode::write_value(&mut bytes, &Value::from("join")).unwrap();
+    assert_eq!(
+        decode_client(&bytes, 32).unwrap(),
+        ClientFrame::Join {
+            reference: Some(5),
+            room: "r".into()
+        }
+    );
+}
+
+fn code_of(bytes: &[u8], depth: usize) -> (ErrorCode, Option<u64>) {
+    let err = decode_client(bytes, depth).unwrap_err();
+    (err.code, err.reference)
+}
+
+#[test]
+fn bad_frames_are_classified() {
+    let join = encode_client(&ClientFrame::Join {
+        reference: Some(1),
+        room: "r".into(),
+    });
+    assert_eq!(code_of(&[], 32), (ErrorCode::Malformed, None));
+    assert_eq!(code_of(&[0xc1], 32), (ErrorCode::Malformed, None));
+    assert_eq!(
+        code_of(&join[..join.len() - 2], 32),
+        (ErrorCode::Malformed, None)
+    );
+    assert_eq!(
+        code_of(&[&join[..], &[0xc0]].concat(), 32),
+        (ErrorCode::Malformed, None)
+    );
+    assert_eq!(code_of(&[0x93, 1, 2, 3], 32), (ErrorCode::NotAMap, None));
+    assert_eq!(
+        code_of(
+            &map(&[("type", Value::from("nope")), ("ref", Value::from(4))]),
+            32
+        ),
+        (ErrorCode::UnknownType, Some(4))
+    );
+    assert_eq!(
+        code_of(
+            &map(&[("type", Value::from(1)), ("ref", Value::from(4))]),
+            32
+        ),
+        (ErrorCode::InvalidField, None)
+    );
+    assert_eq!(
+        code_of(&map(&[("ref", Value::from(4))]), 32),
+        (ErrorCode::InvalidField, None)
+    );
+    assert_eq!(
+        code_of(
+            &map(&[
+                ("type", Value::from("send")),
+                ("ref", Value::from(2)),
+                ("to", Value::from("not-a-uuid")),
+                ("event", Value::from("e"))
+            ]),
+            32
+        ),
+        (ErrorCode::InvalidField, Some(2))
+    );
+    assert_eq!(
+        code_of(
+            &map(&[
+                ("type", Value::from("emit")),
+                ("ref", Value::from(3)),
+                ("room", Value::from("r")),
+                ("event", Value::from("e")),
+                ("echo", Value::from("yes"))
+            ]),
+            32
+        ),
+        (ErrorCode::InvalidField, Some(3))
+    );
+}
+
+#[test]
+fn depth_is_bounded_exactly() {
+    let nested = |levels: usize| {
+        let mut v = Value::from(0);
+        for _ in 0..levels {
+            v = Value::Array(vec![v]);
+        }
+        map(&[
+            ("type", Value::from("emit")),
+            ("ref", Value::from(1)),
+            ("room", Value::from("r")),
+            ("event", Value::from("e")),
+            ("data", v),
+        ])
+    };
+    assert!(
+        decode_client(&nested(3), 4).is_ok(),
+        "map + 3 arrays = depth 4"
+    );
+    assert_eq!(code_of(&nested(4), 4), (ErrorCode::TooDeep, Some(1)));
+    // Far deeper than anything salvageable: still a clean error, no stack overflow.
+    let mut deep = vec![0x91; 100_000];
+    deep.push(0xc0);
+    assert_eq!(code_of(&deep, 32).0, ErrorCode::TooDeep);
+}
+
+#[test]
+fn truncations_and_byte_flips_of_valid_frames_never_panic() {
+    let frames = [
+        encode_client(&ClientFrame::Emit {
+            reference: Some(300),
+            room: "room".into(),
+            event: "ev".into(),
+            data: rich_value(),
+            echo: true,
+        }),
+        encode_client(&ClientFrame::Send {
+            reference: Some(1),
+            to: id(9),
+            event: "e".into(),
+            data: Value::from("x"),
+        }),
+    ];
+    for frame in frames {
+        for cut in 0..frame.len() {
+            let _ = decode_client(&frame[..cut], 32);
+        }
+        for i in 0..frame.len() {
+            for flip in [0x01u8, 0x10, 0x80, 0xff] {
+                let mut bytes = frame.to_vec();
+                bytes[i] ^= flip;
+                let _ = decode_client(&bytes, 32);
+            }
+        }
+    }
+}
+
+#[test]
+fn error_code_names_match_their_wire_form() {
+    let codes = [
+        ErrorCode::TextFrame,
+        ErrorCode::Malformed,
+        ErrorCode::NotAMap,
+        ErrorCode::TooDeep,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidEvent,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RoomFull,
+        ErrorCode::UnknownSession,
+        ErrorCode::Overloaded,
+    ];
+    let doc = include_str!("../PROTOCOL.md");
+    for code in codes {
+        let wire = rmp_serde::to_vec(&code).unwrap();
+        assert_eq!(
+            rmpv::decode::read_value(&mut &wire[..]).unwrap(),
+            Value::from(code.as_str())
+        );
+        assert!(
+            doc.contains(&format!("| `{}` |", code.as_str())),
+            "PROTOCOL.md lists {}",
+            code.as_str()
+        );
+    }
+}
