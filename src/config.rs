@@ -66,8 +66,8 @@ pub enum ConfigError {
     Syntax { origin: String, message: String },
     #[error("invalid setting `{key}`: {why}")]
     Invalid { key: String, why: String },
-    #[error("unknown environment variable {name}: no setting `{key}` exists")]
-    UnknownEnv { name: String, key: String },
+    #[error("unknown environment variable {name}: it names no setting (the form is PARLOR_<SECTION>_<KEY>, e.g. PARLOR_LIMITS_MAX_FRAME_BYTES)")]
+    UnknownEnv { name: String },
 }
 
 impl Config {
@@ -104,7 +104,14 @@ impl Config {
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
                 ConfigError::Invalid {
                     key: err.path().to_string(),
-                    why: err.inner().to_string(),
+                    // toml repeats the path on a second line; the key is already named.
+                    why: err
+                        .inner()
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                 }
             })?;
         config.validate()?;
@@ -229,10 +236,7 @@ fn apply_env(
             .iter()
             .find(|(section, key)| suffix.eq_ignore_ascii_case(&format!("{section}_{key}")))
         else {
-            return Err(ConfigError::UnknownEnv {
-                key: suffix.to_ascii_lowercase(),
-                name,
-            });
+            return Err(ConfigError::UnknownEnv { name });
         };
         let value = format!("v = {raw}")
             .parse::<toml::Table>()

@@ -1,5 +1,6 @@
 //! The `parlor` binary: reads the configuration, sets up logging, and runs one node.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut config = match Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(config) => config,
