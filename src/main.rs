@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // Reporting a failed log write goes to stderr with eprintln!, which panics when stderr
+        // is a closed pipe: a dead log reader must not take the workers down with it.
+        .log_internal_errors(false)
         .init();
     let mut config = match Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(config) => config,

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real node on 127.0.0.1 (port 0) and real WebSocket clients.
 
 mod bad_input;
+mod binary;
 mod cleanup;
 mod common;
 mod limits;
