@@ -339,3 +339,8 @@ fn decode_message(message: Message) -> Result<Option<ServerFrame>> {
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
     }
 }
+
+/// The README's client example, compiled as a doctest so it cannot drift from this API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -126,3 +126,45 @@ async fn a_reader_that_stalls_is_evicted_and_memory_stays_bounded() {
     );
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_slow_consumer_gives_its_connection_slot_back() {
+    let mut config = test_config();
+    config.session.outbound_budget_bytes = 128 * 1024;
+    config.session.client_timeout_ms = 2_000;
+    config.session.heartbeat_interval_ms = 500;
+    config.limits.max_connections = 2;
+    let node = start(config);
+    let (mut sender, mut slow) = (connect(&node).await, connect(&node).await);
+    slow.join("r").await.unwrap();
+    sender.join("r").await.unwrap();
+    let (mut tx, mut rx) = sender.split();
+    tokio::spawn(async move { while rx.next_frame().await.is_ok() {} });
+    let payload = parlor_client::protocol::encode_client(&emit_frame(
+        "r",
+        "t",
+        Value::Binary(vec![1; 8192]),
+        false,
+    ));
+    within(20, "the eviction", async {
+        while health(&node).await.0 != 1 {
+            for _ in 0..100 {
+                tx.send_raw(payload.clone()).await.unwrap();
+            }
+        }
+    })
+    .await;
+    // Both slots were taken; a third client gets in only once the evicted connection is gone
+    // (the kernel's TCP_USER_TIMEOUT, set to client_timeout, is the backstop for a peer
+    // that never reads again).
+    within(10, "the evicted connection's slot", async {
+        while parlor_client::Client::connect(&node.ws_url())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    drop(slow);
+}
