@@ -6,7 +6,7 @@ use std::io::{self, Cursor};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::{ClientFrame, ErrorCode, Ref, ServerFrame};
+use crate::{ClientFrame, ErrorCode, Ref, ServerFrame, Value};
 
 /// Depth allowed while salvaging `type` and `ref` from a frame that failed to decode: deep
 /// enough for any frame that is only too deep by a little, shallow enough to keep the recursion
@@ -54,6 +54,19 @@ pub fn encode_server(frame: &ServerFrame) -> Bytes {
 /// Encodes a client frame.
 pub fn encode_client(frame: &ClientFrame) -> Bytes {
     encode(frame)
+}
+
+/// Encodes a map of named fields as one frame, without checking it against any frame type:
+/// for clients that build frames generically, and for tests of what the server does with
+/// frames that are wrong.
+pub fn encode_map(fields: &[(&str, Value)]) -> Bytes {
+    let map = Value::Map(
+        fields
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    );
+    encode(&map)
 }
 
 fn encode<T: Serialize>(frame: &T) -> Bytes {

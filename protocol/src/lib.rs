@@ -10,7 +10,9 @@ mod codes;
 mod frames;
 mod session_id;
 
-pub use codec::{decode_client, decode_server, encode_client, encode_server, DecodeError};
+pub use codec::{
+    decode_client, decode_server, encode_client, encode_map, encode_server, DecodeError,
+};
 pub use codes::{close, ErrorCode, LeaveReason};
 pub use frames::{
     ClientFrame, DirectFrame, ErrorFrame, EventFrame, Limits, PresenceFrame, PresenceStatus,

@@ -120,15 +120,7 @@ fn every_server_frame_round_trips() {
 
 /// Builds a map by hand, as a client in another language would.
 fn map(fields: &[(&str, Value)]) -> Vec<u8> {
-    let map = Value::Map(
-        fields
-            .iter()
-            .map(|(k, v)| (Value::from(*k), v.clone()))
-            .collect(),
-    );
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &map).unwrap();
-    out
+    encode_map(fields).to_vec()
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! Bad input: one case per class. Each gets its documented error code and leaves the session
 //! usable with its rooms intact, or closes it with the documented close code.
 
-use parlor_client::protocol::{close, encode_client, ClientFrame, ErrorCode, ServerFrame, Value};
+use parlor_client::protocol::{
+    close, encode_client, encode_map, ClientFrame, ErrorCode, ServerFrame, Value,
+};
 use parlor_client::tungstenite::protocol::frame::coding::{Data, OpCode};
 use parlor_client::tungstenite::protocol::frame::Frame;
 use parlor_client::tungstenite::Message;
 use parlor_client::Client;
 
 use crate::common::*;
-use crate::rooms::rmp_serde_named;
 
 /// Sends `message` and returns the error frame it causes.
 async fn error_for(client: &mut Client, message: Message) -> (Option<u64>, ErrorCode) {
@@ -19,8 +20,8 @@ async fn error_for(client: &mut Client, message: Message) -> (Option<u64>, Error
     }
 }
 
-fn binary(bytes: Vec<u8>) -> Message {
-    Message::Binary(bytes)
+fn binary(bytes: impl Into<Vec<u8>>) -> Message {
+    Message::Binary(bytes.into())
 }
 
 /// A client in room "home" with a peer there, to check that rooms survive each error.
@@ -85,7 +86,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
         ("not a map", binary(vec![0x2a]), None, ErrorCode::NotAMap),
         (
             "unknown type",
-            binary(rmp_serde_named(&[
+            binary(encode_map(&[
                 ("type", Value::from("dance")),
                 ("ref", Value::from(5)),
             ])),
@@ -94,7 +95,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
         ),
         (
             "missing field",
-            binary(rmp_serde_named(&[
+            binary(encode_map(&[
                 ("type", Value::from("join")),
                 ("ref", Value::from(6)),
             ])),
@@ -103,7 +104,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
         ),
         (
             "ill-typed field",
-            binary(rmp_serde_named(&[
+            binary(encode_map(&[
                 ("type", Value::from("join")),
                 ("ref", Value::from(7)),
                 ("room", Value::from(42)),
@@ -113,13 +114,13 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
         ),
         (
             "missing type",
-            binary(rmp_serde_named(&[("room", Value::from("x"))])),
+            binary(encode_map(&[("room", Value::from("x"))])),
             None,
             ErrorCode::InvalidField,
         ),
         (
             "too deep",
-            binary(rmp_serde_named(&[
+            binary(encode_map(&[
                 ("type", Value::from("emit")),
                 ("ref", Value::from(8)),
                 ("room", Value::from("home")),

@@ -1,7 +1,7 @@
 //! Rooms: emit routing and echo, presence, `joined` lists, acknowledgements, direct sends.
 
 use parlor_client::protocol::{
-    ClientFrame, ErrorCode, LeaveReason, PresenceStatus, ServerFrame, SessionId, Value,
+    encode_map, ClientFrame, ErrorCode, LeaveReason, PresenceStatus, ServerFrame, SessionId, Value,
 };
 
 use crate::common::*;
@@ -240,13 +240,13 @@ async fn sender_identity_is_stamped_by_the_server() {
     b.join("r").await.unwrap();
     // A client cannot claim an identity: a `from` field in its frame is not part of the
     // protocol and is ignored; the event carries the sender's real id.
-    let forged = rmp_serde_named(&[
+    let forged = encode_map(&[
         ("type", Value::from("emit")),
         ("room", Value::from("r")),
         ("event", Value::from("e")),
         ("from", Value::from(b.session_id().to_string())),
     ]);
-    a.send_message(parlor_client::tungstenite::Message::Binary(forged))
+    a.send_message(parlor_client::tungstenite::Message::Binary(forged.to_vec()))
         .await
         .unwrap();
     let frame = next_matching(&mut b, "event", |f| matches!(f, ServerFrame::Event(_))).await;
@@ -282,17 +282,4 @@ async fn a_quiet_client_that_answers_pings_is_not_timed_out() {
     assert!(read.is_err(), "no frame expected while quiet: {read:?}");
     other.emit("r", "still", Value::Nil, false).await.unwrap();
     assert!(matches!(next(&mut quiet).await, ServerFrame::Event(e) if e.event == "still"));
-}
-
-/// Encodes a map with string keys, as a client in another language would build it by hand.
-pub fn rmp_serde_named(fields: &[(&str, Value)]) -> Vec<u8> {
-    let map = Value::Map(
-        fields
-            .iter()
-            .map(|(k, v)| (Value::from(*k), v.clone()))
-            .collect(),
-    );
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &map).unwrap();
-    out
 }
