@@ -27,6 +27,7 @@ pub struct Config {
 pub struct ServerConfig {
     pub bind: SocketAddr,
     pub workers: usize,
+    pub close_linger_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -141,6 +142,12 @@ impl Config {
                     "must be greater than heartbeat_interval_ms ({})",
                     s.heartbeat_interval_ms
                 ),
+            );
+        }
+        if (1..1000).contains(&self.server.close_linger_ms) {
+            return invalid(
+                "server.close_linger_ms",
+                "must be 0 or at least 1000 (see its comment in config.toml)".into(),
             );
         }
         let largest_frame = l.max_frame_bytes + crate::session::outbox::MAX_HEADER_BYTES;
@@ -330,6 +337,18 @@ mod tests {
         );
         let text = Config::load(Some(&path), []).unwrap_err().to_string();
         assert!(text.contains("session.client_timeout_ms"), "{text}");
+    }
+
+    #[test]
+    fn short_lingers_that_actix_cannot_time_are_refused() {
+        for (value, ok) in [(0, true), (1, false), (999, false), (1000, true)] {
+            let var = (
+                "PARLOR_SERVER_CLOSE_LINGER_MS".to_string(),
+                value.to_string(),
+            );
+            let path = write(&std::env::temp_dir().join("parlor-c6"), "");
+            assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
     }
 
     #[test]

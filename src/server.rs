@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{rt, web, App, HttpServer};
@@ -44,6 +45,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
                 tune_socket(tcp, user_timeout);
             }
         })
+        .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
         .max_connections(config.limits.max_connections.saturating_add(64))
         .backlog(4096);
     if config.server.workers > 0 {
@@ -60,7 +62,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
 /// Game traffic is small frames that must leave at once (no Nagle delay); and a peer that
 /// stops acknowledging data for `client_timeout` is cut off by the kernel (TCP_USER_TIMEOUT),
 /// so a client that never reads again cannot pin a connection forever.
-fn tune_socket(tcp: &rt::net::TcpStream, user_timeout: std::time::Duration) {
+fn tune_socket(tcp: &rt::net::TcpStream, user_timeout: Duration) {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(%err, "cannot set TCP_NODELAY");
     }
