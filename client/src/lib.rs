@@ -29,7 +29,7 @@ pub enum ClientError {
     #[error("websocket: {0}")]
     WebSocket(Box<tungstenite::Error>),
     #[error("the connection closed ({0:?})")]
-    Closed(Option<CloseFrame<'static>>),
+    Closed(Option<CloseFrame>),
     #[error("undecodable server frame: {0}")]
     Decode(#[from] DecodeError),
     #[error("unexpected frame: {0}")]
@@ -94,7 +94,7 @@ impl Client {
 
     /// Sends a frame as is (with whatever `ref` it carries) without waiting for an answer.
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
-        self.send_message(Message::Binary(encode_client(frame).to_vec()))
+        self.send_message(Message::Binary(encode_client(frame)))
             .await
     }
 
@@ -210,7 +210,7 @@ impl Client {
 
     /// Reads until the server closes the connection and returns its close frame, discarding
     /// anything else. For tests of fatal errors.
-    pub async fn wait_closed(mut self) -> Option<CloseFrame<'static>> {
+    pub async fn wait_closed(mut self) -> Option<CloseFrame> {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Close(frame))) => return frame,
@@ -261,7 +261,7 @@ impl ClientSender {
 
     /// Sends an already-encoded frame (the benchmark encodes once per payload).
     pub async fn send_raw(&mut self, bytes: Bytes) -> Result<()> {
-        self.sink.send(Message::Binary(bytes.to_vec())).await?;
+        self.sink.send(Message::Binary(bytes)).await?;
         Ok(())
     }
 
@@ -334,7 +334,7 @@ async fn read_frame(ws: &mut Ws) -> Result<ServerFrame> {
 fn decode_message(message: Message) -> Result<Option<ServerFrame>> {
     match message {
         Message::Binary(bytes) => Ok(Some(decode_server(&bytes, SERVER_FRAME_DEPTH)?)),
-        Message::Close(frame) => Err(ClientError::Closed(frame.map(CloseFrame::into_owned))),
+        Message::Close(frame) => Err(ClientError::Closed(frame)),
         Message::Text(text) => Err(ClientError::Unexpected(format!("text message {text:?}"))),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
     }

@@ -20,7 +20,7 @@ async fn error_for(client: &mut Client, message: Message) -> (Option<u64>, Error
     }
 }
 
-fn binary(bytes: impl Into<Vec<u8>>) -> Message {
+fn binary(bytes: impl Into<bytes::Bytes>) -> Message {
     Message::Binary(bytes.into())
 }
 

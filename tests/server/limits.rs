@@ -41,13 +41,13 @@ async fn a_frame_of_max_frame_bytes_is_accepted_and_one_byte_more_closes_with_10
     let mut client = connect(&node).await;
     client.join("r").await.unwrap();
     client
-        .send_message(Message::Binary(emit_of_len("r", 4_096)))
+        .send_message(Message::Binary(emit_of_len("r", 4_096).into()))
         .await
         .unwrap();
     let echo = next_matching(&mut client, "echo", |f| matches!(f, ServerFrame::Event(_))).await;
     assert!(matches!(echo, ServerFrame::Event(e) if e.event == "e"));
     let _ = client
-        .send_message(Message::Binary(emit_of_len("r", 4_097)))
+        .send_message(Message::Binary(emit_of_len("r", 4_097).into()))
         .await;
     let close = within(5, "close", client.wait_closed())
         .await

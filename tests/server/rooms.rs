@@ -246,7 +246,7 @@ async fn sender_identity_is_stamped_by_the_server() {
         ("event", Value::from("e")),
         ("from", Value::from(b.session_id().to_string())),
     ]);
-    a.send_message(parlor_client::tungstenite::Message::Binary(forged.to_vec()))
+    a.send_message(parlor_client::tungstenite::Message::Binary(forged))
         .await
         .unwrap();
     let frame = next_matching(&mut b, "event", |f| matches!(f, ServerFrame::Event(_))).await;
