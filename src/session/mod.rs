@@ -11,22 +11,23 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message, StreamHandler};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use parlor_protocol::{
     close, decode_client, encode_server, ErrorCode, ErrorFrame, LeaveReason, Limits, Ref,
     ServerFrame, SessionId, WelcomeFrame, PROTOCOL_VERSION,
 };
+use tokio::sync::mpsc;
 
 use self::fragments::{Fragments, Reassembled};
 use self::outbox::{encoded_len, OutboundBudget, SessionOutlet};
 use crate::config::Config;
 use crate::registry::actor::{ClientRequest, Connect, Disconnect, RegistryHandle, SubmitError};
 
-/// What the registry sends a session.
+/// What the registry sends a session through its actor mailbox (frames take the outlet's
+/// channel instead; see `outbox::SessionOutlet`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// An encoded frame, already charged to the session's budget.
-    Frame(Bytes),
     /// The registry has removed this session; close the connection.
     Evict(LeaveReason),
 }
@@ -204,7 +205,10 @@ impl Actor for Session {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let outlet = SessionOutlet::new(ctx.address().recipient(), Arc::clone(&self.budget));
+        let (frames, mut queued) = mpsc::unbounded_channel::<Bytes>();
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| queued.poll_recv(cx)).map(Queued));
+        let outlet =
+            SessionOutlet::new(frames, ctx.address().recipient(), Arc::clone(&self.budget));
         self.registry.connect(Connect {
             session: self.id,
             outlet,
@@ -310,13 +314,24 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     }
 }
 
+/// A frame the registry queued for this session, already charged to its budget.
+pub struct Queued(Bytes);
+
+impl StreamHandler<Queued> for Session {
+    fn handle(&mut self, Queued(frame): Queued, ctx: &mut Self::Context) {
+        ctx.write_raw(ws::Message::Binary(frame));
+    }
+
+    /// The registry dropped every sender: the session was removed, and the registry says why
+    /// through `Outbound::Evict` (or the session is already ending). Nothing to do here.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
 impl Handler<Outbound> for Session {
     type Result = ();
 
     fn handle(&mut self, message: Outbound, ctx: &mut Self::Context) {
         match message {
-            // Already charged by the registry's outlet.
-            Outbound::Frame(bytes) => ctx.write_raw(ws::Message::Binary(bytes)),
             Outbound::Evict(reason) => {
                 let code = match reason {
                     LeaveReason::SlowConsumer => close::POLICY_VIOLATION,
