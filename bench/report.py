@@ -48,7 +48,8 @@ def machine():
 def ratio(a, b):
     if a is None or b in (None, 0):
         return "n/a"
-    return f"{a / b:.2f}×"
+    r = a / b
+    return f"{r:.2f}×" if r >= 0.01 else f"{r:.1e}×"
 
 
 def fmt(v, spec="{:.0f}"):
@@ -206,16 +207,22 @@ def main():
         p()
     # Achieved vs offered chart.
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for t in present:
+    # Parlor last, so that where the lines coincide its line is the one on top.
+    for t in sorted(present, key=lambda t: t == "parlor"):
         xs = [fan_at[rate][t]["offered_per_sec"] for rate in rates if t in fan_at[rate]]
         ys = [fan_at[rate][t]["achieved_per_sec"] for rate in rates if t in fan_at[rate]]
-        ax.plot(xs, ys, marker="o", label=LABEL[t], color=COLOR[t])
+        big_marker = 8 if t == "parlor" else 5
+        ax.plot(xs, ys, marker="o", markersize=big_marker, label=LABEL[t], color=COLOR[t])
         if t in sat:
             ax.axhline(sat[t]["achieved_per_sec"], color=COLOR[t], linestyle=":", linewidth=1)
     top = max([r["offered_per_sec"] or 0 for r in fan] + [1])
-    ax.plot([0, top], [0, top], color="black", linewidth=0.5, linestyle="--", label="achieved = offered")
-    ax.set_xlabel("offered deliveries/s")
-    ax.set_ylabel("achieved deliveries/s")
+    low = min([r["offered_per_sec"] or top for r in fan] + [top]) / 1.5
+    line = [low * (top / low) ** (i / 50) for i in range(51)]
+    ax.plot(line, line, color="black", linewidth=0.5, linestyle="--", label="achieved = offered")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered deliveries/s (log)")
+    ax.set_ylabel("achieved deliveries/s (log)")
     ax.set_title("Achieved vs offered (dotted: saturation)")
     ax.legend()
     fig.tight_layout()
