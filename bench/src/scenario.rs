@@ -274,6 +274,29 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant, valid histogram bounds")
 }
 
+/// Starts one task per client, with the role `role_of(index)` gives it.
+fn spawn_clients(
+    clients: Vec<Ws>,
+    proto: Proto,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    role_of: impl Fn(usize) -> Role,
+) -> Vec<tokio::task::JoinHandle<Histogram<u64>>> {
+    clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            tokio::spawn(run_client(
+                ws,
+                proto,
+                role_of(i),
+                Arc::clone(shared),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
 /// Runs the fan-out scenario against `target`.
 pub async fn fanout(target: &Target, spec: &FanoutSpec) -> Result<FanoutReport, WireError> {
     let rss_idle = target.server_rss();
@@ -289,29 +312,17 @@ pub async fn fanout(target: &Target, spec: &FanoutSpec) -> Result<FanoutReport, 
     let shared = Shared::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let golden = 0.618_033_988_75_f64;
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| {
-            let seat = i % spec.members;
-            let is_sender = seat < spec.senders;
-            let role = Role {
-                index: i as u32,
-                room: room_name(i / spec.members),
-                rate: spec.rate.filter(|_| is_sender),
-                phase: (i as f64 * golden).fract(),
-                window: (spec.rate.is_none() && is_sender).then_some(spec.window),
-                payload: spec.payload,
-            };
-            tokio::spawn(run_client(
-                ws,
-                target.proto,
-                role,
-                Arc::clone(&shared),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let tasks = spawn_clients(clients, target.proto, &shared, &stop_rx, |i| {
+        let is_sender = i % spec.members < spec.senders;
+        Role {
+            index: i as u32,
+            room: room_name(i / spec.members),
+            rate: spec.rate.filter(|_| is_sender),
+            phase: (i as f64 * golden).fract(),
+            window: (spec.rate.is_none() && is_sender).then_some(spec.window),
+            payload: spec.payload,
+        }
+    });
 
     tokio::time::sleep(spec.warmup).await;
     let cpu_start = (target.server_cpu(), procfs::cpu_time(std::process::id()));
@@ -416,27 +427,14 @@ pub async fn idle(
     // Keep reading (presence, pings) so nothing waits in the server's buffers.
     let shared = Shared::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| {
-            let role = Role {
-                index: i as u32,
-                room: String::new(),
-                rate: None,
-                phase: 0.0,
-                window: None,
-                payload: 0,
-            };
-            tokio::spawn(run_client(
-                ws,
-                target.proto,
-                role,
-                Arc::clone(&shared),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let tasks = spawn_clients(clients, target.proto, &shared, &stop_rx, |i| Role {
+        index: i as u32,
+        room: String::new(),
+        rate: None,
+        phase: 0.0,
+        window: None,
+        payload: 0,
+    });
     tokio::time::sleep(settle).await;
     let rss_joined = target.server_rss();
     let _ = stop_tx.send(true);
