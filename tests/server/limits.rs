@@ -177,3 +177,46 @@ async fn connections_over_the_cap_are_refused_with_503_before_the_upgrade() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_full_registry_mailbox_answers_overloaded_and_every_ref_still_gets_one_answer() {
+    let mut config = test_config();
+    config.registry.mailbox_capacity = 1;
+    let node = start(config);
+    let mut client = connect(&node).await;
+    client.join("r").await.unwrap();
+    // Pipeline requests without waiting: they arrive faster than one registry slot drains.
+    const REQUESTS: u64 = 500;
+    for reference in 1..=REQUESTS {
+        let frame = ClientFrame::Emit {
+            reference: Some(reference),
+            room: "r".into(),
+            event: "e".into(),
+            data: Value::Nil,
+            echo: false,
+        };
+        client.send(&frame).await.unwrap();
+    }
+    let mut answered = std::collections::HashMap::new();
+    let (mut ok, mut overloaded) = (0, 0);
+    while (answered.len() as u64) < REQUESTS {
+        let (reference, code) = match next(&mut client).await {
+            ServerFrame::Ok { reference } => (reference, None),
+            ServerFrame::Error(e) => (e.reference.expect("ref"), Some(e.code)),
+            _ => continue,
+        };
+        assert!(
+            answered.insert(reference, code).is_none(),
+            "ref {reference} answered twice"
+        );
+        match code {
+            None => ok += 1,
+            Some(ErrorCode::Overloaded) => overloaded += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(overloaded > 0, "capacity 1 never overflowed ({ok} ok)");
+    assert!(ok > 0, "nothing got through");
+    // The session is still usable once the burst is over.
+    client.emit("r", "after", Value::Nil, false).await.unwrap();
+}
