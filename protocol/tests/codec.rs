@@ -236,6 +236,23 @@ fn depth_is_bounded_exactly() {
     assert_eq!(code_of(&deep, 32).0, ErrorCode::TooDeep);
 }
 
+/// What the server does with a frame that decodes: re-encodes its data inside an event.
+fn reencode(bytes: &[u8]) {
+    if let Ok(frame) = decode_client(bytes, 32) {
+        let _ = encode_client(&frame);
+        if let ClientFrame::Emit { data, .. } | ClientFrame::Send { data, .. } = frame {
+            let event = EventFrame {
+                room: "r".into(),
+                from: id(1),
+                event: "e".into(),
+                data,
+                offset: 0,
+            };
+            let _ = encode_server(&ServerFrame::Event(event));
+        }
+    }
+}
+
 #[test]
 fn truncations_and_byte_flips_of_valid_frames_never_panic() {
     let frames = [
@@ -255,15 +272,29 @@ fn truncations_and_byte_flips_of_valid_frames_never_panic() {
     ];
     for frame in frames {
         for cut in 0..frame.len() {
-            let _ = decode_client(&frame[..cut], 32);
+            reencode(&frame[..cut]);
         }
         for i in 0..frame.len() {
             for flip in [0x01u8, 0x10, 0x80, 0xff] {
                 let mut bytes = frame.to_vec();
                 bytes[i] ^= flip;
-                let _ = decode_client(&bytes, 32);
+                reencode(&bytes);
             }
         }
+        // Strings that are not UTF-8 inside data (a str header over bytes 0xff 0xfe).
+        let mut bad_utf8 = encode_map(&[
+            ("type", Value::from("emit")),
+            ("room", Value::from("r")),
+            ("event", Value::from("e")),
+        ])
+        .to_vec();
+        bad_utf8[0] += 1;
+        bad_utf8.extend([0xa4, b'd', b'a', b't', b'a', 0xa2, 0xff, 0xfe]);
+        match decode_client(&bad_utf8, 32) {
+            Ok(ClientFrame::Emit { data, .. }) => assert_ne!(data, Value::Nil, "data was read"),
+            other => panic!("a str that is not UTF-8 inside data must still decode: {other:?}"),
+        }
+        reencode(&bad_utf8);
     }
 }
 
