@@ -168,3 +168,40 @@ async fn an_evicted_slow_consumer_gives_its_connection_slot_back() {
     .await;
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_bad_frames_without_reading_is_cut_off() {
+    // Each 1-byte bad frame earns a ~70-byte error. A client that never reads fills its socket,
+    // which freezes its session (no more replies are produced), and actix-http then drops the
+    // connection once 128 KiB of its input wait unread: the room sees it leave as `dropped`.
+    let mut config = test_config();
+    config.session.client_timeout_ms = 60_000; // the heartbeat must not be what ends it
+    config.session.heartbeat_interval_ms = 1_000;
+    let node = start(config);
+    let (mut watcher, mut flooder) = (connect(&node).await, connect(&node).await);
+    watcher.join("r").await.unwrap();
+    flooder.join("r").await.unwrap();
+    let flooder_id = flooder.session_id();
+    let flood = tokio::spawn(async move {
+        let garbage = parlor_client::tungstenite::Message::Binary(vec![0xc1].into());
+        for _ in 0..400_000 {
+            if flooder.send_message(garbage.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let left = within(60, "the flooder to be cut off", async {
+        loop {
+            if let ServerFrame::Presence(p) = watcher.next_frame().await.unwrap() {
+                if p.session == flooder_id && p.status == PresenceStatus::Left {
+                    return p.reason;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(left, Some(LeaveReason::Dropped));
+    wait_health(&node, (1, 1), 10).await;
+    assert_usable(&mut watcher, "after-flood").await;
+    flood.abort();
+}
