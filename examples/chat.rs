@@ -47,7 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let frame = match line.split_once(' ').unwrap_or((line, "")) {
                     ("", _) => continue,
                     ("/quit", _) => break,
-                    ("/join", room) => ClientFrame::Join { reference: None, room: room.into() },
+                    ("/join", room) => ClientFrame::Join {
+                        reference: None,
+                        room: room.into(),
+                        password: None,
+                    },
                     ("/leave", room) => ClientFrame::Leave { reference: None, room: room.into() },
                     ("/to", room) => {
                         current = room.into();
@@ -104,9 +108,7 @@ fn print_frame(frame: &ServerFrame) {
                 )
             }
         },
-        ServerFrame::Joined { room, members } => {
-            println!("joined #{room}: {} member(s)", members.len())
-        }
+        ServerFrame::Joined(j) => println!("joined #{}: {} member(s)", j.room, j.members.len()),
         ServerFrame::Left { room, .. } => println!("left #{room}"),
         ServerFrame::Direct(d) => println!(
             "(direct) <{}> {}: {}",
@@ -115,7 +117,9 @@ fn print_frame(frame: &ServerFrame) {
             d.data
         ),
         ServerFrame::Error(e) => println!("error {}: {}", e.code.as_str(), e.message),
-        ServerFrame::Ok { .. } | ServerFrame::Welcome(_) => {}
+        // Acknowledgements, and frames of features this example does not use (examples/lobby.rs
+        // shows them).
+        _ => {}
     }
 }
 

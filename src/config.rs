@@ -20,6 +20,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub limits: LimitsConfig,
     pub registry: RegistryConfig,
+    pub rooms: RoomsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -48,12 +49,23 @@ pub struct LimitsConfig {
     pub max_room_name_bytes: usize,
     pub max_event_name_bytes: usize,
     pub max_depth: usize,
+    pub max_rooms: usize,
+    pub max_state_bytes: usize,
+    pub max_metadata_bytes: usize,
+    pub max_listed_rooms: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     pub mailbox_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub state_patch_interval_ms: u64,
+    pub lobby_interval_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +162,15 @@ impl Config {
                 "must be 0 or at least 1000 (see its comment in config.toml)".into(),
             );
         }
-        let largest_frame = l.max_frame_bytes + crate::session::outbox::MAX_HEADER_BYTES;
+        let largest_frame = self.largest_server_frame();
         if s.outbound_budget_bytes < largest_frame {
             return invalid(
                 "session.outbound_budget_bytes",
-                format!("must hold at least one largest frame ({largest_frame} bytes)"),
+                format!(
+                    "must hold at least one largest frame ({largest_frame} bytes with these \
+                     limits: a relayed client frame, a `joined` with the largest state, or a \
+                     full room list)"
+                ),
             );
         }
         for (key, value) in [
@@ -165,16 +181,46 @@ impl Config {
             ("limits.max_room_name_bytes", l.max_room_name_bytes),
             ("limits.max_event_name_bytes", l.max_event_name_bytes),
             ("limits.max_depth", l.max_depth),
+            ("limits.max_rooms", l.max_rooms),
+            ("limits.max_state_bytes", l.max_state_bytes),
+            ("limits.max_metadata_bytes", l.max_metadata_bytes),
+            ("limits.max_listed_rooms", l.max_listed_rooms),
             ("registry.mailbox_capacity", self.registry.mailbox_capacity),
+            (
+                "rooms.lobby_interval_ms",
+                self.rooms.lobby_interval_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return invalid(key, "must be greater than 0".into());
             }
         }
+        if l.max_room_name_bytes < 32 {
+            return invalid(
+                "limits.max_room_name_bytes",
+                "must be at least 32, the length of the ids the server gives rooms".into(),
+            );
+        }
         if l.max_depth > 100 {
             return invalid("limits.max_depth", "must be at most 100".into());
         }
         Ok(())
+    }
+
+    /// An upper bound on the largest frame the server may queue for one client, so that one
+    /// such frame always fits the outbound budget: a relayed client frame, a `joined` carrying
+    /// the largest state, metadata and member list, or a full `room_list`.
+    pub fn largest_server_frame(&self) -> usize {
+        const SESSION_ID_BYTES: usize = 37;
+        const ROOM_INFO_OVERHEAD: usize = 256;
+        let l = &self.limits;
+        let relayed = l.max_frame_bytes;
+        let joined = l.max_state_bytes
+            + l.max_metadata_bytes
+            + l.max_members_per_room * SESSION_ID_BYTES
+            + 1024;
+        let listing = l.max_listed_rooms * (l.max_metadata_bytes + ROOM_INFO_OVERHEAD);
+        relayed.max(joined).max(listing) + crate::session::outbox::MAX_HEADER_BYTES
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

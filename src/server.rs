@@ -12,7 +12,7 @@ use actix_web::{rt, web, App, HttpServer};
 
 use crate::config::Config;
 use crate::http::{routes, AppState};
-use crate::registry::actor::RegistryHandle;
+use crate::registry::actor::{RegistryHandle, Timers};
 use crate::registry::RegistryLimits;
 use crate::session::SessionSettings;
 
@@ -29,14 +29,28 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         max_members_per_room: config.limits.max_members_per_room,
         max_room_name_bytes: config.limits.max_room_name_bytes,
         max_event_name_bytes: config.limits.max_event_name_bytes,
+        max_rooms: config.limits.max_rooms,
+        max_state_bytes: config.limits.max_state_bytes,
+        max_metadata_bytes: config.limits.max_metadata_bytes,
+        max_listed_rooms: config.limits.max_listed_rooms,
+        batch_state_patches: config.rooms.state_patch_interval_ms > 0,
+        max_patch_batch_bytes: config.limits.max_frame_bytes,
     };
-    let registry = RegistryHandle::start(limits, config.registry.mailbox_capacity);
+    let registry = RegistryHandle::start(
+        limits,
+        config.registry.mailbox_capacity,
+        Timers {
+            state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
+            lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
+        },
+    );
     let state = web::Data::new(AppState {
         registry,
         settings: Arc::new(SessionSettings::from_config(config)),
         live_connections: Arc::new(AtomicUsize::new(0)),
         max_connections: config.limits.max_connections,
         outbound_budget_bytes: config.session.outbound_budget_bytes,
+        max_listed_rooms: config.limits.max_listed_rooms,
     });
     let user_timeout = config.client_timeout();
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))

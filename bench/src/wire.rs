@@ -91,6 +91,7 @@ impl Proto {
             Self::Parlor => encode_client(&ClientFrame::Join {
                 reference: Some(ACK_ID),
                 room: room.into(),
+                password: None,
             }),
             Self::SocketIo => sio_packet(
                 SIO_EVENT,

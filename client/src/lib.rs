@@ -1,6 +1,7 @@
 //! `parlor-client`: a small async client for Parlor over tokio-tungstenite, used by the tests,
 //! the examples and the benchmark. It speaks protocol v1 through `parlor-protocol` and adds
-//! request/acknowledgement matching on top.
+//! request/acknowledgement matching on top, and `StateMirror`, a room's state kept in step by
+//! applying its patches.
 
 use std::collections::VecDeque;
 
@@ -8,8 +9,9 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use parlor_protocol::{
-    decode_server, encode_client, ClientFrame, DecodeError, ErrorFrame, Ref, ServerFrame,
-    SessionId, Value, WelcomeFrame,
+    decode_server, encode_client, ClientFrame, DecodeError, Document, ErrorFrame, JoinedFrame,
+    Metadata, Ref, RoomFilter, RoomInfo, RoomOptions, ServerFrame, SessionId, StateError, StateOp,
+    StatePatchFrame, Value, WelcomeFrame,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -120,18 +122,19 @@ impl Client {
 
     /// Sends `frame` with a fresh `ref` and waits for its `ok` (Ok) or `error` (Err(Refused)).
     pub async fn request(&mut self, frame: ClientFrame) -> Result<()> {
-        self.request_with(frame, |_| false).await.map(|_| ())
+        self.request_with(frame, |_, _| false).await.map(|_| ())
     }
 
     /// Like `request`, also taking out of the stream the first frame for which `wanted` holds
-    /// (a `joined`, say) and returning it.
+    /// (given the request's `ref`: a `joined`, say) and returning it. A `room_list` answering
+    /// the request ends it like an `ok` and is returned.
     async fn request_with(
         &mut self,
         mut frame: ClientFrame,
-        wanted: impl Fn(&ServerFrame) -> bool,
+        wanted: impl Fn(&ServerFrame, Ref) -> bool,
     ) -> Result<Option<ServerFrame>> {
         let reference = self.take_ref();
-        set_reference(&mut frame, reference);
+        *frame.reference_mut() = Some(reference);
         self.send(&frame).await?;
         let mut found = None;
         loop {
@@ -141,28 +144,154 @@ impl Client {
                 ServerFrame::Error(e) if e.reference == Some(reference) => {
                     return Err(ClientError::Refused(e))
                 }
-                other if found.is_none() && wanted(&other) => found = Some(other),
+                ServerFrame::RoomList {
+                    reference: Some(r), ..
+                } if r == reference => return Ok(Some(frame)),
+                other if found.is_none() && wanted(&other, reference) => found = Some(other),
                 other => self.backlog.push_back(other),
             }
         }
     }
 
-    /// Joins `room` and returns its members (this session included).
-    pub async fn join(&mut self, room: &str) -> Result<Vec<SessionId>> {
-        let frame = ClientFrame::Join {
-            reference: None,
-            room: room.into(),
-        };
+    /// Sends a request that makes this session join a room, and returns its `joined`.
+    async fn request_joined(&mut self, frame: ClientFrame) -> Result<JoinedFrame> {
         let joined = self
             .request_with(
                 frame,
-                |f| matches!(f, ServerFrame::Joined { room: r, .. } if r == room),
+                |f, r| matches!(f, ServerFrame::Joined(j) if j.reference == Some(r)),
             )
             .await?;
         match joined {
-            Some(ServerFrame::Joined { members, .. }) => Ok(members),
+            Some(ServerFrame::Joined(joined)) => Ok(joined),
             _ => Err(ClientError::Unexpected("ok without joined".into())),
         }
+    }
+
+    /// Sends a request answered by `room_list`, and returns the rooms.
+    async fn request_list(&mut self, frame: ClientFrame) -> Result<Vec<RoomInfo>> {
+        match self.request_with(frame, |_, _| false).await? {
+            Some(ServerFrame::RoomList { rooms, .. }) => Ok(rooms),
+            _ => Err(ClientError::Unexpected("ok instead of room_list".into())),
+        }
+    }
+
+    /// Joins `room` and returns its members (this session included).
+    pub async fn join(&mut self, room: &str) -> Result<Vec<SessionId>> {
+        Ok(self.join_room(room, None).await?.members)
+    }
+
+    /// Joins `room`, giving `password` if it has one, and returns everything `joined` says.
+    pub async fn join_room(&mut self, room: &str, password: Option<&str>) -> Result<JoinedFrame> {
+        self.request_joined(ClientFrame::Join {
+            reference: None,
+            room: room.into(),
+            password: password.map(Into::into),
+        })
+        .await
+    }
+
+    /// Creates a room (named by the server when `room` is `None`) and joins it as owner.
+    pub async fn create(
+        &mut self,
+        room: Option<&str>,
+        options: RoomOptions,
+    ) -> Result<JoinedFrame> {
+        self.request_joined(ClientFrame::Create {
+            reference: None,
+            room: room.map(Into::into),
+            options,
+        })
+        .await
+    }
+
+    /// Joins the fullest open room matching `filter`, or creates one with `options`.
+    pub async fn join_or_create(
+        &mut self,
+        filter: RoomFilter,
+        options: RoomOptions,
+    ) -> Result<JoinedFrame> {
+        self.request_joined(ClientFrame::JoinOrCreate {
+            reference: None,
+            filter,
+            options,
+        })
+        .await
+    }
+
+    /// The public rooms matching `filter` (at most `limit`, or the server's default).
+    pub async fn list_rooms(
+        &mut self,
+        filter: RoomFilter,
+        limit: Option<u32>,
+    ) -> Result<Vec<RoomInfo>> {
+        self.request_list(ClientFrame::ListRooms {
+            reference: None,
+            filter,
+            limit,
+        })
+        .await
+    }
+
+    /// Subscribes to `lobby` updates and returns the matching rooms as they are now.
+    pub async fn subscribe_lobby(&mut self, filter: RoomFilter) -> Result<Vec<RoomInfo>> {
+        self.request_list(ClientFrame::SubscribeLobby {
+            reference: None,
+            filter,
+        })
+        .await
+    }
+
+    /// Owner only: locks (`true`) or unlocks `room`.
+    pub async fn set_locked(&mut self, room: &str, locked: bool) -> Result<()> {
+        let room = room.to_owned();
+        self.request(if locked {
+            ClientFrame::Lock {
+                reference: None,
+                room,
+            }
+        } else {
+            ClientFrame::Unlock {
+                reference: None,
+                room,
+            }
+        })
+        .await
+    }
+
+    /// Owner only: removes `session` from `room`.
+    pub async fn kick(&mut self, room: &str, session: SessionId) -> Result<()> {
+        self.request(ClientFrame::Kick {
+            reference: None,
+            room: room.into(),
+            session,
+        })
+        .await
+    }
+
+    /// Owner only: replaces `room`'s metadata.
+    pub async fn set_metadata(&mut self, room: &str, metadata: Metadata) -> Result<()> {
+        self.request(ClientFrame::SetMetadata {
+            reference: None,
+            room: room.into(),
+            metadata,
+        })
+        .await
+    }
+
+    /// Applies `ops` to `room`'s state (only at version `if_version`, when given).
+    pub async fn update_state(
+        &mut self,
+        room: &str,
+        ops: Vec<StateOp>,
+        if_version: Option<u64>,
+    ) -> Result<()> {
+        self.request(ClientFrame::UpdateState {
+            reference: None,
+            room: room.into(),
+            ops,
+            if_version,
+        })
+        .await
     }
 
     /// Leaves `room`.
@@ -173,7 +302,7 @@ impl Client {
         };
         self.request_with(
             frame,
-            |f| matches!(f, ServerFrame::Left { room: r, .. } if r == room),
+            |f, _| matches!(f, ServerFrame::Left { room: r, .. } if r == room),
         )
         .await
         .map(|_| ())
@@ -260,7 +389,7 @@ impl ClientSender {
     pub async fn send(&mut self, mut frame: ClientFrame) -> Result<Ref> {
         let reference = self.next_ref;
         self.next_ref += 1;
-        set_reference(&mut frame, reference);
+        *frame.reference_mut() = Some(reference);
         self.send_raw(encode_client(&frame)).await?;
         Ok(reference)
     }
@@ -313,12 +442,47 @@ pub fn emit_frame(room: &str, event: &str, data: Value, echo: bool) -> ClientFra
     }
 }
 
-fn set_reference(frame: &mut ClientFrame, value: Ref) {
-    match frame {
-        ClientFrame::Join { reference, .. }
-        | ClientFrame::Leave { reference, .. }
-        | ClientFrame::Emit { reference, .. }
-        | ClientFrame::Send { reference, .. } => *reference = Some(value),
+/// A room's shared state as this client knows it: the snapshot from `joined`, moved forward by
+/// every `state_patch` in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateMirror {
+    pub state: Document,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MirrorError {
+    #[error("patch to version {got} does not follow version {have}: a patch was missed")]
+    Gap { have: u64, got: u64 },
+    #[error("the server's patch does not apply: {0}")]
+    Apply(#[from] StateError),
+}
+
+impl StateMirror {
+    pub fn from_joined(joined: &JoinedFrame) -> Self {
+        Self {
+            state: joined.state.clone(),
+            version: joined.version,
+        }
+    }
+
+    /// Applies a `state_patch`. Patches the snapshot already holds are skipped; a gap is an
+    /// error, since the mirror can no longer be trusted.
+    pub fn apply(&mut self, frame: &StatePatchFrame) -> Result<(), MirrorError> {
+        for patch in &frame.patches {
+            if patch.version <= self.version {
+                continue;
+            }
+            if patch.version != self.version + 1 {
+                return Err(MirrorError::Gap {
+                    have: self.version,
+                    got: patch.version,
+                });
+            }
+            self.state.apply(&patch.ops, usize::MAX)?;
+            self.version = patch.version;
+        }
+        Ok(())
     }
 }
 

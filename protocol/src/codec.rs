@@ -36,9 +36,22 @@ impl DecodeError {
 /// the frame's own map as 1.
 pub fn decode_client(bytes: &[u8], max_depth: usize) -> Result<ClientFrame, DecodeError> {
     match decode_exact::<ClientFrame>(bytes, max_depth) {
-        Ok(frame) => Ok(frame),
+        // serde also accepts a variant's index as its tag; the protocol names types by string.
+        Ok(frame) if rmp_serde::from_slice::<TagIsString>(bytes).is_ok() => Ok(frame),
+        Ok(_) => Err(DecodeError::new(
+            ErrorCode::InvalidField,
+            None,
+            "`type` must be a string",
+        )),
         Err(err) => Err(classify(bytes, max_depth, err)),
     }
+}
+
+/// Reads only `type`, as a borrowed string, skipping every other field.
+#[derive(Deserialize)]
+struct TagIsString<'a> {
+    #[serde(rename = "type", borrow)]
+    _kind: &'a str,
 }
 
 /// Decodes one server frame (used by clients). Depth is bounded by `max_depth` as above.
@@ -69,14 +82,33 @@ pub fn encode_map(fields: &[(&str, Value)]) -> Bytes {
     encode(&map)
 }
 
-fn encode<T: Serialize>(frame: &T) -> Bytes {
+pub(crate) fn encode<T: Serialize>(frame: &T) -> Bytes {
     let mut writer = BytesMut::with_capacity(128).writer();
-    // Frames are plain structs, enums, strings, integers and `Value`s, with string keys only:
-    // writing them into memory cannot fail.
+    // Frames (and filters) are plain structs, enums, strings, integers and `Value`s, with
+    // string keys only: writing them into memory cannot fail.
     if let Err(err) = rmp_serde::encode::write_named(&mut writer, frame) {
         unreachable!("encoding a frame into memory failed: {err}");
     }
     writer.into_inner().freeze()
+}
+
+/// Bytes `value` takes encoded as MessagePack (as frames are encoded), without encoding it
+/// into memory.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing into a counter cannot fail.
+    let _ = rmp_serde::encode::write_named(&mut counter, value);
+    counter.0
 }
 
 enum Failure {

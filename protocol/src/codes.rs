@@ -35,6 +35,26 @@ pub enum ErrorCode {
     UnknownSession,
     /// The server is too busy to take the request now; it was not carried out.
     Overloaded,
+    /// A `create` named a room that already exists.
+    RoomExists,
+    /// The room was locked by its owner.
+    RoomLocked,
+    /// The room has a password and the `join` did not give it.
+    WrongPassword,
+    /// Only the room's owner may do this.
+    NotOwner,
+    /// `update_state` gave `if_version` and the state has moved on; nothing changed.
+    VersionConflict,
+    /// The state would exceed `limits.max_state_bytes`; nothing changed.
+    StateTooLarge,
+    /// An `update_state` path is empty, too long, or runs through a value that is not a map;
+    /// nothing changed.
+    InvalidPath,
+    /// Room options out of bounds: `max_members` 0 or over `limits.max_members_per_room`,
+    /// metadata over `limits.max_metadata_bytes`, or a password over 128 bytes.
+    InvalidOptions,
+    /// The server holds `limits.max_rooms` rooms already.
+    RoomLimit,
 }
 
 impl ErrorCode {
@@ -54,6 +74,15 @@ impl ErrorCode {
             Self::RoomFull => "room_full",
             Self::UnknownSession => "unknown_session",
             Self::Overloaded => "overloaded",
+            Self::RoomExists => "room_exists",
+            Self::RoomLocked => "room_locked",
+            Self::WrongPassword => "wrong_password",
+            Self::NotOwner => "not_owner",
+            Self::VersionConflict => "version_conflict",
+            Self::StateTooLarge => "state_too_large",
+            Self::InvalidPath => "invalid_path",
+            Self::InvalidOptions => "invalid_options",
+            Self::RoomLimit => "room_limit",
         }
     }
 }

@@ -1,20 +1,46 @@
 //! The frame types: what a client may send (`ClientFrame`) and what the server sends
 //! (`ServerFrame`). Each is a MessagePack map whose `type` field selects the variant.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, LeaveReason, Ref, SessionId, Value};
+use crate::{Document, ErrorCode, LeaveReason, Ref, SessionId, StateOp, Value};
+
+/// A room's metadata: a map of named values (name, mode, map, anything) shown in the lobby.
+pub type Metadata = BTreeMap<String, Value>;
 
 /// A frame sent by a client. Every request may carry a `ref`; the server then answers it with
 /// exactly one `ok` or `error` bearing the same `ref`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    /// Become a member of `room`, creating it if it does not exist.
+    /// Become a member of `room`, creating it with default options if it does not exist.
     Join {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
         room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+    },
+    /// Create a room with `options` and join it as its owner. Without `room`, the server names
+    /// it (an unguessable id).
+    Create {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default)]
+        options: RoomOptions,
+    },
+    /// Join the fullest open room matching `filter`, or create one with `options`.
+    JoinOrCreate {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        #[serde(default)]
+        filter: RoomFilter,
+        #[serde(default)]
+        options: RoomOptions,
     },
     /// Stop being a member of `room`.
     Leave {
@@ -42,21 +68,185 @@ pub enum ClientFrame {
         #[serde(default = "nil")]
         data: Value,
     },
+    /// Owner only: refuse new members until `unlock`.
+    Lock {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        room: String,
+    },
+    /// Owner only: undo `lock` (a full room stays closed until a seat frees).
+    Unlock {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        room: String,
+    },
+    /// Owner only: remove `session` from `room`.
+    Kick {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        room: String,
+        session: SessionId,
+    },
+    /// Owner only: replace the room's metadata.
+    SetMetadata {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        room: String,
+        metadata: Metadata,
+    },
+    /// List the public rooms matching `filter`, at most `limit` of them; answered by
+    /// `room_list`.
+    ListRooms {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        #[serde(default)]
+        filter: RoomFilter,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Receive `lobby` updates about public rooms matching `filter`; answered by `room_list`
+    /// with the rooms as they are now. Subscribing again replaces the filter.
+    SubscribeLobby {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        #[serde(default)]
+        filter: RoomFilter,
+    },
+    /// Stop receiving `lobby` updates.
+    UnsubscribeLobby {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+    },
+    /// Apply `ops` to the room's state, all or nothing, optionally only if the state is still at
+    /// version `if_version`.
+    UpdateState {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        room: String,
+        ops: Vec<StateOp>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<u64>,
+    },
+}
+
+/// The `ref` field of any client frame, borrowed as `self` is (shared or mutable).
+macro_rules! ref_slot {
+    ($frame:expr) => {
+        match $frame {
+            Self::Join { reference, .. }
+            | Self::Create { reference, .. }
+            | Self::JoinOrCreate { reference, .. }
+            | Self::Leave { reference, .. }
+            | Self::Emit { reference, .. }
+            | Self::Send { reference, .. }
+            | Self::Lock { reference, .. }
+            | Self::Unlock { reference, .. }
+            | Self::Kick { reference, .. }
+            | Self::SetMetadata { reference, .. }
+            | Self::ListRooms { reference, .. }
+            | Self::SubscribeLobby { reference, .. }
+            | Self::UnsubscribeLobby { reference }
+            | Self::UpdateState { reference, .. } => reference,
+        }
+    };
 }
 
 impl ClientFrame {
     /// The `type` tags a client may send, in declaration order.
-    pub const TYPES: &'static [&'static str] = &["join", "leave", "emit", "send"];
+    pub const TYPES: &'static [&'static str] = &[
+        "join",
+        "create",
+        "join_or_create",
+        "leave",
+        "emit",
+        "send",
+        "lock",
+        "unlock",
+        "kick",
+        "set_metadata",
+        "list_rooms",
+        "subscribe_lobby",
+        "unsubscribe_lobby",
+        "update_state",
+    ];
 
     /// The request's `ref`, if the client gave one.
     pub fn reference(&self) -> Option<Ref> {
-        match self {
-            Self::Join { reference, .. }
-            | Self::Leave { reference, .. }
-            | Self::Emit { reference, .. }
-            | Self::Send { reference, .. } => *reference,
+        *ref_slot!(self)
+    }
+
+    /// The request's `ref` slot, to set or clear it.
+    pub fn reference_mut(&mut self) -> &mut Option<Ref> {
+        ref_slot!(self)
+    }
+}
+
+/// How a room is made by `create` and `join_or_create`. Every field may be left out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomOptions {
+    /// Seats; the room locks itself when they are all taken. Default and most:
+    /// `limits.max_members_per_room`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u32>,
+    /// Left out of listings, the lobby and `join_or_create`; joinable by id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    /// Joiners must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
+    /// Remove the room when its last member leaves (the default); otherwise it stays, empty
+    /// and listed.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub dispose_when_empty: bool,
+}
+
+impl Default for RoomOptions {
+    fn default() -> Self {
+        Self {
+            max_members: None,
+            private: false,
+            password: None,
+            metadata: Metadata::new(),
+            dispose_when_empty: true,
         }
     }
+}
+
+/// Which rooms a listing, a lobby subscription or `join_or_create` considers. Every condition
+/// given must hold; an empty filter matches every public room.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomFilter {
+    /// Shorthand for `metadata: {mode: <mode>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Each entry must equal the room's metadata entry of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: Metadata,
+    /// Only rooms that are not locked and have a free seat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub free_seats: bool,
+}
+
+impl RoomFilter {
+    /// The filter's encoding: equal filters have equal keys, so they can be grouped.
+    pub fn canonical_key(&self) -> bytes::Bytes {
+        crate::codec::encode(self)
+    }
+}
+
+/// A public room as listings and the lobby show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub members: u32,
+    pub max_members: u32,
+    pub locked: bool,
+    /// Joining needs a password.
+    pub password: bool,
+    pub owner: Option<SessionId>,
+    pub metadata: Metadata,
 }
 
 /// A frame sent by the server.
@@ -65,11 +255,9 @@ impl ClientFrame {
 pub enum ServerFrame {
     /// The first frame on every connection.
     Welcome(WelcomeFrame),
-    /// This session is now a member of `room`; `members` lists every member, itself included.
-    Joined {
-        room: String,
-        members: Vec<SessionId>,
-    },
+    /// This session is now a member of `room`: everything about the room, its whole state
+    /// included. `ref` is the request that made it join.
+    Joined(JoinedFrame),
     /// This session is no longer a member of `room`.
     Left { room: String, reason: LeaveReason },
     /// Another session joined or left a room this session is in.
@@ -78,6 +266,19 @@ pub enum ServerFrame {
     Event(EventFrame),
     /// An event sent directly to this session.
     Direct(DirectFrame),
+    /// The room's owner, lock or metadata changed; sent to every member.
+    RoomUpdate(RoomUpdateFrame),
+    /// Changes to the room's state, in the order the server applied them.
+    StatePatch(StatePatchFrame),
+    /// The answer to `list_rooms` and `subscribe_lobby`.
+    RoomList {
+        #[serde(rename = "ref")]
+        reference: Option<Ref>,
+        rooms: Vec<RoomInfo>,
+    },
+    /// Public rooms added, changed or removed since the last `lobby` frame, to lobby
+    /// subscribers, at most one frame per `lobby_interval_ms`. Each room appears at most once.
+    Lobby(LobbyFrame),
     /// The request with this `ref` succeeded.
     Ok {
         #[serde(rename = "ref")]
@@ -85,6 +286,59 @@ pub enum ServerFrame {
     },
     /// A request failed, or a frame could not be understood.
     Error(ErrorFrame),
+}
+
+/// `joined`: the room as the new member finds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinedFrame {
+    #[serde(rename = "ref")]
+    pub reference: Option<Ref>,
+    pub room: String,
+    /// Every member in join order (oldest first), this session included.
+    pub members: Vec<SessionId>,
+    pub owner: Option<SessionId>,
+    pub max_members: u32,
+    pub locked: bool,
+    pub private: bool,
+    pub metadata: Metadata,
+    pub state: Document,
+    pub version: u64,
+}
+
+/// `room_update`: the room's settings as they are now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomUpdateFrame {
+    pub room: String,
+    pub owner: Option<SessionId>,
+    pub locked: bool,
+    pub metadata: Metadata,
+}
+
+/// `state_patch`: one or more applied `update_state` requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatePatchFrame {
+    pub room: String,
+    pub patches: Vec<StatePatch>,
+}
+
+/// One applied `update_state`: the state's `version` after it, who sent it, and its ops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatePatch {
+    pub version: u64,
+    pub author: SessionId,
+    pub ops: Vec<StateOp>,
+}
+
+/// `lobby`: what changed among the public rooms a subscriber's filter matches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LobbyFrame {
+    /// Rooms created since the last update.
+    pub added: Vec<RoomInfo>,
+    /// Rooms that changed; one the subscriber does not know yet is to be added.
+    pub changed: Vec<RoomInfo>,
+    /// Rooms gone, or no longer matching the filter (locked, full, private...); ids the
+    /// subscriber does not know are to be ignored.
+    pub removed: Vec<String>,
 }
 
 /// `welcome`: who the session is and the rules in force.
@@ -109,6 +363,8 @@ pub struct Limits {
     pub max_event_name_bytes: u64,
     pub max_depth: u64,
     pub outbound_budget_bytes: u64,
+    pub max_state_bytes: u64,
+    pub max_metadata_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +412,14 @@ pub struct ErrorFrame {
     pub reference: Option<Ref>,
     pub code: ErrorCode,
     pub message: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn nil() -> Value {

@@ -9,17 +9,21 @@ mod codec;
 mod codes;
 mod frames;
 mod session_id;
+mod state;
 
 pub use codec::{
-    decode_client, decode_server, encode_client, encode_map, encode_server, DecodeError,
+    decode_client, decode_server, encode_client, encode_map, encode_server, encoded_len,
+    DecodeError,
 };
 pub use codes::{close, ErrorCode, LeaveReason};
 pub use frames::{
-    ClientFrame, DirectFrame, ErrorFrame, EventFrame, Limits, PresenceFrame, PresenceStatus,
-    ServerFrame, WelcomeFrame,
+    ClientFrame, DirectFrame, ErrorFrame, EventFrame, JoinedFrame, Limits, LobbyFrame, Metadata,
+    PresenceFrame, PresenceStatus, RoomFilter, RoomInfo, RoomOptions, RoomUpdateFrame, ServerFrame,
+    StatePatch, StatePatchFrame, WelcomeFrame,
 };
 pub use rmpv::Value;
 pub use session_id::SessionId;
+pub use state::{Document, StateError, StateOp, MAX_PATH_KEYS};
 
 /// The protocol version this crate speaks; `welcome` carries it.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -22,12 +22,134 @@ fn rich_value() -> Value {
     ])
 }
 
+fn metadata() -> Metadata {
+    [
+        ("mode".to_string(), Value::from("ctf")),
+        ("anything".to_string(), rich_value()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn full_options() -> RoomOptions {
+    RoomOptions {
+        max_members: Some(4),
+        private: true,
+        password: Some("pw".into()),
+        metadata: metadata(),
+        dispose_when_empty: false,
+    }
+}
+
+fn full_filter() -> RoomFilter {
+    RoomFilter {
+        mode: Some("ctf".into()),
+        metadata: metadata(),
+        free_seats: true,
+    }
+}
+
+fn ops() -> Vec<StateOp> {
+    vec![
+        StateOp::Set {
+            path: vec!["grid".into(), "1,2".into()],
+            value: rich_value(),
+        },
+        StateOp::Delete {
+            path: vec!["x".into()],
+        },
+    ]
+}
+
+fn info() -> RoomInfo {
+    RoomInfo {
+        room: "r".into(),
+        members: 2,
+        max_members: 4,
+        locked: true,
+        password: false,
+        owner: Some(id(1)),
+        metadata: metadata(),
+    }
+}
+
 #[test]
 fn every_client_frame_round_trips() {
     let frames = vec![
         ClientFrame::Join {
             reference: Some(u64::MAX),
             room: "r".into(),
+            password: None,
+        },
+        ClientFrame::Join {
+            reference: None,
+            room: "r".into(),
+            password: Some("pw".into()),
+        },
+        ClientFrame::Create {
+            reference: Some(1),
+            room: None,
+            options: RoomOptions::default(),
+        },
+        ClientFrame::Create {
+            reference: None,
+            room: Some("r".into()),
+            options: full_options(),
+        },
+        ClientFrame::JoinOrCreate {
+            reference: Some(2),
+            filter: full_filter(),
+            options: full_options(),
+        },
+        ClientFrame::JoinOrCreate {
+            reference: None,
+            filter: RoomFilter::default(),
+            options: RoomOptions::default(),
+        },
+        ClientFrame::Lock {
+            reference: Some(3),
+            room: "r".into(),
+        },
+        ClientFrame::Unlock {
+            reference: None,
+            room: "r".into(),
+        },
+        ClientFrame::Kick {
+            reference: Some(4),
+            room: "r".into(),
+            session: id(2),
+        },
+        ClientFrame::SetMetadata {
+            reference: None,
+            room: "r".into(),
+            metadata: metadata(),
+        },
+        ClientFrame::ListRooms {
+            reference: Some(5),
+            filter: full_filter(),
+            limit: Some(10),
+        },
+        ClientFrame::ListRooms {
+            reference: None,
+            filter: RoomFilter::default(),
+            limit: None,
+        },
+        ClientFrame::SubscribeLobby {
+            reference: Some(6),
+            filter: full_filter(),
+        },
+        ClientFrame::UnsubscribeLobby { reference: None },
+        ClientFrame::UpdateState {
+            reference: Some(7),
+            room: "r".into(),
+            ops: ops(),
+            if_version: Some(3),
+        },
+        ClientFrame::UpdateState {
+            reference: None,
+            room: "r".into(),
+            ops: vec![],
+            if_version: None,
         },
         ClientFrame::Leave {
             reference: None,
@@ -70,6 +192,8 @@ fn every_server_frame_round_trips() {
         max_event_name_bytes: 5,
         max_depth: 6,
         outbound_budget_bytes: 7,
+        max_state_bytes: 8,
+        max_metadata_bytes: 9,
     };
     let frames = vec![
         ServerFrame::Welcome(WelcomeFrame {
@@ -79,10 +203,52 @@ fn every_server_frame_round_trips() {
             timeout_ms: 3,
             limits,
         }),
-        ServerFrame::Joined {
+        ServerFrame::Joined(JoinedFrame {
+            reference: Some(9),
             room: "r".into(),
             members: vec![id(1), id(2)],
+            owner: Some(id(1)),
+            max_members: 4,
+            locked: false,
+            private: true,
+            metadata: metadata(),
+            state: {
+                let mut doc = Document::new();
+                doc.apply(&ops(), 1 << 20).unwrap();
+                doc
+            },
+            version: 12,
+        }),
+        ServerFrame::RoomUpdate(RoomUpdateFrame {
+            room: "r".into(),
+            owner: None,
+            locked: true,
+            metadata: Metadata::new(),
+        }),
+        ServerFrame::StatePatch(StatePatchFrame {
+            room: "r".into(),
+            patches: vec![
+                StatePatch {
+                    version: 1,
+                    author: id(1),
+                    ops: ops(),
+                },
+                StatePatch {
+                    version: 2,
+                    author: id(2),
+                    ops: vec![],
+                },
+            ],
+        }),
+        ServerFrame::RoomList {
+            reference: None,
+            rooms: vec![info(), info()],
         },
+        ServerFrame::Lobby(LobbyFrame {
+            added: vec![info()],
+            changed: vec![],
+            removed: vec!["gone".into()],
+        }),
         ServerFrame::Left {
             room: "r".into(),
             reason: LeaveReason::SlowConsumer,
@@ -138,7 +304,8 @@ fn key_order_and_integer_width_do_not_matter_and_unknown_keys_are_ignored() {
         decode_client(&bytes, 32).unwrap(),
         ClientFrame::Join {
             reference: Some(5),
-            room: "r".into()
+            room: "r".into(),
+            password: None,
         }
     );
 }
@@ -153,6 +320,7 @@ fn bad_frames_are_classified() {
     let join = encode_client(&ClientFrame::Join {
         reference: Some(1),
         room: "r".into(),
+        password: None,
     });
     assert_eq!(code_of(&[], 32), (ErrorCode::Malformed, None));
     assert_eq!(code_of(&[0xc1], 32), (ErrorCode::Malformed, None));
@@ -315,6 +483,15 @@ fn error_code_names_match_their_wire_form() {
         ErrorCode::RoomFull,
         ErrorCode::UnknownSession,
         ErrorCode::Overloaded,
+        ErrorCode::RoomExists,
+        ErrorCode::RoomLocked,
+        ErrorCode::WrongPassword,
+        ErrorCode::NotOwner,
+        ErrorCode::VersionConflict,
+        ErrorCode::StateTooLarge,
+        ErrorCode::InvalidPath,
+        ErrorCode::InvalidOptions,
+        ErrorCode::RoomLimit,
     ];
     let doc = include_str!("../PROTOCOL.md");
     for code in codes {

@@ -1,8 +1,11 @@
-//! The registry actor: a thin actix shell around `Registry`, on its own arbiter. Sessions reach
-//! it through `RegistryHandle`, which refuses requests rather than queue them without bound.
+//! The registry actor: a thin actix shell around `Registry`, on its own arbiter, which also
+//! runs the lobby and state-patch timers. Sessions reach it through `RegistryHandle`, which
+//! refuses requests rather than queue them without bound.
 
-use actix::{Actor, Addr, Arbiter, Context, Handler, Message, MessageResult};
-use parlor_protocol::{ClientFrame, LeaveReason, SessionId};
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult};
+use parlor_protocol::{ClientFrame, LeaveReason, RoomFilter, RoomInfo, SessionId};
 
 use super::{Registry, RegistryLimits};
 use crate::session::outbox::SessionOutlet;
@@ -42,12 +45,47 @@ pub struct RegistryStats {
     pub rooms: usize,
 }
 
+/// The public rooms matching `filter`, for `GET /rooms`.
+#[derive(Message)]
+#[rtype(result = "Vec<RoomInfo>")]
+pub struct ListRooms {
+    pub filter: RoomFilter,
+    pub limit: usize,
+}
+
+/// How often the registry's timers fire. A zero `state_patch_interval` means patches are not
+/// held, so no timer runs for them.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    pub state_patch_interval: Duration,
+    pub lobby_interval: Duration,
+}
+
 pub struct RegistryActor {
     registry: Registry<SessionOutlet>,
+    timers: Timers,
 }
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.timers.lobby_interval, |actor, _| {
+            actor.registry.flush_lobby();
+        });
+        if !self.timers.state_patch_interval.is_zero() {
+            ctx.run_interval(self.timers.state_patch_interval, |actor, _| {
+                actor.registry.flush_state_patches();
+            });
+        }
+    }
+}
+
+impl Handler<ListRooms> for RegistryActor {
+    type Result = MessageResult<ListRooms>;
+    fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.registry.list_rooms(&msg.filter, msg.limit))
+    }
 }
 
 impl Handler<Connect> for RegistryActor {
@@ -100,12 +138,13 @@ pub struct RegistryHandle {
 impl RegistryHandle {
     /// Starts the registry actor on an arbiter (thread) of its own, its mailbox bounded to
     /// `mailbox_capacity` requests.
-    pub fn start(limits: RegistryLimits, mailbox_capacity: usize) -> Self {
+    pub fn start(limits: RegistryLimits, mailbox_capacity: usize, timers: Timers) -> Self {
         let arbiter = Arbiter::new();
         let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(mailbox_capacity);
             RegistryActor {
                 registry: Registry::new(limits),
+                timers,
             }
         });
         Self { addr }
@@ -131,5 +170,9 @@ impl RegistryHandle {
 
     pub async fn stats(&self) -> Option<RegistryStats> {
         self.addr.send(GetStats).await.ok()
+    }
+
+    pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
+        self.addr.send(ListRooms { filter, limit }).await.ok()
     }
 }

@@ -1,9 +1,12 @@
-//! The room registry: who is connected, which rooms exist, who is in each. `Registry` is a plain
-//! struct with no I/O (its unit tests drive it directly); `actor` wraps it in the actix actor
-//! that sessions talk to.
+//! The room registry: who is connected, which rooms exist, who is in each and who owns them,
+//! their shared state, and who watches the lobby. `Registry` is a plain struct with no I/O (its
+//! unit tests drive it directly); `actor` wraps it in the actix actor that sessions talk to.
 
 pub mod actor;
 mod core;
+mod lobby;
 mod room;
 
-pub use self::core::{Outlet, Overflow, Registry, RegistryLimits, RequestError};
+pub use self::core::{
+    Outlet, Overflow, Registry, RegistryLimits, RequestError, DEFAULT_LISTED_ROOMS,
+};

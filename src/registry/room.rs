@@ -1,32 +1,87 @@
-//! One room: its members in join order, each with the outlet that reaches it, and the offset
-//! its next event will carry.
+//! One room: its members in join order with the outlets that reach them, its owner and rules
+//! (seats, lock, privacy, password, metadata), its shared state with the patches not yet
+//! broadcast, and the offset its next event will carry. Also how a room looks to the lobby and
+//! whether a filter matches it.
 
-use parlor_protocol::SessionId;
+use parlor_protocol::{Document, Metadata, RoomFilter, RoomInfo, SessionId, StatePatch, Value};
 
 pub(crate) struct Room<O> {
     /// Members in the order they joined (so the oldest is first).
     pub(crate) members: Vec<(SessionId, O)>,
+    /// The member who may lock, kick and change metadata; `None` only while the room is empty.
+    pub(crate) owner: Option<SessionId>,
+    pub(crate) max_members: usize,
+    /// Locked by the owner; the room is also closed, but not `locked_by_hand`, while full.
+    pub(crate) locked_by_hand: bool,
+    pub(crate) private: bool,
+    pub(crate) password: Option<String>,
+    pub(crate) metadata: Metadata,
+    pub(crate) dispose_when_empty: bool,
+    /// Position in creation order, for "oldest first" among equals.
+    pub(crate) created: u64,
+    pub(crate) state: Document,
+    /// Bumped once per applied `update_state`.
+    pub(crate) version: u64,
+    /// Applied patches not yet broadcast (only when patches are batched), and their size.
+    pub(crate) pending_patches: Vec<StatePatch>,
+    pub(crate) pending_bytes: usize,
     /// Offset of the next event emitted to this room; offsets start at 0 and never repeat
     /// while the room exists.
     pub(crate) next_offset: u64,
 }
 
+/// The rules a room is created with, already checked against the limits.
+pub(crate) struct RoomRules {
+    pub(crate) max_members: usize,
+    pub(crate) private: bool,
+    pub(crate) password: Option<String>,
+    pub(crate) metadata: Metadata,
+    pub(crate) dispose_when_empty: bool,
+}
+
 impl<O> Room<O> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(rules: RoomRules, created: u64) -> Self {
         Self {
             members: Vec::new(),
+            owner: None,
+            max_members: rules.max_members,
+            locked_by_hand: false,
+            private: rules.private,
+            password: rules.password,
+            metadata: rules.metadata,
+            dispose_when_empty: rules.dispose_when_empty,
+            created,
+            state: Document::new(),
+            version: 0,
+            pending_patches: Vec::new(),
+            pending_bytes: 0,
             next_offset: 0,
         }
     }
 
+    pub(crate) fn is_full(&self) -> bool {
+        self.members.len() >= self.max_members
+    }
+
+    /// Closed to new members: locked by hand, or full.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.locked_by_hand || self.is_full()
+    }
+
+    /// Removes `id`; when it was the owner, the oldest remaining member becomes owner.
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {
-        match self.members.iter().position(|(member, _)| *member == id) {
-            Some(index) => {
-                self.members.remove(index);
-                true
-            }
-            None => false,
+        let Some(index) = self.members.iter().position(|(member, _)| *member == id) else {
+            return false;
+        };
+        self.members.remove(index);
+        if self.owner == Some(id) {
+            self.owner = self.members.first().map(|(member, _)| *member);
         }
+        true
+    }
+
+    pub(crate) fn is_member(&self, id: SessionId) -> bool {
+        self.members.iter().any(|(member, _)| *member == id)
     }
 
     pub(crate) fn member_ids(&self) -> Vec<SessionId> {
@@ -38,4 +93,43 @@ impl<O> Room<O> {
         self.next_offset += 1;
         offset
     }
+
+    /// What the lobby shows of this room.
+    pub(crate) fn info(&self, name: &str) -> RoomInfo {
+        RoomInfo {
+            room: name.to_owned(),
+            members: saturate(self.members.len()),
+            max_members: saturate(self.max_members),
+            locked: self.is_locked(),
+            password: self.password.is_some(),
+            owner: self.owner,
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// Whether a listing with `filter` shows this room. Private rooms are never shown.
+    pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
+        if self.private || (filter.free_seats && self.is_locked()) {
+            return false;
+        }
+        if let Some(mode) = &filter.mode {
+            if self.metadata.get("mode") != Some(&Value::from(mode.as_str())) {
+                return false;
+            }
+        }
+        filter
+            .metadata
+            .iter()
+            .all(|(key, value)| self.metadata.get(key) == Some(value))
+    }
+
+    /// Whether `join_or_create` may put a newcomer here: listed, matching, open, with no
+    /// password.
+    pub(crate) fn takes_matchmaking(&self, filter: &RoomFilter) -> bool {
+        self.matches(filter) && !self.is_locked() && self.password.is_none()
+    }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

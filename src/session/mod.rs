@@ -58,6 +58,8 @@ impl SessionSettings {
                 max_event_name_bytes: l.max_event_name_bytes as u64,
                 max_depth: l.max_depth as u64,
                 outbound_budget_bytes: config.session.outbound_budget_bytes as u64,
+                max_state_bytes: l.max_state_bytes as u64,
+                max_metadata_bytes: l.max_metadata_bytes as u64,
             },
         }
     }

@@ -17,6 +17,16 @@ pub fn test_config() -> Config {
     config
 }
 
+/// Shrinks the outbound budget to `bytes`, with the state, metadata and listing limits cut so
+/// that the largest frame still fits it.
+pub fn with_budget(mut config: Config, bytes: usize) -> Config {
+    config.session.outbound_budget_bytes = bytes;
+    config.limits.max_state_bytes = bytes / 4;
+    config.limits.max_metadata_bytes = 256;
+    config.limits.max_listed_rooms = 16;
+    config
+}
+
 pub fn start(config: Config) -> BackgroundNode {
     config.validate().expect("valid test config");
     parlor::spawn(config).expect("node starts")

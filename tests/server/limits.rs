@@ -36,7 +36,7 @@ fn emit_of_len(room: &str, len: usize) -> Vec<u8> {
 async fn a_frame_of_max_frame_bytes_is_accepted_and_one_byte_more_closes_with_1009() {
     let mut config = test_config();
     config.limits.max_frame_bytes = 4_096;
-    config.session.outbound_budget_bytes = 64 * 1024;
+    config = with_budget(config, 64 * 1024);
     let node = start(config);
     let mut client = connect(&node).await;
     client.join("r").await.unwrap();
@@ -102,27 +102,27 @@ async fn members_per_room_at_and_over_the_bound() {
 #[tokio::test]
 async fn room_and_event_name_lengths_at_and_over_the_bound() {
     let mut config = test_config();
-    config.limits.max_room_name_bytes = 10;
+    config.limits.max_room_name_bytes = 32; // the least allowed: server-made ids are 32
     config.limits.max_event_name_bytes = 5;
     let node = start(config);
     let mut client = connect(&node).await;
-    client.join(&"r".repeat(10)).await.unwrap();
+    client.join(&"r".repeat(32)).await.unwrap();
     assert_eq!(
-        refused_code(client.join(&"r".repeat(11)).await.map(|_| ())),
+        refused_code(client.join(&"r".repeat(33)).await.map(|_| ())),
         ErrorCode::InvalidRoom
     );
-    // Multi-byte characters count in bytes: 4 × 3 bytes = 12 > 10.
+    // Multi-byte characters count in bytes: 11 × 3 bytes = 33 > 32.
     assert_eq!(
-        refused_code(client.join("日本語の").await.map(|_| ())),
+        refused_code(client.join(&"語".repeat(11)).await.map(|_| ())),
         ErrorCode::InvalidRoom
     );
     client
-        .emit(&"r".repeat(10), "abcde", Value::Nil, false)
+        .emit(&"r".repeat(32), "abcde", Value::Nil, false)
         .await
         .unwrap();
     let code = refused_code(
         client
-            .emit(&"r".repeat(10), "abcdef", Value::Nil, false)
+            .emit(&"r".repeat(32), "abcdef", Value::Nil, false)
             .await,
     );
     assert_eq!(code, ErrorCode::InvalidEvent);

@@ -114,10 +114,12 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
         ClientFrame::Join {
             reference: Some(10),
             room: "r".into(),
+            password: None,
         },
         ClientFrame::Join {
             reference: Some(11),
             room: "r".into(),
+            password: None,
         }, // already_joined
         ClientFrame::Emit {
             reference: Some(12),
@@ -156,6 +158,7 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
         ClientFrame::Join {
             reference: Some(18),
             room: "".into(),
+            password: None,
         }, // invalid_room
     ];
     for frame in &requests {
@@ -165,6 +168,7 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
     a.send(&ClientFrame::Join {
         reference: Some(99),
         room: "end".into(),
+        password: None,
     })
     .await
     .unwrap();

@@ -31,7 +31,7 @@ const WINDOW: u64 = 16;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stalls_is_evicted_and_memory_stays_bounded() {
     let mut config = test_config();
-    config.session.outbound_budget_bytes = 256 * 1024;
+    config = with_budget(config, 256 * 1024);
     config.session.client_timeout_ms = 60_000; // only the budget may evict here
     config.session.heartbeat_interval_ms = 1_000;
     let node = start(config);
@@ -130,7 +130,7 @@ async fn a_reader_that_stalls_is_evicted_and_memory_stays_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_slow_consumer_gives_its_connection_slot_back() {
     let mut config = test_config();
-    config.session.outbound_budget_bytes = 128 * 1024;
+    config = with_budget(config, 128 * 1024);
     config.session.client_timeout_ms = 2_000;
     config.session.heartbeat_interval_ms = 500;
     config.limits.max_connections = 2;

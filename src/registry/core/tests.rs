@@ -48,6 +48,12 @@ fn limits() -> RegistryLimits {
         max_members_per_room: 3,
         max_room_name_bytes: 8,
         max_event_name_bytes: 8,
+        max_rooms: 64,
+        max_state_bytes: 256,
+        max_metadata_bytes: 64,
+        max_listed_rooms: 50,
+        batch_state_patches: false,
+        max_patch_batch_bytes: 1024,
     }
 }
 
@@ -57,8 +63,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_limits(limits())
+    }
+    fn with_limits(limits: RegistryLimits) -> Self {
         Self {
-            registry: Registry::new(limits()),
+            registry: Registry::new(limits),
         }
     }
     fn connect(&mut self) -> (SessionId, Recorder) {
@@ -83,6 +92,7 @@ impl Harness {
             ClientFrame::Join {
                 reference: Some(1),
                 room: room.into(),
+                password: None,
             },
         );
     }
@@ -114,13 +124,14 @@ fn join_lists_members_in_join_order_and_tells_the_others() {
     out_a.take();
     h.join(b, "r");
     let b_frames = out_b.take();
-    assert_eq!(
-        b_frames[0],
-        ServerFrame::Joined {
-            room: "r".into(),
-            members: vec![a, b]
+    match &b_frames[0] {
+        ServerFrame::Joined(j) => {
+            assert_eq!((j.reference, &j.room[..]), (Some(1), "r"));
+            assert_eq!(j.members, vec![a, b]);
+            assert_eq!(j.owner, Some(a));
         }
-    );
+        other => panic!("unexpected {other:?}"),
+    }
     assert_eq!(b_frames[1], ServerFrame::Ok { reference: 1 });
     assert_eq!(b_frames.len(), 2);
     match &out_a.take()[..] {
@@ -197,7 +208,7 @@ fn names_are_checked_at_and_over_their_bounds() {
     let mut h = Harness::new();
     let (a, out_a) = h.connect();
     h.join(a, "12345678");
-    assert!(matches!(out_a.take()[0], ServerFrame::Joined { .. }));
+    assert!(matches!(out_a.take()[0], ServerFrame::Joined(_)));
     for bad in ["", "123456789"] {
         h.join(a, bad);
         assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidRoom));
@@ -249,7 +260,7 @@ fn room_and_membership_limits_hold_at_and_over_the_bound() {
         },
     );
     h.join(d, "1");
-    assert!(matches!(out_d.take()[0], ServerFrame::Joined { .. }));
+    assert!(matches!(out_d.take()[0], ServerFrame::Joined(_)));
 }
 
 #[test]
@@ -278,9 +289,12 @@ fn leave_tells_the_leaver_and_the_others_and_drops_empty_rooms() {
             ServerFrame::Ok { reference: 3 }
         ]
     );
-    assert!(
-        matches!(&out_b.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Leave))
-    );
+    // `a` owned the room, so `b` also hears that it owns it now.
+    assert!(matches!(
+        &out_b.take()[..],
+        [ServerFrame::Presence(p), ServerFrame::RoomUpdate(u)]
+            if p.session == a && p.reason == Some(LeaveReason::Leave) && u.owner == Some(b)
+    ));
     h.run(
         a,
         ClientFrame::Leave {
@@ -314,9 +328,11 @@ fn disconnect_leaves_every_room_with_the_reason_and_forgets_the_session() {
     h.registry.disconnect(a, LeaveReason::Timeout);
     h.registry.check_invariants().unwrap();
     for out in [&out_b, &out_c] {
-        assert!(
-            matches!(&out.take()[..], [ServerFrame::Presence(p)] if p.session == a && p.reason == Some(LeaveReason::Timeout))
-        );
+        assert!(matches!(
+            &out.take()[..],
+            [ServerFrame::Presence(p), ServerFrame::RoomUpdate(_)]
+                if p.session == a && p.reason == Some(LeaveReason::Timeout)
+        ));
     }
     assert_eq!(h.registry.session_count(), 2);
     h.registry.disconnect(b, LeaveReason::Closed);
@@ -358,7 +374,11 @@ fn direct_send_reaches_only_a_session_sharing_a_room() {
 
 #[test]
 fn an_overflowing_member_is_evicted_as_slow_consumer_and_the_rest_keep_receiving() {
-    let mut h = Harness::new();
+    // Roomy enough that the third join does not fill (and so lock) the room.
+    let mut h = Harness::with_limits(RegistryLimits {
+        max_members_per_room: 10,
+        ..limits()
+    });
     let (a, out_a) = h.connect();
     let (slow, out_slow) = h.connect_with(Some(3));
     let (b, out_b) = h.connect();
@@ -389,3 +409,5 @@ fn requests_from_unknown_sessions_are_ignored() {
         (0, 0)
     );
 }
+
+mod rooms;

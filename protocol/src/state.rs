@@ -1,0 +1,352 @@
+//! Shared room state: a document of nested string-keyed maps with MessagePack values at the
+//! leaves, the operations that change it (`set` and `delete` at a path), and how a batch of them
+//! applies. The server applies batches authoritatively; clients apply the same batches, in the
+//! same order, to their mirrors, so everyone converges on the same document.
+
+use std::collections::BTreeMap;
+
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Value;
+
+/// Longest path an operation may name, in keys.
+pub const MAX_PATH_KEYS: usize = 16;
+
+/// One change to a room's state document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StateOp {
+    /// Puts `value` at `path`, creating missing maps on the way.
+    Set { path: Vec<String>, value: Value },
+    /// Removes whatever is at `path`; nothing there is not an error.
+    Delete { path: Vec<String> },
+}
+
+impl StateOp {
+    pub fn path(&self) -> &[String] {
+        match self {
+            Self::Set { path, .. } | Self::Delete { path } => path,
+        }
+    }
+}
+
+/// Why a batch of operations was refused. The document is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("operation {index}: a path has 1 to {MAX_PATH_KEYS} keys")]
+    BadPathLength { index: usize },
+    #[error("operation {index}: {key:?} is a value, not a map, so the path cannot go through it")]
+    ThroughValue { index: usize, key: String },
+    #[error("the state would be {size} bytes encoded, over the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Node {
+    Map(BTreeMap<String, Node>),
+    Value(Value),
+}
+
+/// A state document. The root is always a map. It serializes as a MessagePack map with its
+/// keys in sorted order, so two equal documents encode to the same bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Document {
+    root: BTreeMap<String, Node>,
+    /// Bytes of the document's MessagePack encoding, kept up to date by every change.
+    encoded_len: usize,
+}
+
+/// What undoes one applied operation.
+enum Undo {
+    Nothing,
+    /// Put this node back at this path (it was replaced or deleted).
+    Restore(Vec<String>, Node),
+    /// Remove what is at this path (it was created).
+    Remove(Vec<String>),
+}
+
+impl Document {
+    pub fn new() -> Self {
+        Self {
+            root: BTreeMap::new(),
+            encoded_len: 1,
+        }
+    }
+
+    /// Bytes this document takes encoded as MessagePack.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded_len.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.root.is_empty()
+    }
+
+    /// The value at `path`, converted back to a MessagePack value (maps included).
+    pub fn get(&self, path: &[String]) -> Option<Value> {
+        let (last, parents) = path.split_last()?;
+        let mut map = &self.root;
+        for key in parents {
+            match map.get(key)? {
+                Node::Map(child) => map = child,
+                Node::Value(_) => return None,
+            }
+        }
+        map.get(last).map(Node::to_value)
+    }
+
+    /// The whole document as one MessagePack map value.
+    pub fn to_value(&self) -> Value {
+        map_to_value(&self.root)
+    }
+
+    /// Applies `ops` in order, all or nothing: if any operation is invalid, or the result
+    /// would encode to more than `max_bytes`, the document is left exactly as it was.
+    pub fn apply(&mut self, ops: &[StateOp], max_bytes: usize) -> Result<(), StateError> {
+        let mut undo = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            match self.apply_one(index, op) {
+                Ok(step) => undo.push(step),
+                Err(err) => {
+                    self.rollback(undo);
+                    return Err(err);
+                }
+            }
+        }
+        if self.encoded_len() > max_bytes {
+            let size = self.encoded_len();
+            self.rollback(undo);
+            return Err(StateError::TooLarge {
+                size,
+                max: max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Nothing => {}
+                Undo::Restore(path, node) => {
+                    // The path led to a map when the operation ran, and every later operation
+                    // has been undone, so it does again.
+                    let _ = self.put(&path, node);
+                }
+                Undo::Remove(path) => {
+                    self.take(&path);
+                }
+            }
+        }
+    }
+
+    fn apply_one(&mut self, index: usize, op: &StateOp) -> Result<Undo, StateError> {
+        let path = op.path();
+        if path.is_empty() || path.len() > MAX_PATH_KEYS {
+            return Err(StateError::BadPathLength { index });
+        }
+        match op {
+            StateOp::Set { value, .. } => {
+                let created = self.missing_prefix(path);
+                let old = self
+                    .put(path, Node::from_value(value.clone()))
+                    .map_err(|key| StateError::ThroughValue { index, key })?;
+                Ok(match (created, old) {
+                    (Some(depth), _) => Undo::Remove(path[..=depth].to_vec()),
+                    (None, Some(old)) => Undo::Restore(path.to_vec(), old),
+                    (None, None) => Undo::Remove(path.to_vec()),
+                })
+            }
+            StateOp::Delete { .. } => Ok(match self.take(path) {
+                Some(old) => Undo::Restore(path.to_vec(), old),
+                None => Undo::Nothing,
+            }),
+        }
+    }
+
+    /// The index of the first map on `path` (excluding its last key) that does not exist yet.
+    fn missing_prefix(&self, path: &[String]) -> Option<usize> {
+        let mut map = &self.root;
+        for (depth, key) in path[..path.len() - 1].iter().enumerate() {
+            match map.get(key) {
+                Some(Node::Map(child)) => map = child,
+                Some(Node::Value(_)) => return None,
+                None => return Some(depth),
+            }
+        }
+        None
+    }
+
+    /// Puts `node` at `path`, creating missing maps; returns what was there. Fails with the
+    /// offending key when the path runs through a value.
+    fn put(&mut self, path: &[String], node: Node) -> Result<Option<Node>, String> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(None);
+        };
+        let mut growth: isize = 0;
+        let mut map = &mut self.root;
+        for key in parents {
+            if !map.contains_key(key) {
+                growth += header_delta(map.len(), map.len() + 1) + str_len(key) as isize + 1;
+                map.insert(key.clone(), Node::Map(BTreeMap::new()));
+            }
+            match map.get_mut(key) {
+                Some(Node::Map(child)) => map = child,
+                _ => {
+                    // Only reachable when the key holds a value (missing keys were just made
+                    // maps); nothing was created on the way, since a created map is empty.
+                    return Err(key.clone());
+                }
+            }
+        }
+        let new_len = node.encoded_len();
+        let before = map.len();
+        let old = map.insert(last.clone(), node);
+        match &old {
+            Some(old) => growth += new_len as isize - old.encoded_len() as isize,
+            None => growth += header_delta(before, before + 1) + (str_len(last) + new_len) as isize,
+        }
+        self.encoded_len = (self.encoded_len() as isize + growth) as usize;
+        Ok(old)
+    }
+
+    /// Removes and returns what is at `path`, if anything.
+    fn take(&mut self, path: &[String]) -> Option<Node> {
+        let (last, parents) = path.split_last()?;
+        let mut map = &mut self.root;
+        for key in parents {
+            match map.get_mut(key)? {
+                Node::Map(child) => map = child,
+                Node::Value(_) => return None,
+            }
+        }
+        let before = map.len();
+        let old = map.remove(last)?;
+        let shrink =
+            header_delta(before, before - 1) - (str_len(last) + old.encoded_len()) as isize;
+        self.encoded_len = (self.encoded_len() as isize + shrink) as usize;
+        Some(old)
+    }
+}
+
+impl Node {
+    /// Maps whose keys are all strings become `Map` nodes (so paths can go into them); anything
+    /// else is kept whole as a value.
+    fn from_value(value: Value) -> Node {
+        match value {
+            Value::Map(entries) if entries.iter().all(|(k, _)| k.is_str()) => Node::Map(
+                entries
+                    .into_iter()
+                    .filter_map(|(k, v)| match k {
+                        Value::String(s) => s.into_str().map(|s| (s, Node::from_value(v))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            other => Node::Value(other),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Node::Map(map) => map_to_value(map),
+            Node::Value(value) => value.clone(),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Node::Map(map) => map_len(map),
+            Node::Value(value) => value_len(value),
+        }
+    }
+}
+
+fn map_len(map: &BTreeMap<String, Node>) -> usize {
+    header_len(map.len())
+        + map
+            .iter()
+            .map(|(k, v)| str_len(k) + v.encoded_len())
+            .sum::<usize>()
+}
+
+fn map_to_value(map: &BTreeMap<String, Node>) -> Value {
+    Value::Map(
+        map.iter()
+            .map(|(k, v)| (Value::from(k.as_str()), v.to_value()))
+            .collect(),
+    )
+}
+
+/// Bytes of a MessagePack map header for `len` entries.
+fn header_len(len: usize) -> usize {
+    match len {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+fn header_delta(before: usize, after: usize) -> isize {
+    header_len(after) as isize - header_len(before) as isize
+}
+
+/// Bytes of a MessagePack string.
+fn str_len(s: &str) -> usize {
+    let n = s.len();
+    n + match n {
+        0..=31 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+fn value_len(value: &Value) -> usize {
+    crate::codec::encoded_len(value)
+}
+
+impl Serialize for Node {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Node::Map(map) => serialize_map(map, serializer),
+            Node::Value(value) => value.serialize(serializer),
+        }
+    }
+}
+
+fn serialize_map<S: Serializer>(
+    map: &BTreeMap<String, Node>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut out = serializer.serialize_map(Some(map.len()))?;
+    for (key, node) in map {
+        out.serialize_entry(key, node)?;
+    }
+    out.end()
+}
+
+impl Serialize for Document {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_map(&self.root, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Node::from_value(Value::deserialize(deserializer)?) {
+            Node::Map(root) => Ok(Document {
+                encoded_len: map_len(&root),
+                root,
+            }),
+            Node::Value(_) => Err(D::Error::custom(
+                "a state document is a map with string keys",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

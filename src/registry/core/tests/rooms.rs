@@ -1,0 +1,637 @@
+//! Unit tests of room options, ownership, matchmaking, shared state and the lobby.
+
+use parlor_protocol::{
+    Document, JoinedFrame, LobbyFrame, Metadata, RoomFilter, RoomInfo, RoomOptions, StateOp,
+};
+
+use super::*;
+
+fn meta(pairs: &[(&str, &str)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect()
+}
+
+fn seats(n: u32) -> RoomOptions {
+    RoomOptions {
+        max_members: Some(n),
+        ..RoomOptions::default()
+    }
+}
+
+impl Harness {
+    fn create(&mut self, id: SessionId, room: Option<&str>, options: RoomOptions) -> JoinedFrame {
+        self.run(
+            id,
+            ClientFrame::Create {
+                reference: Some(2),
+                room: room.map(Into::into),
+                options,
+            },
+        );
+        self.last_joined(id)
+    }
+
+    fn last_joined(&self, id: SessionId) -> JoinedFrame {
+        let outlet = &self.registry.sessions[&id].outlet;
+        outlet
+            .take()
+            .into_iter()
+            .find_map(|f| match f {
+                ServerFrame::Joined(j) => Some(j),
+                _ => None,
+            })
+            .expect("a joined frame")
+    }
+
+    fn try_join(&mut self, id: SessionId, room: &str, password: Option<&str>) -> Vec<ServerFrame> {
+        self.run(
+            id,
+            ClientFrame::Join {
+                reference: Some(3),
+                room: room.into(),
+                password: password.map(Into::into),
+            },
+        );
+        self.registry.sessions[&id].outlet.take()
+    }
+
+    fn list(&mut self, id: SessionId, filter: RoomFilter) -> Vec<RoomInfo> {
+        self.run(
+            id,
+            ClientFrame::ListRooms {
+                reference: Some(4),
+                filter,
+                limit: None,
+            },
+        );
+        match self.registry.sessions[&id].outlet.take().pop() {
+            Some(ServerFrame::RoomList {
+                reference: Some(4),
+                rooms,
+            }) => rooms,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn update(&mut self, id: SessionId, room: &str, ops: Vec<StateOp>, if_version: Option<u64>) {
+        self.run(
+            id,
+            ClientFrame::UpdateState {
+                reference: Some(5),
+                room: room.into(),
+                ops,
+                if_version,
+            },
+        );
+    }
+}
+
+fn set(key: &str, value: impl Into<Value>) -> StateOp {
+    StateOp::Set {
+        path: vec!["cells".into(), key.into()],
+        value: value.into(),
+    }
+}
+
+fn lobby_frames(frames: Vec<ServerFrame>) -> Vec<LobbyFrame> {
+    frames
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Lobby(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_room_locks_itself_and_a_freed_seat_opens_it() {
+    let mut h = Harness::new();
+    let (a, _) = h.connect();
+    let (b, _) = h.connect();
+    let (c, out_c) = h.connect();
+    let joined = h.create(a, Some("r"), seats(2));
+    assert_eq!(
+        (joined.owner, joined.max_members, joined.locked),
+        (Some(a), 2, false)
+    );
+    h.try_join(b, "r", None);
+    assert_eq!(
+        error_code(&h.try_join(c, "r", None)),
+        Some(ErrorCode::RoomFull)
+    );
+    h.run(
+        b,
+        ClientFrame::Leave {
+            reference: None,
+            room: "r".into(),
+        },
+    );
+    out_c.take();
+    assert!(matches!(
+        h.try_join(c, "r", None)[0],
+        ServerFrame::Joined(_)
+    ));
+}
+
+#[test]
+fn a_hand_locked_room_stays_locked_until_unlocked_by_its_owner() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    let (b, _) = h.connect();
+    let (c, _) = h.connect();
+    h.create(a, Some("r"), seats(3));
+    h.try_join(b, "r", None);
+    out_a.take();
+    h.run(
+        b,
+        ClientFrame::Lock {
+            reference: Some(9),
+            room: "r".into(),
+        },
+    );
+    assert_eq!(
+        error_code(&h.registry.sessions[&b].outlet.take()),
+        Some(ErrorCode::NotOwner)
+    );
+    h.run(
+        a,
+        ClientFrame::Lock {
+            reference: Some(9),
+            room: "r".into(),
+        },
+    );
+    let frames = out_a.take();
+    assert!(frames
+        .iter()
+        .any(|f| matches!(f, ServerFrame::RoomUpdate(u) if u.locked)));
+    assert_eq!(
+        error_code(&h.try_join(c, "r", None)),
+        Some(ErrorCode::RoomLocked)
+    );
+    // A member leaving does not unlock a room locked by hand.
+    h.run(
+        b,
+        ClientFrame::Leave {
+            reference: None,
+            room: "r".into(),
+        },
+    );
+    assert_eq!(
+        error_code(&h.try_join(c, "r", None)),
+        Some(ErrorCode::RoomLocked)
+    );
+    h.run(
+        a,
+        ClientFrame::Unlock {
+            reference: Some(9),
+            room: "r".into(),
+        },
+    );
+    assert!(matches!(
+        h.try_join(c, "r", None)[0],
+        ServerFrame::Joined(_)
+    ));
+}
+
+#[test]
+fn private_rooms_are_not_listed_but_joinable_by_id_and_passwords_are_checked() {
+    let mut h = Harness::with_limits(RegistryLimits {
+        max_room_name_bytes: 32,
+        ..limits()
+    });
+    let (a, _) = h.connect();
+    let (b, _) = h.connect();
+    let hidden = h.create(
+        a,
+        None,
+        RoomOptions {
+            private: true,
+            ..RoomOptions::default()
+        },
+    );
+    assert_eq!(hidden.room.len(), 32, "server-named rooms get a uuid");
+    h.create(
+        a,
+        Some("pw"),
+        RoomOptions {
+            password: Some("s3cret".into()),
+            ..RoomOptions::default()
+        },
+    );
+    let listed = h.list(b, RoomFilter::default());
+    assert_eq!(
+        listed.iter().map(|r| &r.room[..]).collect::<Vec<_>>(),
+        ["pw"]
+    );
+    assert!(listed[0].password);
+    let frames = h.try_join(b, &hidden.room, None);
+    assert!(matches!(frames[0], ServerFrame::Joined(_)), "{frames:?}");
+    assert_eq!(
+        error_code(&h.try_join(b, "pw", None)),
+        Some(ErrorCode::WrongPassword)
+    );
+    assert_eq!(
+        error_code(&h.try_join(b, "pw", Some("s3creT"))),
+        Some(ErrorCode::WrongPassword)
+    );
+    assert!(matches!(
+        h.try_join(b, "pw", Some("s3cret"))[0],
+        ServerFrame::Joined(_)
+    ));
+}
+
+#[test]
+fn create_refuses_existing_names_bad_options_and_rooms_over_the_limit() {
+    let mut h = Harness::with_limits(RegistryLimits {
+        max_rooms: 2,
+        max_rooms_per_session: 8,
+        ..limits()
+    });
+    let (a, out_a) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    let refusals = [
+        (Some("r"), RoomOptions::default(), ErrorCode::RoomExists),
+        (None, seats(0), ErrorCode::InvalidOptions),
+        (None, seats(4), ErrorCode::InvalidOptions), // over max_members_per_room (3)
+        (
+            None,
+            RoomOptions {
+                metadata: meta(&[("name", &"x".repeat(80))]),
+                ..RoomOptions::default()
+            },
+            ErrorCode::InvalidOptions,
+        ),
+    ];
+    for (room, options, code) in refusals {
+        h.run(
+            a,
+            ClientFrame::Create {
+                reference: Some(1),
+                room: room.map(Into::into),
+                options,
+            },
+        );
+        assert_eq!(error_code(&out_a.take()), Some(code));
+    }
+    h.create(a, Some("s"), RoomOptions::default());
+    h.run(
+        a,
+        ClientFrame::Create {
+            reference: Some(1),
+            room: Some("t".into()),
+            options: RoomOptions::default(),
+        },
+    );
+    assert_eq!(error_code(&out_a.take()), Some(ErrorCode::RoomLimit));
+    assert_eq!(h.registry.room_count(), 2);
+}
+
+#[test]
+fn the_oldest_member_inherits_ownership_and_everyone_is_told() {
+    let mut h = Harness::new();
+    let (a, _) = h.connect();
+    let (b, out_b) = h.connect();
+    let (c, out_c) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    h.try_join(b, "r", None);
+    h.try_join(c, "r", None);
+    out_b.take();
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    for out in [&out_b, &out_c] {
+        let frames = out.take();
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, ServerFrame::RoomUpdate(u) if u.owner == Some(b))),
+            "{frames:?}"
+        );
+    }
+    // The new owner can kick; the kicked member hears `left`, the rest `presence`.
+    h.run(
+        b,
+        ClientFrame::Kick {
+            reference: Some(6),
+            room: "r".into(),
+            session: c,
+        },
+    );
+    assert!(out_c.take().iter().any(|f| matches!(
+        f,
+        ServerFrame::Left {
+            reason: LeaveReason::Kicked,
+            ..
+        }
+    )));
+    let frames = out_b.take();
+    assert!(frames.iter().any(|f| matches!(
+        f,
+        ServerFrame::Presence(p) if p.session == c && p.reason == Some(LeaveReason::Kicked)
+    )));
+    assert_eq!(frames.last(), Some(&ServerFrame::Ok { reference: 6 }));
+    h.run(
+        b,
+        ClientFrame::Kick {
+            reference: Some(6),
+            room: "r".into(),
+            session: c,
+        },
+    );
+    assert_eq!(error_code(&out_b.take()), Some(ErrorCode::UnknownSession));
+}
+
+#[test]
+fn rooms_kept_when_empty_stay_listed_and_the_next_joiner_owns_them() {
+    let mut h = Harness::new();
+    let (a, _) = h.connect();
+    let (b, _) = h.connect();
+    h.create(
+        a,
+        Some("keep"),
+        RoomOptions {
+            dispose_when_empty: false,
+            ..RoomOptions::default()
+        },
+    );
+    h.update(a, "keep", vec![set("x", 1)], None);
+    h.run(
+        a,
+        ClientFrame::Leave {
+            reference: None,
+            room: "keep".into(),
+        },
+    );
+    let listed = h.list(b, RoomFilter::default());
+    assert_eq!((listed[0].members, listed[0].owner), (0, None));
+    h.try_join(b, "keep", None);
+    let info = &h.list(b, RoomFilter::default())[0];
+    assert_eq!(info.owner, Some(b));
+}
+
+#[test]
+fn join_or_create_fills_the_fullest_matching_room_and_never_overfills() {
+    let mut h = Harness::with_limits(RegistryLimits {
+        max_members_per_room: 100,
+        ..limits()
+    });
+    let filter = RoomFilter {
+        mode: Some("duel".into()),
+        ..RoomFilter::default()
+    };
+    let mut rooms: HashMap<String, usize> = HashMap::new();
+    for _ in 0..10 {
+        let (id, _) = h.connect();
+        h.run(
+            id,
+            ClientFrame::JoinOrCreate {
+                reference: Some(1),
+                filter: filter.clone(),
+                options: seats(4),
+            },
+        );
+        let joined = h.last_joined(id);
+        assert_eq!(joined.metadata.get("mode"), Some(&Value::from("duel")));
+        *rooms.entry(joined.room).or_default() += 1;
+    }
+    let mut sizes: Vec<usize> = rooms.values().copied().collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [2, 4, 4]);
+    // Another mode never lands in these rooms.
+    let (other, _) = h.connect();
+    h.run(
+        other,
+        ClientFrame::JoinOrCreate {
+            reference: Some(1),
+            filter: RoomFilter {
+                mode: Some("ffa".into()),
+                ..RoomFilter::default()
+            },
+            options: seats(4),
+        },
+    );
+    assert!(!rooms.contains_key(&h.last_joined(other).room));
+    // The half-full room is chosen over creating a fourth.
+    let (late, _) = h.connect();
+    h.run(
+        late,
+        ClientFrame::JoinOrCreate {
+            reference: Some(1),
+            filter,
+            options: seats(4),
+        },
+    );
+    assert_eq!(rooms.get(&h.last_joined(late).room), Some(&2));
+}
+
+#[test]
+fn state_updates_apply_in_order_bump_the_version_and_reach_every_member() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    let (b, out_b) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    h.try_join(b, "r", None);
+    out_a.take();
+    h.update(a, "r", vec![set("1", "red"), set("2", "blue")], None);
+    h.update(b, "r", vec![set("1", "green")], Some(1));
+    let a_frames = out_a.take();
+    let b_frames = out_b.take();
+    let patches = |frames: &[ServerFrame]| -> Vec<(u64, SessionId)> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::StatePatch(p) => Some(p.patches.iter().map(|p| (p.version, p.author))),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert_eq!(patches(&a_frames), [(1, a), (2, b)]);
+    assert_eq!(patches(&b_frames), [(1, a), (2, b)]);
+    // A stale compare-and-set changes nothing.
+    h.update(a, "r", vec![set("1", "black")], Some(1));
+    match &out_a.take()[..] {
+        [ServerFrame::Error(e)] => assert_eq!(e.code, ErrorCode::VersionConflict),
+        other => panic!("unexpected {other:?}"),
+    }
+    let (c, _) = h.connect();
+    h.try_join(c, "r", None);
+    let room = &h.registry.rooms["r"];
+    assert_eq!(room.version, 2);
+    assert_eq!(
+        room.state.get(&["cells".into(), "1".into()]),
+        Some(Value::from("green"))
+    );
+}
+
+#[test]
+fn bad_state_updates_are_typed_and_change_nothing() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    h.update(a, "r", vec![set("1", 1)], None);
+    out_a.take();
+    let before: Document = h.registry.rooms["r"].state.clone();
+    let cases = [
+        (
+            vec![
+                set("2", 2),
+                StateOp::Set {
+                    path: vec!["cells".into(), "1".into(), "x".into()],
+                    value: Value::Nil,
+                },
+            ],
+            ErrorCode::InvalidPath,
+        ),
+        (
+            vec![StateOp::Delete { path: vec![] }],
+            ErrorCode::InvalidPath,
+        ),
+        (vec![set("big", "x".repeat(300))], ErrorCode::StateTooLarge),
+    ];
+    for (ops, code) in cases {
+        h.update(a, "r", ops, None);
+        assert_eq!(error_code(&out_a.take()), Some(code));
+        assert_eq!(h.registry.rooms["r"].state, before);
+        assert_eq!(h.registry.rooms["r"].version, 1);
+    }
+    let (b, out_b) = h.connect();
+    h.update(b, "r", vec![set("2", 2)], None);
+    assert_eq!(error_code(&out_b.take()), Some(ErrorCode::NotInRoom));
+}
+
+#[test]
+fn batched_patches_go_out_together_and_before_a_joiner_arrives() {
+    let mut h = Harness::with_limits(RegistryLimits {
+        batch_state_patches: true,
+        ..limits()
+    });
+    let (a, out_a) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    h.update(a, "r", vec![set("1", 1)], None);
+    h.update(a, "r", vec![set("2", 2)], None);
+    assert!(out_a
+        .take()
+        .iter()
+        .all(|f| !matches!(f, ServerFrame::StatePatch(_))));
+    h.registry.flush_state_patches();
+    match &out_a.take()[..] {
+        [ServerFrame::StatePatch(p)] => {
+            assert_eq!(
+                p.patches.iter().map(|p| p.version).collect::<Vec<_>>(),
+                [1, 2]
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    h.update(a, "r", vec![set("3", 3)], None);
+    out_a.take();
+    let (b, _) = h.connect();
+    h.try_join(b, "r", None);
+    // The held patch reached `a` before `b` joined; `b`'s snapshot already has it.
+    assert!(out_a
+        .take()
+        .iter()
+        .any(|f| matches!(f, ServerFrame::StatePatch(_))));
+    assert!(h.registry.rooms["r"].pending_patches.is_empty());
+}
+
+#[test]
+fn lobby_updates_are_coalesced_filtered_and_shared() {
+    let mut h = Harness::new();
+    let (watcher, out_w) = h.connect();
+    let (watcher2, out_w2) = h.connect();
+    let (duel_watcher, out_d) = h.connect();
+    for id in [watcher, watcher2] {
+        h.run(
+            id,
+            ClientFrame::SubscribeLobby {
+                reference: Some(1),
+                filter: RoomFilter::default(),
+            },
+        );
+    }
+    h.run(
+        duel_watcher,
+        ClientFrame::SubscribeLobby {
+            reference: Some(1),
+            filter: RoomFilter {
+                mode: Some("duel".into()),
+                ..RoomFilter::default()
+            },
+        },
+    );
+    for out in [&out_w, &out_w2, &out_d] {
+        assert!(matches!(
+            &out.take()[..],
+            [ServerFrame::RoomList {
+                reference: Some(1),
+                ..
+            }]
+        ));
+    }
+    let (a, _) = h.connect();
+    let (b, _) = h.connect();
+    h.create(
+        a,
+        Some("r"),
+        RoomOptions {
+            metadata: meta(&[("mode", "duel")]),
+            ..seats(3)
+        },
+    );
+    h.try_join(b, "r", None);
+    h.run(
+        a,
+        ClientFrame::SetMetadata {
+            reference: None,
+            room: "r".into(),
+            metadata: meta(&[("mode", "duel"), ("map", "dust")]),
+        },
+    );
+    h.create(a, Some("gone"), RoomOptions::default());
+    h.run(
+        a,
+        ClientFrame::Leave {
+            reference: None,
+            room: "gone".into(),
+        },
+    );
+    h.registry.flush_lobby();
+    // One frame for all of that: `r` once, as added, with its latest members and metadata;
+    // `gone` came and went within the interval, so it is not mentioned.
+    let frames = lobby_frames(out_w.take());
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].added.len(), 1);
+    let info = &frames[0].added[0];
+    assert_eq!(
+        (info.members, info.metadata.get("map")),
+        (2, Some(&Value::from("dust")))
+    );
+    assert!(frames[0].changed.is_empty() && frames[0].removed.is_empty());
+    assert_eq!(lobby_frames(out_w2.take()), frames);
+    assert_eq!(lobby_frames(out_d.take()).len(), 1);
+    // Subscribers with equal filters share one encoded buffer.
+    h.registry.disconnect(b, LeaveReason::Closed);
+    h.registry.flush_lobby();
+    let w = out_w.frames.borrow().clone();
+    let w2 = out_w2.frames.borrow().clone();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].as_ptr(), w2[0].as_ptr());
+    // A flush with nothing new sends nothing; an unsubscribed session hears nothing more.
+    out_w.take();
+    out_w2.take();
+    h.registry.flush_lobby();
+    assert!(out_w.take().is_empty());
+    h.run(watcher, ClientFrame::UnsubscribeLobby { reference: None });
+    h.run(
+        a,
+        ClientFrame::Leave {
+            reference: None,
+            room: "r".into(),
+        },
+    );
+    h.registry.flush_lobby();
+    assert!(lobby_frames(out_w.take()).is_empty());
+    assert_eq!(lobby_frames(out_w2.take())[0].removed, ["r"]);
+}
