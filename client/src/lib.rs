@@ -120,6 +120,12 @@ impl Client {
         }
     }
 
+    /// Takes the frames that arrived while requests waited for their answers, without waiting
+    /// for more.
+    pub fn drain_buffered(&mut self) -> Vec<ServerFrame> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Sends `frame` with a fresh `ref` and waits for its `ok` (Ok) or `error` (Err(Refused)).
     pub async fn request(&mut self, frame: ClientFrame) -> Result<()> {
         self.request_with(frame, |_, _| false).await.map(|_| ())

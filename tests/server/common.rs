@@ -68,18 +68,24 @@ pub async fn next_matching(
     .await
 }
 
-/// `GET /health` as (sessions, rooms).
-pub async fn health(node: &BackgroundNode) -> (u64, u64) {
-    let url = node.http_url("/health");
-    let body: serde_json::Value = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .expect("health")
-            .into_json()
-            .expect("json")
+/// `GET path` (with its query) as (status, JSON body), whatever the status.
+pub async fn get_json(node: &BackgroundNode, path: &str) -> (u16, serde_json::Value) {
+    let url = node.http_url(path);
+    tokio::task::spawn_blocking(move || {
+        let response = match ureq::get(&url).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("GET {url}: {err}"),
+        };
+        let status = response.status();
+        (status, response.into_json().expect("json body"))
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// `GET /health` as (sessions, rooms).
+pub async fn health(node: &BackgroundNode) -> (u64, u64) {
+    let (_, body) = get_json(node, "/health").await;
     assert_eq!(body["status"], "ok");
     (
         body["sessions"].as_u64().unwrap(),

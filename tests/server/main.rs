@@ -5,5 +5,7 @@ mod binary;
 mod cleanup;
 mod common;
 mod limits;
+mod lobby;
 mod rooms;
 mod slow_consumer;
+mod state;
