@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod binary;
+mod browser;
 mod cleanup;
 mod common;
 mod limits;

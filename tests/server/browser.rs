@@ -1,0 +1,58 @@
+//! The browser lobby end to end in headless Chromium (tests/browser/lobby.mjs, driven through
+//! playwright-core): two pages create and join a room, one paints and chats, the other shows
+//! both. `./scripts/test` installs Debian's chromium and the npm package when missing; run
+//! alone, this test says what is missing instead of passing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("PARLOR_CHROMIUM") {
+        return path.into();
+    }
+    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("no chromium found: run ./scripts/test (it installs it) or set PARLOR_CHROMIUM");
+}
+
+#[tokio::test]
+async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
+    );
+    let artifacts = root.join("target/test-artifacts/browser");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let node = start(test_config());
+    let base = node.http_url("/");
+    let run = tokio::process::Command::new("node")
+        .arg(script_dir.join("lobby.mjs"))
+        .arg(&base)
+        .arg(&artifacts)
+        .arg(chromium())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the browser test finished within 90 s")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed ({}):\n{stdout}\n{stderr}\n(screenshots in {})",
+        output.status,
+        artifacts.display()
+    );
+    for shot in ["lobby-alice.png", "lobby-bob.png"] {
+        let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
+}
