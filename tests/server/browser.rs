@@ -1,7 +1,8 @@
-//! The browser lobby end to end in headless Chromium (tests/browser/lobby.mjs, driven through
-//! playwright-core): two pages create and join a room, one paints and chats, the other shows
-//! both. `./scripts/test` installs Debian's chromium and the npm package when missing; run
-//! alone, this test says what is missing instead of passing.
+//! The browser side end to end. In headless Chromium (tests/browser/lobby.mjs, driven through
+//! playwright-core), two pages create and join a room, one paints and chats, the other shows
+//! both; and parlor.js's codec is checked against PROTOCOL.md. `./scripts/test` installs
+//! Debian's chromium, node and the npm package when missing; run alone, these tests say what is
+//! missing instead of passing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,4 +56,21 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
         let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
     }
+}
+
+/// parlor.js's own MessagePack codec agrees, byte for byte, with every example in
+/// PROTOCOL.md (which the Rust codec is checked against too).
+#[test]
+fn the_javascript_codec_matches_every_protocol_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("node")
+        .arg(root.join("tests/browser/codec.mjs"))
+        .output()
+        .expect("node runs (./scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
