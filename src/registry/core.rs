@@ -556,8 +556,14 @@ impl<O: Outlet> Registry<O> {
     ) -> Result<Answered, RequestError> {
         self.check_room_name(&room_name)?;
         self.check_event_name(&event)?;
+        // Membership is checked on the session's side: a handful of rooms, not a room's
+        // possibly thousands of members, on the hottest path.
+        let is_member = self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.rooms.contains(&room_name));
         let room = match self.rooms.get_mut(&room_name) {
-            Some(room) if room.is_member(id) => room,
+            Some(room) if is_member => room,
             _ => return Err(RequestError::NotInRoom(room_name)),
         };
         let offset = room.take_offset();
@@ -605,8 +611,12 @@ impl<O: Outlet> Registry<O> {
         id: SessionId,
         room_name: &str,
     ) -> Result<&mut Room<O>, RequestError> {
+        let is_member = self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|r| r == room_name));
         match self.rooms.get_mut(room_name) {
-            Some(room) if room.is_member(id) => Ok(room),
+            Some(room) if is_member => Ok(room),
             _ => Err(RequestError::NotInRoom(room_name.to_owned())),
         }
     }
