@@ -312,17 +312,19 @@ async fn a_busy_lobby_is_coalesced_to_its_interval() {
         churner.leave(&format!("kept-{i}")).await.unwrap();
     }
     let busy = began.elapsed();
-    // Collect what the watcher got over that time and one more interval.
+    // A room made after all the churn, and kept: once the watcher knows it, it has every
+    // earlier change too, however long a loaded machine took to deliver them.
+    churner.join("marker").await.unwrap();
     let mut frames = 0;
-    let deadline = Instant::now() + Duration::from_millis(300);
-    while let Ok(Ok(frame)) =
-        tokio::time::timeout_at(deadline.into(), watcher.client.next_frame()).await
-    {
-        if let ServerFrame::Lobby(frame) = frame {
-            frames += 1;
-            watcher.apply(frame);
+    within(10, "the lobby view to settle", async {
+        while watcher.rooms.len() != 1 || !watcher.rooms.contains_key("marker") {
+            if let ServerFrame::Lobby(frame) = watcher.client.next_frame().await.expect("frame") {
+                frames += 1;
+                watcher.apply(frame);
+            }
         }
-    }
+    })
+    .await;
     let elapsed = began.elapsed();
     // The bound is the server's timer, not this machine's speed: at most one frame per
     // interval of the whole observation, plus one for a partial interval at each end.
@@ -331,9 +333,6 @@ async fn a_busy_lobby_is_coalesced_to_its_interval() {
         frames <= bound,
         "{frames} lobby frames in {elapsed:?} (busy for {busy:?}); at most {bound} allowed"
     );
-    assert!(frames >= 1, "the watcher heard nothing");
-    // And nothing was lost by coalescing: every room came and went.
-    assert!(watcher.rooms.is_empty(), "{:?}", watcher.rooms.keys());
 }
 
 #[tokio::test]
