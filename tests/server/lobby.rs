@@ -3,7 +3,7 @@
 //! join-or-create, and `GET /rooms`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parlor_client::protocol::{
     ErrorCode, LeaveReason, LobbyFrame, Metadata, RoomFilter, RoomInfo, RoomOptions, ServerFrame,
