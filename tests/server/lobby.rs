@@ -295,6 +295,10 @@ async fn lobby_subscribers_see_creation_owner_transfer_kicks_metadata_and_remova
 async fn a_busy_lobby_is_coalesced_to_its_interval() {
     let mut config = test_config();
     config.rooms.lobby_interval_ms = 100;
+    // The watcher reads nothing (so answers no ping) while the churn runs, which takes
+    // seconds on a loaded machine: only a generous timeout keeps it connected.
+    config.session.heartbeat_interval_ms = 1_000;
+    config.session.client_timeout_ms = 60_000;
     let node = start(config);
     let mut watcher = LobbyView::subscribe(&node, RoomFilter::default()).await;
     let mut churner = connect(&node).await;
