@@ -185,20 +185,10 @@ impl Lobby {
                     Action::Nothing
                 }
             },
-            ["/lock"] | ["/unlock"] => {
-                let room = room.unwrap_or_default();
-                send(if words[0] == "/lock" {
-                    ClientFrame::Lock {
-                        reference: None,
-                        room,
-                    }
-                } else {
-                    ClientFrame::Unlock {
-                        reference: None,
-                        room,
-                    }
-                })
-            }
+            ["/lock"] | ["/unlock"] => send(ClientFrame::set_lock(
+                room.unwrap_or_default(),
+                words[0] == "/lock",
+            )),
             ["/kick", prefix] => {
                 let target = self.current.as_ref().and_then(|c| {
                     c.members

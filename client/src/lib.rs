@@ -249,19 +249,7 @@ impl Client {
 
     /// Owner only: locks (`true`) or unlocks `room`.
     pub async fn set_locked(&mut self, room: &str, locked: bool) -> Result<()> {
-        let room = room.to_owned();
-        self.request(if locked {
-            ClientFrame::Lock {
-                reference: None,
-                room,
-            }
-        } else {
-            ClientFrame::Unlock {
-                reference: None,
-                room,
-            }
-        })
-        .await
+        self.request(ClientFrame::set_lock(room, locked)).await
     }
 
     /// Owner only: removes `session` from `room`.

@@ -170,6 +170,22 @@ impl ClientFrame {
         "update_state",
     ];
 
+    /// `lock` (when `locked`) or `unlock` for `room`, without a `ref`.
+    pub fn set_lock(room: impl Into<String>, locked: bool) -> Self {
+        let room = room.into();
+        if locked {
+            Self::Lock {
+                reference: None,
+                room,
+            }
+        } else {
+            Self::Unlock {
+                reference: None,
+                room,
+            }
+        }
+    }
+
     /// The request's `ref`, if the client gave one.
     pub fn reference(&self) -> Option<Ref> {
         *ref_slot!(self)

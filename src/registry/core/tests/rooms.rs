@@ -34,15 +34,14 @@ impl Harness {
     }
 
     fn last_joined(&self, id: SessionId) -> JoinedFrame {
-        let outlet = &self.registry.sessions[&id].outlet;
-        outlet
-            .take()
-            .into_iter()
-            .find_map(|f| match f {
-                ServerFrame::Joined(j) => Some(j),
-                _ => None,
-            })
-            .expect("a joined frame")
+        let frames = self.registry.sessions[&id].outlet.take();
+        match frames.iter().find_map(|f| match f {
+            ServerFrame::Joined(j) => Some(j.clone()),
+            _ => None,
+        }) {
+            Some(joined) => joined,
+            None => panic!("no joined frame among {frames:?}"),
+        }
     }
 
     fn try_join(&mut self, id: SessionId, room: &str, password: Option<&str>) -> Vec<ServerFrame> {
