@@ -37,13 +37,31 @@ impl DecodeError {
 pub fn decode_client(bytes: &[u8], max_depth: usize) -> Result<ClientFrame, DecodeError> {
     match decode_exact::<ClientFrame>(bytes, max_depth) {
         // serde also accepts a variant's index as its tag; the protocol names types by string.
-        Ok(frame) if rmp_serde::from_slice::<TagIsString>(bytes).is_ok() => Ok(frame),
+        Ok(frame) if tag_is_string(bytes) => Ok(frame),
         Ok(_) => Err(DecodeError::new(
             ErrorCode::InvalidField,
             None,
             "`type` must be a string",
         )),
         Err(err) => Err(classify(bytes, max_depth, err)),
+    }
+}
+
+/// Whether the frame's `type` is a string. Frames whose first key is `type` (every encoder
+/// here, and most clients) are answered from their first bytes; any other order pays a second
+/// pass over the frame, which costs ~15% of decoding one.
+fn tag_is_string(bytes: &[u8]) -> bool {
+    let header = match bytes.first() {
+        Some(0x80..=0x8f) => 1,
+        Some(0xde) => 3,
+        Some(0xdf) => 5,
+        _ => return false,
+    };
+    match bytes.get(header..header + 6) {
+        Some([0xa4, b't', b'y', b'p', b'e', marker]) => {
+            matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb)
+        }
+        _ => rmp_serde::from_slice::<TagIsString>(bytes).is_ok(),
     }
 }
 

@@ -347,6 +347,38 @@ fn bad_frames_are_classified() {
         ),
         (ErrorCode::InvalidField, None)
     );
+    // serde would take an integer `type` as a variant index (1 is `create`, 12
+    // `unsubscribe_lobby`, both valid with no other field); the protocol names types by string,
+    // wherever `type` stands in the map.
+    for (fields, why) in [
+        (
+            vec![("type", Value::from(12)), ("ref", Value::from(4))],
+            "type first",
+        ),
+        (
+            vec![("ref", Value::from(4)), ("type", Value::from(12))],
+            "type second",
+        ),
+        (
+            vec![("ref", Value::from(4)), ("type", Value::from(1))],
+            "type second",
+        ),
+    ] {
+        assert_eq!(
+            code_of(&map(&fields), 32),
+            (ErrorCode::InvalidField, None),
+            "{why}"
+        );
+    }
+    // A string `type` after other keys still decodes.
+    assert!(decode_client(
+        &map(&[
+            ("ref", Value::from(4)),
+            ("type", Value::from("unsubscribe_lobby"))
+        ]),
+        32
+    )
+    .is_ok());
     assert_eq!(
         code_of(&map(&[("ref", Value::from(4))]), 32),
         (ErrorCode::InvalidField, None)
