@@ -107,6 +107,12 @@ fn print_frame(frame: &ServerFrame) {
                     short(&p.session.to_string())
                 )
             }
+            PresenceStatus::Away => {
+                println!("#{} * {} is away", p.room, short(&p.session.to_string()))
+            }
+            PresenceStatus::Back => {
+                println!("#{} * {} is back", p.room, short(&p.session.to_string()))
+            }
         },
         ServerFrame::Joined(j) => println!("joined #{}: {} member(s)", j.room, j.members.len()),
         ServerFrame::Left { room, .. } => println!("left #{room}"),

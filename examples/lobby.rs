@@ -308,6 +308,8 @@ impl Lobby {
                             let reason = p.reason.map(|r| format!("{r:?}")).unwrap_or_default();
                             println!("* {who} left ({})", reason.to_lowercase());
                         }
+                        PresenceStatus::Away => println!("* {who} is away"),
+                        PresenceStatus::Back => println!("* {who} is back"),
                     }
                 }
             }

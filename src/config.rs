@@ -21,6 +21,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub registry: RegistryConfig,
     pub rooms: RoomsConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub auth: AuthConfig,
+    pub api: ApiConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -29,6 +32,7 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     pub workers: usize,
     pub close_linger_ms: u64,
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +41,7 @@ pub struct SessionConfig {
     pub heartbeat_interval_ms: u64,
     pub client_timeout_ms: u64,
     pub outbound_budget_bytes: usize,
+    pub reconnect_grace_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -66,6 +71,48 @@ pub struct RegistryConfig {
 pub struct RoomsConfig {
     pub state_patch_interval_ms: u64,
     pub lobby_interval_ms: u64,
+    pub history_frames: usize,
+    pub history_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub frames_per_second: u32,
+    pub frame_burst: u32,
+    pub bytes_per_second: u32,
+    pub byte_burst: u32,
+    pub violations_before_close: u32,
+    pub connections_per_ip_per_second: u32,
+    pub connection_burst: u32,
+}
+
+/// Which tokens the upgrade accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum AuthAlgorithm {
+    /// No authentication: every session is anonymous.
+    #[serde(rename = "none")]
+    None,
+    HS256,
+    RS256,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub algorithm: AuthAlgorithm,
+    pub secret: String,
+    pub public_key_file: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub rooms_claim: String,
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +251,64 @@ impl Config {
         if l.max_depth > 100 {
             return invalid("limits.max_depth", "must be at most 100".into());
         }
+        let r = &self.rate_limits;
+        for (key, rate, burst) in [
+            ("rate_limits.frame_burst", r.frames_per_second, r.frame_burst),
+            ("rate_limits.byte_burst", r.bytes_per_second, r.byte_burst),
+            (
+                "rate_limits.connection_burst",
+                r.connections_per_ip_per_second,
+                r.connection_burst,
+            ),
+        ] {
+            if rate > 0 && burst < rate {
+                return invalid(key, format!("must be at least the rate it bursts ({rate})"));
+            }
+        }
+        if r.bytes_per_second > 0 && (r.byte_burst as usize) < l.max_frame_bytes {
+            return invalid(
+                "rate_limits.byte_burst",
+                format!(
+                    "must be at least limits.max_frame_bytes ({}), or the largest frame could                      never pass",
+                    l.max_frame_bytes
+                ),
+            );
+        }
+        if self.rooms.history_frames > 0 && self.rooms.history_bytes < l.max_frame_bytes {
+            return invalid(
+                "rooms.history_bytes",
+                format!(
+                    "must be at least limits.max_frame_bytes ({}) when history is kept",
+                    l.max_frame_bytes
+                ),
+            );
+        }
+        let a = &self.auth;
+        match a.algorithm {
+            AuthAlgorithm::None => {}
+            AuthAlgorithm::HS256 if a.secret.len() < 32 => {
+                return invalid(
+                    "auth.secret",
+                    "HS256 needs a secret of at least 32 bytes".into(),
+                )
+            }
+            AuthAlgorithm::RS256 if a.public_key_file.as_os_str().is_empty() => {
+                return invalid(
+                    "auth.public_key_file",
+                    "RS256 needs the PEM file of the public key".into(),
+                )
+            }
+            _ => {}
+        }
+        if a.algorithm != AuthAlgorithm::None && a.rooms_claim.is_empty() {
+            return invalid("auth.rooms_claim", "must name a claim".into());
+        }
+        if !self.api.key.is_empty() && self.api.key.len() < 16 {
+            return invalid(
+                "api.key",
+                "must be empty (API off) or at least 16 bytes".into(),
+            );
+        }
         Ok(())
     }
 
@@ -229,6 +334,14 @@ impl Config {
 
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.session.client_timeout_ms)
+    }
+
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_millis(self.session.reconnect_grace_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_timeout_ms)
     }
 }
 

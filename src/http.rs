@@ -1,8 +1,11 @@
-//! HTTP routes: `GET /ws` upgrades to a session (or answers 503 over the connection cap),
-//! `GET /health` reports the registry's live counts, `GET /rooms` lists public rooms as JSON,
-//! and `/`, `/parlor.js` and the lobby's files are served from the binary.
+//! HTTP routes: `GET /ws` upgrades to a session (429 over the per-IP connection rate, 401/403
+//! without a valid token or from a disallowed origin, 503 over the connection cap),
+//! `GET /health` reports the registry's live counts, `GET /metrics` the Prometheus metrics,
+//! `GET /rooms` lists public rooms as JSON, `/api/...` is the backend API (see `api`), and
+//! `/`, `/parlor.js` and the lobby's files are served from the binary.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -12,25 +15,48 @@ use actix_web_actors::ws::{self, WebsocketContext};
 
 use parlor_protocol::{RoomFilter, Value};
 
+use crate::auth::{Authenticator, SUBPROTOCOL};
+use crate::metrics::{Limit, Metrics};
 use crate::registry::actor::RegistryHandle;
 use crate::registry::DEFAULT_LISTED_ROOMS;
 use crate::session::outbox::{ConnectionSlot, CountedBody, OutboundBudget};
-use crate::session::{Session, SessionSettings};
+use crate::session::{Session, SessionContext};
+
+/// New connections per client address.
+pub type ConnectionRate = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Addresses the connection-rate limiter remembers before it forgets the idle ones.
+const CONNECTION_RATE_KEYS: usize = 4096;
 
 /// What every request handler shares.
 pub struct AppState {
-    pub registry: RegistryHandle,
-    pub settings: Arc<SessionSettings>,
+    pub node: SessionContext,
     pub live_connections: Arc<AtomicUsize>,
     pub max_connections: usize,
     pub outbound_budget_bytes: usize,
     pub max_listed_rooms: usize,
+    pub auth: Authenticator,
+    pub connection_rate: Option<ConnectionRate>,
+    /// The backend API's key; empty when the API is off.
+    pub api_key: String,
+}
+
+impl AppState {
+    pub fn registry(&self) -> &RegistryHandle {
+        &self.node.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.node.metrics
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(upgrade))
         .route("/health", web::get().to(health))
-        .route("/rooms", web::get().to(rooms));
+        .route("/metrics", web::get().to(metrics))
+        .route("/rooms", web::get().to(rooms))
+        .configure(crate::api::routes);
     for asset in ASSETS {
         cfg.route(
             asset.path,
@@ -88,7 +114,7 @@ async fn rooms(
                 .json(serde_json::json!({"error": "bad_query", "message": why}))
         }
     };
-    match state.registry.list_rooms(filter, limit).await {
+    match state.registry().list_rooms(filter, limit).await {
         Some(rooms) => HttpResponse::Ok().json(serde_json::json!({ "rooms": rooms })),
         None => {
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
@@ -137,6 +163,31 @@ async fn upgrade(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    if let (Some(limiter), Some(peer)) = (&state.connection_rate, req.peer_addr()) {
+        if limiter.len() > CONNECTION_RATE_KEYS {
+            limiter.retain_recent();
+        }
+        if limiter.check_key(&peer.ip()).is_err() {
+            state.metrics().rate_limited(Limit::Connections);
+            return Ok(HttpResponse::TooManyRequests().json(serde_json::json!({
+                "error": "rate_limited",
+                "message": "too many new connections from this address",
+            })));
+        }
+    }
+    let identity = match state.auth.admit(&req) {
+        Ok(identity) => identity,
+        Err(err) => {
+            state.metrics().auth_failures.inc();
+            let body = serde_json::json!({"error": err.code(), "message": err.to_string()});
+            return Ok(match err {
+                crate::auth::AuthError::Origin(_) => HttpResponse::Forbidden().json(body),
+                _ => HttpResponse::Unauthorized()
+                    .insert_header(("WWW-Authenticate", "Bearer"))
+                    .json(body),
+            });
+        }
+    };
     let Some(slot) = ConnectionSlot::try_acquire(&state.live_connections, state.max_connections)
     else {
         return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
@@ -144,27 +195,43 @@ async fn upgrade(
             "max_connections": state.max_connections,
         })));
     };
-    let mut response = ws::handshake(&req)?;
+    let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
     let session = Session::new(
-        state.registry.clone(),
+        &state.node,
         Arc::clone(&budget),
-        Arc::clone(&state.settings),
+        identity.user,
+        identity.rooms,
     );
-    let codec = Codec::new().max_size(state.settings.max_frame_bytes);
+    let codec = Codec::new().max_size(state.node.settings.max_frame_bytes);
     let body = WebsocketContext::with_codec(session, payload, codec);
     Ok(response.streaming(CountedBody::new(body, budget, slot)))
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.registry.stats().await {
+    match state.registry().stats().await {
         Some(stats) => HttpResponse::Ok().json(serde_json::json!({
             "status": "ok",
             "sessions": stats.sessions,
+            "away": stats.away,
             "rooms": stats.rooms,
         })),
         None => {
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
         }
     }
+}
+
+/// `GET /metrics`: the live counts are read from the registry now, the counters as they are.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let metrics = state.metrics();
+    if let Some(stats) = state.registry().stats().await {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.sessions.set(gauge(stats.sessions));
+        metrics.sessions_away.set(gauge(stats.away));
+        metrics.rooms.set(gauge(stats.rooms));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
 }

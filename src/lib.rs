@@ -2,8 +2,11 @@
 //! decode MessagePack frames and send typed messages to the room registry, which owns rooms
 //! and membership. See ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -57,5 +57,5 @@ async fn run(config: Config) -> std::io::Result<()> {
     for addr in &node.addrs {
         tracing::info!("listening on ws://{addr}/ws (health: http://{addr}/health)");
     }
-    node.server.await
+    node.run_until_signalled().await
 }

@@ -10,16 +10,55 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{rt, web, App, HttpServer};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{routes, AppState};
+use crate::metrics::Metrics;
 use crate::registry::actor::{RegistryHandle, Timers};
 use crate::registry::RegistryLimits;
-use crate::session::SessionSettings;
+use crate::session::{SessionContext, SessionSettings};
 
 /// A bound, not yet running, node.
 pub struct Node {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
+    pub registry: RegistryHandle,
+}
+
+impl Node {
+    /// Runs the node until it is stopped; on SIGTERM or SIGINT it shuts down gracefully: it
+    /// stops accepting, tells every session it is going away (1001), and returns once they
+    /// are closed or `shutdown_timeout` has passed.
+    pub async fn run_until_signalled(self) -> io::Result<()> {
+        let handle = self.server.handle();
+        let registry = self.registry.clone();
+        rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing every session");
+            registry.shut_down().await;
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    use rt::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for signals; stop the node with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 /// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
@@ -35,23 +74,43 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         max_listed_rooms: config.limits.max_listed_rooms,
         batch_state_patches: config.rooms.state_patch_interval_ms > 0,
         max_patch_batch_bytes: config.limits.max_frame_bytes,
+        reconnect_grace: config.reconnect_grace(),
+        history_frames: config.rooms.history_frames,
+        history_bytes: config.rooms.history_bytes,
+        replay_budget_bytes: config.session.outbound_budget_bytes / 2,
     };
+    let metrics = Arc::new(Metrics::new());
     let registry = RegistryHandle::start(
         limits,
         config.registry.mailbox_capacity,
         Timers {
             state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
             lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
+            clock_interval: (config.reconnect_grace() / 20)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
         },
+        Arc::clone(&metrics),
     );
+    let rates = &config.rate_limits;
     let state = web::Data::new(AppState {
-        registry,
-        settings: Arc::new(SessionSettings::from_config(config)),
+        node: SessionContext {
+            registry: registry.clone(),
+            settings: Arc::new(SessionSettings::from_config(config)),
+            metrics,
+        },
         live_connections: Arc::new(AtomicUsize::new(0)),
         max_connections: config.limits.max_connections,
         outbound_budget_bytes: config.session.outbound_budget_bytes,
         max_listed_rooms: config.limits.max_listed_rooms,
+        auth: Authenticator::from_config(&config.auth)?,
+        connection_rate: crate::session::rate_quota(
+            rates.connections_per_ip_per_second,
+            rates.connection_burst,
+        )
+        .map(governor::RateLimiter::keyed),
+        api_key: config.api.key.clone(),
     });
+    let shutdown_secs = config.shutdown_timeout().as_millis().div_ceil(1000) as u64;
     let user_timeout = config.client_timeout();
     let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
         .on_connect(move |conn, _| {
@@ -61,7 +120,9 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         })
         .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
         .max_connections(config.limits.max_connections.saturating_add(64))
-        .backlog(4096);
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(shutdown_secs);
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
@@ -70,6 +131,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     Ok(Node {
         server: server.run(),
         addrs,
+        registry,
     })
 }
 

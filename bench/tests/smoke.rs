@@ -10,6 +10,8 @@ fn node() -> (parlor::BackgroundNode, Target) {
     let mut config = parlor::Config::embedded().unwrap();
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.server.workers = 1;
+    config.rate_limits.frames_per_second = 0;
+    config.rate_limits.bytes_per_second = 0;
     let node = parlor::spawn(config).unwrap();
     let target = Target {
         name: "parlor".into(),

@@ -100,6 +100,21 @@ pub fn encode_map(fields: &[(&str, Value)]) -> Bytes {
     encode(&map)
 }
 
+/// Decodes any MessagePack document into `T` (the backend API's bodies), with the same depth
+/// bound and errors as frames.
+pub fn decode_value<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<T, DecodeError> {
+    decode_exact::<T>(bytes, max_depth).map_err(|err| classify(bytes, max_depth, err))
+}
+
+/// Encodes any value as MessagePack with named fields, as frames are (the backend API's
+/// answers).
+pub fn encode_value<T: Serialize>(value: &T) -> Bytes {
+    encode(value)
+}
+
 pub(crate) fn encode<T: Serialize>(frame: &T) -> Bytes {
     let mut writer = BytesMut::with_capacity(128).writer();
     // Frames (and filters) are plain structs, enums, strings, integers and `Value`s, with

@@ -55,6 +55,12 @@ pub enum ErrorCode {
     InvalidOptions,
     /// The server holds `limits.max_rooms` rooms already.
     RoomLimit,
+    /// `resume` failed: unknown or expired session, wrong token, or not the first request.
+    ResumeFailed,
+    /// The session sent faster than its rate limits allow; the frame was dropped.
+    RateLimited,
+    /// The authenticated user may not enter this room (its token's room patterns).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -83,6 +89,9 @@ impl ErrorCode {
             Self::InvalidPath => "invalid_path",
             Self::InvalidOptions => "invalid_options",
             Self::RoomLimit => "room_limit",
+            Self::ResumeFailed => "resume_failed",
+            Self::RateLimited => "rate_limited",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -105,18 +114,21 @@ pub enum LeaveReason {
     ProtocolError,
     /// The server removed the member.
     Kicked,
+    /// The member kept sending over its rate limits and was closed.
+    RateLimited,
 }
 
 /// WebSocket close codes the server sends (RFC 6455 section 7.4 plus Parlor's 4xxx range).
 pub mod close {
     /// The client closed; the server echoes its close.
     pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
+    /// The server is shutting down; the session may be resumed.
     pub const GOING_AWAY: u16 = 1001;
     /// The WebSocket framing itself was invalid (bad opcode, unmasked client frame, bad UTF-8
     /// in a control frame, an unfinished fragmented message interleaved with a new one).
     pub const PROTOCOL_ERROR: u16 = 1002;
-    /// The session overran its outbound budget (slow consumer).
+    /// The session overran its outbound budget (slow consumer) or kept sending over its rate
+    /// limits.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message (or a fragmented message once reassembled) exceeded `limits.max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -126,4 +138,6 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The server removed the session.
     pub const KICKED: u16 = 4001;
+    /// The session was resumed on another connection; this one is no longer it.
+    pub const REPLACED: u16 = 4002;
 }

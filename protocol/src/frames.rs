@@ -127,6 +127,26 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_version: Option<u64>,
     },
+    /// Take back session `session` after a dropped connection, proving it with the
+    /// `resume_token` its `welcome` carried, and catch up on each room from `rooms`. Must be
+    /// the connection's first request; answered by `resumed` (or an `error`).
+    Resume {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Ref>,
+        session: SessionId,
+        token: String,
+        /// Where the client is in each room: the epoch and offset of the next frame it expects.
+        #[serde(default)]
+        rooms: Vec<RoomPosition>,
+    },
+}
+
+/// A position in a room's history: the frame with `offset` of history `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPosition {
+    pub room: String,
+    pub epoch: String,
+    pub offset: u64,
 }
 
 /// The `ref` field of any client frame, borrowed as `self` is (shared or mutable).
@@ -146,7 +166,8 @@ macro_rules! ref_slot {
             | Self::ListRooms { reference, .. }
             | Self::SubscribeLobby { reference, .. }
             | Self::UnsubscribeLobby { reference }
-            | Self::UpdateState { reference, .. } => reference,
+            | Self::UpdateState { reference, .. }
+            | Self::Resume { reference, .. } => reference,
         }
     };
 }
@@ -168,6 +189,7 @@ impl ClientFrame {
         "subscribe_lobby",
         "unsubscribe_lobby",
         "update_state",
+        "resume",
     ];
 
     /// `lock` (when `locked`) or `unlock` for `room`, without a `ref`.
@@ -302,6 +324,32 @@ pub enum ServerFrame {
     },
     /// A request failed, or a frame could not be understood.
     Error(ErrorFrame),
+    /// The answer to `resume`: this connection is now `session`, back in `rooms`.
+    Resumed(ResumedFrame),
+}
+
+/// `resumed`: the session taken back, and how each of its rooms is caught up. For a room with
+/// `recovered` true the frames the client missed follow, in order, with their own offsets;
+/// otherwise a `joined` with the room as it is now follows. Live frames come after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumedFrame {
+    #[serde(rename = "ref")]
+    pub reference: Option<Ref>,
+    pub session: SessionId,
+    pub rooms: Vec<ResumedRoom>,
+}
+
+/// One room of a `resumed` session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumedRoom {
+    pub room: String,
+    /// The room's history epoch now.
+    pub epoch: String,
+    /// The offset the room's next live frame will carry, once the catch-up is over.
+    pub offset: u64,
+    /// The missed frames are replayed (true), or the history no longer covers them and a
+    /// `joined` snapshot is sent instead (false).
+    pub recovered: bool,
 }
 
 /// `joined`: the room as the new member finds it.
@@ -319,6 +367,20 @@ pub struct JoinedFrame {
     pub metadata: Metadata,
     pub state: Document,
     pub version: u64,
+    /// The room's history epoch: it changes when the history is lost, so offsets from another
+    /// epoch mean nothing.
+    #[serde(default)]
+    pub epoch: String,
+    /// The offset the room's next frame (`event`, `presence`, `room_update`, `state_patch`)
+    /// will carry.
+    #[serde(default)]
+    pub offset: u64,
+    /// The user id of each member that has one (authenticated sessions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<SessionId, String>,
+    /// Members whose connection dropped and whose seat is held for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub away: Vec<SessionId>,
 }
 
 /// `room_update`: the room's settings as they are now.
@@ -328,6 +390,7 @@ pub struct RoomUpdateFrame {
     pub owner: Option<SessionId>,
     pub locked: bool,
     pub metadata: Metadata,
+    pub offset: u64,
 }
 
 /// `state_patch`: one or more applied `update_state` requests.
@@ -335,6 +398,7 @@ pub struct RoomUpdateFrame {
 pub struct StatePatchFrame {
     pub room: String,
     pub patches: Vec<StatePatch>,
+    pub offset: u64,
 }
 
 /// One applied `update_state`: the state's `version` after it, who sent it, and its ops.
@@ -367,6 +431,13 @@ pub struct WelcomeFrame {
     /// A session that sends nothing (no frame, no pong) for this long is closed.
     pub timeout_ms: u64,
     pub limits: Limits,
+    /// The secret that takes this session back on a new connection (`resume`).
+    pub resume_token: String,
+    /// How long a dropped session's seats are held for it, in milliseconds.
+    pub reconnect_grace_ms: u64,
+    /// The authenticated user (the token's `sub`); absent for anonymous sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The limits in force, as announced in `welcome`.
@@ -381,6 +452,12 @@ pub struct Limits {
     pub outbound_budget_bytes: u64,
     pub max_state_bytes: u64,
     pub max_metadata_bytes: u64,
+    /// Frames per second a session may send on average (0: no limit).
+    #[serde(default)]
+    pub frames_per_second: u64,
+    /// Bytes per second a session may send on average (0: no limit).
+    #[serde(default)]
+    pub bytes_per_second: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,10 +465,14 @@ pub struct Limits {
 pub enum PresenceStatus {
     Joined,
     Left,
+    /// The member's connection dropped; its seat is held for `reconnect_grace_ms`.
+    Away,
+    /// An away member resumed its session.
+    Back,
 }
 
-/// `presence`: `session` joined or left `room`. `reason` is present exactly when `status` is
-/// `left`.
+/// `presence`: `session` joined, left, went away from or came back to `room`. `reason` is
+/// present exactly when `status` is `left`; `user` when the session is authenticated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PresenceFrame {
     pub room: String,
@@ -399,10 +480,13 @@ pub struct PresenceFrame {
     pub status: PresenceStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<LeaveReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub offset: u64,
 }
 
-/// `event`: `from` emitted `event` with `data` to `room`. `offset` counts the room's events
-/// from 0 in the order the server accepted them.
+/// `event`: `from` emitted `event` with `data` to `room` (`from` is the nil id for events the
+/// backend API published). `offset` is the frame's place in the room's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventFrame {
     pub room: String,

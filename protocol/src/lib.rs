@@ -12,14 +12,14 @@ mod session_id;
 mod state;
 
 pub use codec::{
-    decode_client, decode_server, encode_client, encode_map, encode_server, encoded_len,
-    DecodeError,
+    decode_client, decode_server, decode_value, encode_client, encode_map, encode_server,
+    encode_value, encoded_len, DecodeError,
 };
 pub use codes::{close, ErrorCode, LeaveReason};
 pub use frames::{
     ClientFrame, DirectFrame, ErrorFrame, EventFrame, JoinedFrame, Limits, LobbyFrame, Metadata,
-    PresenceFrame, PresenceStatus, RoomFilter, RoomInfo, RoomOptions, RoomUpdateFrame, ServerFrame,
-    StatePatch, StatePatchFrame, WelcomeFrame,
+    PresenceFrame, PresenceStatus, ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions,
+    RoomPosition, RoomUpdateFrame, ServerFrame, StatePatch, StatePatchFrame, WelcomeFrame,
 };
 pub use rmpv::Value;
 pub use session_id::SessionId;

@@ -12,6 +12,10 @@ use uuid::Uuid;
 pub struct SessionId(Uuid);
 
 impl SessionId {
+    /// The nil id, all zeros: never a session's. `event` frames the backend API publishes
+    /// carry it as `from`.
+    pub const NIL: Self = Self(Uuid::nil());
+
     /// A fresh random (v4) id.
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())

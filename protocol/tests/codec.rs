@@ -151,6 +151,16 @@ fn every_client_frame_round_trips() {
             ops: vec![],
             if_version: None,
         },
+        ClientFrame::Resume {
+            reference: Some(8),
+            session: id(1),
+            token: "t".repeat(64),
+            rooms: vec![RoomPosition {
+                room: "r".into(),
+                epoch: "e".into(),
+                offset: 12,
+            }],
+        },
         ClientFrame::Leave {
             reference: None,
             room: "ρ".into(),
@@ -194,6 +204,8 @@ fn every_server_frame_round_trips() {
         outbound_budget_bytes: 7,
         max_state_bytes: 8,
         max_metadata_bytes: 9,
+        frames_per_second: 10,
+        bytes_per_second: 11,
     };
     let frames = vec![
         ServerFrame::Welcome(WelcomeFrame {
@@ -202,6 +214,9 @@ fn every_server_frame_round_trips() {
             heartbeat_ms: 2,
             timeout_ms: 3,
             limits,
+            resume_token: "t".repeat(64),
+            reconnect_grace_ms: 15_000,
+            user: Some("alice".into()),
         }),
         ServerFrame::Joined(JoinedFrame {
             reference: Some(9),
@@ -218,12 +233,17 @@ fn every_server_frame_round_trips() {
                 doc
             },
             version: 12,
+            epoch: "e1".into(),
+            offset: 40,
+            users: [(id(1), "alice".to_string())].into_iter().collect(),
+            away: vec![id(2)],
         }),
         ServerFrame::RoomUpdate(RoomUpdateFrame {
             room: "r".into(),
             owner: None,
             locked: true,
             metadata: Metadata::new(),
+            offset: 3,
         }),
         ServerFrame::StatePatch(StatePatchFrame {
             room: "r".into(),
@@ -239,6 +259,7 @@ fn every_server_frame_round_trips() {
                     ops: vec![],
                 },
             ],
+            offset: 4,
         }),
         ServerFrame::RoomList {
             reference: None,
@@ -258,6 +279,26 @@ fn every_server_frame_round_trips() {
             session: id(2),
             status: PresenceStatus::Left,
             reason: Some(LeaveReason::Kicked),
+            user: None,
+            offset: 5,
+        }),
+        ServerFrame::Presence(PresenceFrame {
+            room: "r".into(),
+            session: id(2),
+            status: PresenceStatus::Away,
+            reason: None,
+            user: Some("bob".into()),
+            offset: 6,
+        }),
+        ServerFrame::Resumed(ResumedFrame {
+            reference: Some(1),
+            session: id(2),
+            rooms: vec![ResumedRoom {
+                room: "r".into(),
+                epoch: "e1".into(),
+                offset: 7,
+                recovered: false,
+            }],
         }),
         ServerFrame::Event(EventFrame {
             room: "r".into(),

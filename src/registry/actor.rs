@@ -1,30 +1,80 @@
 //! The registry actor: a thin actix shell around `Registry`, on its own arbiter, which also
-//! runs the lobby and state-patch timers. Sessions reach it through `RegistryHandle`, which
-//! refuses requests rather than queue them without bound.
+//! runs the clock (away sessions' grace), lobby and state-patch timers. Sessions and the HTTP
+//! handlers reach it through `RegistryHandle`, which refuses requests rather than queue them
+//! without bound.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult};
-use parlor_protocol::{ClientFrame, LeaveReason, RoomFilter, RoomInfo, SessionId};
+use parlor_protocol::{
+    ClientFrame, LeaveReason, Ref, RoomFilter, RoomInfo, RoomPosition, SessionId, Value,
+};
 
-use super::{Registry, RegistryLimits};
+use super::{Profile, Registry, RegistryLimits, RoomDetail};
+use crate::metrics::Metrics;
 use crate::session::outbox::SessionOutlet;
 
-/// A new session, and how to reach it.
+/// A new session, who it is, and how to reach it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
     pub session: SessionId,
     pub outlet: SessionOutlet,
+    pub profile: Profile,
 }
 
-/// A session has ended.
+/// A connection has ended; `session` is the session it was when it did.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Disconnect {
     pub session: SessionId,
+    pub connection: SessionId,
     pub reason: LeaveReason,
 }
+
+/// Connection `current` (still the fresh session it started as) asks to become `session`.
+/// Answered with the session it now is, or `None` when refused (the error is already sent).
+#[derive(Message)]
+#[rtype(result = "Option<SessionId>")]
+pub struct Resume {
+    pub current: SessionId,
+    pub session: SessionId,
+    pub token: String,
+    pub rooms: Vec<RoomPosition>,
+    pub reference: Option<Ref>,
+}
+
+/// Backend API: emit an event into a room. Answered with its offset, `None` without the room.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct Publish {
+    pub room: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Backend API: one room, whole.
+#[derive(Message)]
+#[rtype(result = "Option<RoomDetail>")]
+pub struct ReadRoom(pub String);
+
+/// Backend API: every room, private ones included.
+#[derive(Message)]
+#[rtype(result = "Vec<RoomInfo>")]
+pub struct AllRooms {
+    pub limit: usize,
+}
+
+/// Backend API: remove a session and close its connection. False if there is none.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct KickSession(pub SessionId);
+
+/// The node is stopping: close every connection with going away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutDown;
 
 /// A decoded request from a session.
 #[derive(Message)]
@@ -42,6 +92,7 @@ pub struct GetStats;
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct RegistryStats {
     pub sessions: usize,
+    pub away: usize,
     pub rooms: usize,
 }
 
@@ -59,6 +110,8 @@ pub struct ListRooms {
 pub struct Timers {
     pub state_patch_interval: Duration,
     pub lobby_interval: Duration,
+    /// How often away sessions are checked against their grace.
+    pub clock_interval: Duration,
 }
 
 pub struct RegistryActor {
@@ -70,6 +123,9 @@ impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.timers.clock_interval, |actor, _| {
+            actor.registry.advance(Instant::now());
+        });
         ctx.run_interval(self.timers.lobby_interval, |actor, _| {
             actor.registry.flush_lobby();
         });
@@ -91,14 +147,68 @@ impl Handler<ListRooms> for RegistryActor {
 impl Handler<Connect> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.registry.connect(msg.session, msg.outlet);
+        self.registry
+            .connect_with(msg.session, msg.outlet, msg.profile);
     }
 }
 
 impl Handler<Disconnect> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        self.registry.disconnect(msg.session, msg.reason);
+        self.registry.advance(Instant::now());
+        self.registry
+            .connection_ended(msg.session, msg.connection, msg.reason);
+    }
+}
+
+impl Handler<Resume> for RegistryActor {
+    type Result = Option<SessionId>;
+    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Option<SessionId> {
+        self.registry.advance(Instant::now());
+        self.registry
+            .resume(
+                msg.current,
+                msg.session,
+                &msg.token,
+                &msg.rooms,
+                msg.reference,
+            )
+            .ok()
+    }
+}
+
+impl Handler<Publish> for RegistryActor {
+    type Result = Option<u64>;
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Option<u64> {
+        self.registry.publish(&msg.room, msg.event, msg.data)
+    }
+}
+
+impl Handler<ReadRoom> for RegistryActor {
+    type Result = MessageResult<ReadRoom>;
+    fn handle(&mut self, msg: ReadRoom, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.registry.room_detail(&msg.0))
+    }
+}
+
+impl Handler<AllRooms> for RegistryActor {
+    type Result = MessageResult<AllRooms>;
+    fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.registry.all_rooms(msg.limit))
+    }
+}
+
+impl Handler<KickSession> for RegistryActor {
+    type Result = bool;
+    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> bool {
+        self.registry.kick_session(msg.0)
+    }
+}
+
+impl Handler<ShutDown> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, _: ShutDown, _: &mut Context<Self>) {
+        self.registry.shut_down();
     }
 }
 
@@ -114,6 +224,7 @@ impl Handler<GetStats> for RegistryActor {
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(RegistryStats {
             sessions: self.registry.session_count(),
+            away: self.registry.away_count(),
             rooms: self.registry.room_count(),
         })
     }
@@ -138,12 +249,17 @@ pub struct RegistryHandle {
 impl RegistryHandle {
     /// Starts the registry actor on an arbiter (thread) of its own, its mailbox bounded to
     /// `mailbox_capacity` requests.
-    pub fn start(limits: RegistryLimits, mailbox_capacity: usize, timers: Timers) -> Self {
+    pub fn start(
+        limits: RegistryLimits,
+        mailbox_capacity: usize,
+        timers: Timers,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let arbiter = Arbiter::new();
         let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(mailbox_capacity);
             RegistryActor {
-                registry: Registry::new(limits),
+                registry: Registry::with_metrics(limits, metrics),
                 timers,
             }
         });
@@ -174,5 +290,31 @@ impl RegistryHandle {
 
     pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
         self.addr.send(ListRooms { filter, limit }).await.ok()
+    }
+
+    /// `None` when the registry has stopped; `Some(None)` when the resume was refused.
+    pub async fn resume(&self, request: Resume) -> Option<Option<SessionId>> {
+        self.addr.send(request).await.ok()
+    }
+
+    pub async fn publish(&self, request: Publish) -> Option<Option<u64>> {
+        self.addr.send(request).await.ok()
+    }
+
+    pub async fn read_room(&self, room: String) -> Option<Option<RoomDetail>> {
+        self.addr.send(ReadRoom(room)).await.ok()
+    }
+
+    pub async fn all_rooms(&self, limit: usize) -> Option<Vec<RoomInfo>> {
+        self.addr.send(AllRooms { limit }).await.ok()
+    }
+
+    pub async fn kick_session(&self, session: SessionId) -> Option<bool> {
+        self.addr.send(KickSession(session)).await.ok()
+    }
+
+    /// Tells every session the node is going away; returns once the registry has done so.
+    pub async fn shut_down(&self) {
+        let _ = self.addr.send(ShutDown).await;
     }
 }

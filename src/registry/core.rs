@@ -1,33 +1,101 @@
 //! `Registry`, the sans-IO state machine of rooms, membership, ownership, matchmaking, shared
-//! state and lobby subscriptions. Every method runs to completion and speaks to sessions only
-//! through their `Outlet`: a frame is encoded once and the same `Bytes` handed to every
-//! recipient. Timers live outside: the owner calls `flush_lobby` and `flush_state_patches`.
+//! state, lobby subscriptions, and sessions that are away and may resume. Every method runs to
+//! completion and speaks to sessions only through their `Outlet`: a frame is encoded once and
+//! the same `Bytes` handed to every recipient (and kept in the room's history for replay).
+//! Time and timers live outside: the owner calls `advance`, `flush_lobby` and
+//! `flush_state_patches`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parlor_protocol::{
-    encode_server, encoded_len, ClientFrame, DirectFrame, ErrorCode, ErrorFrame, EventFrame,
-    JoinedFrame, LeaveReason, Metadata, PresenceFrame, PresenceStatus, Ref, RoomFilter, RoomInfo,
-    RoomOptions, RoomUpdateFrame, ServerFrame, SessionId, StateError, StateOp, StatePatch,
-    StatePatchFrame, Value,
+    encode_server, encoded_len, ClientFrame, DirectFrame, Document, ErrorCode, ErrorFrame,
+    EventFrame, JoinedFrame, LeaveReason, Metadata, PresenceFrame, PresenceStatus, Ref,
+    ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions, RoomPosition, RoomUpdateFrame,
+    ServerFrame, SessionId, StateError, StateOp, StatePatch, StatePatchFrame, Value,
 };
 
 use super::lobby::Lobby;
-use super::room::{Room, RoomRules};
+use super::room::{HistoryEntry, HistoryLimits, Member, Room, RoomRules};
+use crate::metrics::{Metrics, ResumeOutcome};
 
 /// A session's outbound budget is spent: the frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("outbound budget exceeded")]
 pub struct Overflow;
 
+/// Why the registry tells a connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The session was removed from its rooms for this reason (slow consumer, kicked).
+    Evicted(LeaveReason),
+    /// The session was resumed on another connection.
+    Replaced,
+    /// The node is shutting down; the session may resume elsewhere or later.
+    ShuttingDown,
+}
+
 /// How the registry reaches one session.
 pub trait Outlet: Clone {
     /// Queues an encoded frame for the session, or fails when its outbound budget is spent.
     fn deliver(&self, frame: Bytes) -> Result<(), Overflow>;
-    /// Tells the session that the registry has removed it and it must close.
-    fn evict(&self, reason: LeaveReason);
+    /// Tells the connection to close, and why.
+    fn close(&self, why: Close);
 }
+
+/// Glob patterns (`*`, `?`) naming the rooms an authenticated user may enter.
+#[derive(Clone, Debug)]
+pub struct RoomPatterns(Arc<[wildmatch::WildMatch]>);
+
+impl RoomPatterns {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        Self(
+            patterns
+                .iter()
+                .map(|p| wildmatch::WildMatch::new(p.as_ref()))
+                .collect(),
+        )
+    }
+
+    pub fn allows(&self, room: &str) -> bool {
+        self.0.iter().any(|p| p.matches(room))
+    }
+}
+
+/// Who a session is: the secret that resumes it, and, when authenticated, its user id and the
+/// rooms it may enter.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub resume_token: String,
+    pub user: Option<String>,
+    /// `None`: any room.
+    pub rooms: Option<RoomPatterns>,
+}
+
+/// A room as the backend API reads it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RoomDetail {
+    #[serde(flatten)]
+    pub info: RoomInfo,
+    pub private: bool,
+    pub members: Vec<MemberDetail>,
+    pub state: Document,
+    pub version: u64,
+    pub epoch: String,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MemberDetail {
+    pub session: SessionId,
+    pub user: Option<String>,
+    pub away: bool,
+}
+
+/// The nil session id: the `from` of events published through the backend API.
+pub const BACKEND: SessionId = SessionId::NIL;
 
 /// Rooms a `list_rooms` without `limit` lists (fewer if `max_listed_rooms` is lower).
 pub const DEFAULT_LISTED_ROOMS: usize = 100;
@@ -50,6 +118,13 @@ pub struct RegistryLimits {
     pub batch_state_patches: bool,
     /// A room's held patches are sent early once they reach this many bytes.
     pub max_patch_batch_bytes: usize,
+    /// How long a dropped session keeps its seats; zero removes it at once.
+    pub reconnect_grace: Duration,
+    /// Frames and bytes of history each room keeps for replay.
+    pub history_frames: usize,
+    pub history_bytes: usize,
+    /// Most bytes one `resume` replays in all; rooms beyond it get a snapshot instead.
+    pub replay_budget_bytes: usize,
 }
 
 /// Why a request was refused. Each maps to one protocol `ErrorCode`.
@@ -87,6 +162,10 @@ pub enum RequestError {
     InvalidOptions(String),
     #[error("the server holds its maximum of {max} rooms")]
     RoomLimit { max: usize },
+    #[error("{0}")]
+    ResumeFailed(&'static str),
+    #[error("you may not enter room {0:?}")]
+    Forbidden(String),
 }
 
 impl RequestError {
@@ -108,14 +187,22 @@ impl RequestError {
             Self::InvalidPath(_) => ErrorCode::InvalidPath,
             Self::InvalidOptions(_) => ErrorCode::InvalidOptions,
             Self::RoomLimit { .. } => ErrorCode::RoomLimit,
+            Self::ResumeFailed(_) => ErrorCode::ResumeFailed,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 }
 
 struct SessionEntry<O> {
-    outlet: O,
+    /// `None` while the session is away.
+    outlet: Option<O>,
+    /// The connection the session is on now (the id that connection was given at first).
+    connection: SessionId,
+    profile: Profile,
     /// Rooms this session is in, in the order it joined them.
     rooms: Vec<String>,
+    /// When the connection dropped, while the session is away.
+    away_since: Option<Instant>,
 }
 
 /// Rooms and membership. See the module docs.
@@ -130,10 +217,19 @@ pub struct Registry<O> {
     rooms_created: u64,
     /// Sessions whose outlet overflowed during the current operation, removed before it returns.
     overflowed: Vec<SessionId>,
+    /// The time as the owner last told it (`advance`).
+    now: Instant,
+    /// Shutting down: sessions that end are removed without telling anyone.
+    closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<O: Outlet> Registry<O> {
     pub fn new(limits: RegistryLimits) -> Self {
+        Self::with_metrics(limits, Arc::default())
+    }
+
+    pub fn with_metrics(limits: RegistryLimits, metrics: Arc<Metrics>) -> Self {
         Self {
             limits,
             sessions: HashMap::new(),
@@ -142,6 +238,9 @@ impl<O: Outlet> Registry<O> {
             rooms_with_patches: Vec::new(),
             rooms_created: 0,
             overflowed: Vec::new(),
+            now: Instant::now(),
+            closing: false,
+            metrics,
         }
     }
 
@@ -149,26 +248,332 @@ impl<O: Outlet> Registry<O> {
         self.sessions.len()
     }
 
+    pub fn away_count(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|e| e.away_since.is_some())
+            .count()
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
-    /// Registers a new session, in no room yet.
+    /// Registers a new anonymous session, in no room yet.
     pub fn connect(&mut self, id: SessionId, outlet: O) {
+        self.connect_with(id, outlet, Profile::default());
+    }
+
+    /// Registers a new session with who it is.
+    pub fn connect_with(&mut self, id: SessionId, outlet: O, profile: Profile) {
         self.sessions.insert(
             id,
             SessionEntry {
-                outlet,
+                outlet: Some(outlet),
+                connection: id,
+                profile,
                 rooms: Vec::new(),
+                away_since: None,
             },
         );
     }
 
-    /// Removes a session that has ended: it leaves every room, and the members who remain are
-    /// told why. Unknown ids (already evicted) are ignored.
+    /// The connection session `id` is on now has ended; see `connection_ended`.
     pub fn disconnect(&mut self, id: SessionId, reason: LeaveReason) {
-        self.remove_session(id, reason);
+        let connection = self.sessions.get(&id).map(|e| e.connection);
+        if let Some(connection) = connection {
+            self.connection_ended(id, connection, reason);
+        }
+    }
+
+    /// Connection `connection` of session `id` has ended for `reason`. If the session has
+    /// since moved to another connection (a resume), nothing happens. A session that dropped
+    /// (no close frame, or a heartbeat timeout) while in rooms goes away: its seats are held
+    /// for `reconnect_grace` and the rooms hear `presence` `away`. Any other end removes it from
+    /// every room, and the members who remain are told why.
+    pub fn connection_ended(&mut self, id: SessionId, connection: SessionId, reason: LeaveReason) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if entry.connection != connection || entry.away_since.is_some() {
+            return;
+        }
+        let holds_seats = matches!(reason, LeaveReason::Dropped | LeaveReason::Timeout)
+            && !self.limits.reconnect_grace.is_zero()
+            && !entry.rooms.is_empty()
+            && !self.closing;
+        if !holds_seats {
+            self.remove_session(id, reason);
+            self.evict_overflowed();
+            return;
+        }
+        entry.outlet = None;
+        entry.away_since = Some(self.now);
+        let rooms = entry.rooms.clone();
+        let user = entry.profile.user.clone();
+        self.lobby.unsubscribe(id);
+        for room_name in &rooms {
+            if let Some(member) = self
+                .rooms
+                .get_mut(room_name)
+                .and_then(|r| r.member_mut(id))
+            {
+                member.outlet = None;
+            }
+            self.broadcast(room_name, Some(id), |offset| {
+                ServerFrame::Presence(PresenceFrame {
+                    room: room_name.clone(),
+                    session: id,
+                    status: PresenceStatus::Away,
+                    reason: None,
+                    user: user.clone(),
+                    offset,
+                })
+            });
+        }
         self.evict_overflowed();
+    }
+
+    /// Moves the registry's clock to `now` and removes the away sessions whose grace is over
+    /// (their rooms hear `left`, reason `timeout`).
+    pub fn advance(&mut self, now: Instant) {
+        self.now = now;
+        let grace = self.limits.reconnect_grace;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.away_since.is_some_and(|t| now.duration_since(t) >= grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.remove_session(id, LeaveReason::Timeout);
+        }
+        self.evict_overflowed();
+    }
+
+    /// Session `connection` (fresh, in no room) asks to become session `session`, proven by
+    /// `token`, and to catch up on each room from `positions`. On success the connection's
+    /// outlet now reaches `session`, which gets `resumed` and then, per room, the frames it
+    /// missed or a `joined` snapshot; its rooms hear `presence` `back` if it was away, and a
+    /// connection still attached to it is closed as replaced. Returns the session the
+    /// connection now is, or the error already sent to it.
+    pub fn resume(
+        &mut self,
+        connection: SessionId,
+        session: SessionId,
+        token: &str,
+        positions: &[RoomPosition],
+        reference: Option<Ref>,
+    ) -> Result<SessionId, RequestError> {
+        let result = self.take_over(connection, session, token, positions, reference);
+        if let Err(err) = &result {
+            self.metrics.resume(ResumeOutcome::Refused);
+            self.send_error(connection, reference, err);
+        }
+        self.evict_overflowed();
+        result
+    }
+
+    fn take_over(
+        &mut self,
+        connection: SessionId,
+        session: SessionId,
+        token: &str,
+        positions: &[RoomPosition],
+        reference: Option<Ref>,
+    ) -> Result<SessionId, RequestError> {
+        let fresh = self.sessions.get(&connection).ok_or(RequestError::ResumeFailed(
+            "this connection has ended",
+        ))?;
+        if !fresh.rooms.is_empty() || self.lobby.is_subscribed(connection) {
+            return Err(RequestError::ResumeFailed(
+                "resume must come before any join or lobby subscription",
+            ));
+        }
+        let genuine = connection != session
+            && self.sessions.get(&session).is_some_and(|old| {
+                same_secret(token, &old.profile.resume_token) && old.profile.user == fresh.profile.user
+            });
+        if !genuine {
+            return Err(RequestError::ResumeFailed(
+                "no such session to resume: unknown, expired, or the token does not match",
+            ));
+        }
+        let Some(fresh) = self.sessions.remove(&connection) else {
+            return Err(RequestError::ResumeFailed("this connection has ended"));
+        };
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return Err(RequestError::ResumeFailed("no such session to resume"));
+        };
+        let outlet = fresh.outlet;
+        if let Some(previous) = std::mem::replace(&mut entry.outlet, outlet.clone()) {
+            previous.close(Close::Replaced);
+        }
+        entry.connection = fresh.connection;
+        let was_away = entry.away_since.take().is_some();
+        let rooms = entry.rooms.clone();
+        let user = entry.profile.user.clone();
+
+        let mut plans = Vec::with_capacity(rooms.len());
+        let mut replay_budget = self.limits.replay_budget_bytes;
+        for room_name in &rooms {
+            // Held patches go out first, so that they are part of the history replayed.
+            self.broadcast_patches(room_name);
+            let Some(room) = self.rooms.get_mut(room_name) else {
+                continue;
+            };
+            if let Some(member) = room.member_mut(session) {
+                member.outlet = outlet.clone();
+            }
+            let position = positions.iter().find(|p| &p.room == room_name);
+            let replay = position
+                .filter(|p| p.epoch == room.history.epoch)
+                .and_then(|p| room.history.since(p.offset))
+                .map(|entries| {
+                    entries
+                        .filter(|e| e.skip != Some(session))
+                        .map(|e| e.frame.clone())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|frames| {
+                    let bytes: usize = frames.iter().map(Bytes::len).sum();
+                    let fits = bytes <= replay_budget;
+                    if fits {
+                        replay_budget -= bytes;
+                    }
+                    fits
+                });
+            plans.push((room_name.clone(), room.history.epoch.clone(), room.history.next_offset, replay));
+        }
+        let resumed = ServerFrame::Resumed(ResumedFrame {
+            reference,
+            session,
+            rooms: plans
+                .iter()
+                .map(|(room, epoch, offset, replay)| ResumedRoom {
+                    room: room.clone(),
+                    epoch: epoch.clone(),
+                    offset: *offset,
+                    recovered: replay.is_some(),
+                })
+                .collect(),
+        });
+        self.send_to(session, &resumed);
+        let mut all_recovered = true;
+        for (room_name, _, _, replay) in plans {
+            match replay {
+                Some(frames) => {
+                    for frame in frames {
+                        self.deliver(session, frame);
+                    }
+                }
+                None => {
+                    all_recovered = false;
+                    if let Some(joined) = self.joined_frame(&room_name, reference) {
+                        self.send_to(session, &joined);
+                    }
+                }
+            }
+            if was_away {
+                self.broadcast(&room_name, Some(session), |offset| {
+                    ServerFrame::Presence(PresenceFrame {
+                        room: room_name.clone(),
+                        session,
+                        status: PresenceStatus::Back,
+                        reason: None,
+                        user: user.clone(),
+                        offset,
+                    })
+                });
+            }
+        }
+        self.metrics.resume(if all_recovered {
+            ResumeOutcome::Replayed
+        } else {
+            ResumeOutcome::Snapshot
+        });
+        Ok(session)
+    }
+
+    /// Shutting down: every connection is told to close (going away) and no presence is sent
+    /// as they end. Held state patches go out first.
+    pub fn shut_down(&mut self) {
+        self.flush_state_patches();
+        self.closing = true;
+        for entry in self.sessions.values() {
+            if let Some(outlet) = &entry.outlet {
+                outlet.close(Close::ShuttingDown);
+            }
+        }
+    }
+
+    /// Removes session `id` from every room (the rooms hear `left`, reason `kicked`) and
+    /// closes its connection; for the backend API. False if there is no such session.
+    pub fn kick_session(&mut self, id: SessionId) -> bool {
+        let Some(outlet) = self.remove_session(id, LeaveReason::Kicked) else {
+            return false;
+        };
+        if let Some(outlet) = outlet {
+            outlet.close(Close::Evicted(LeaveReason::Kicked));
+        }
+        self.evict_overflowed();
+        true
+    }
+
+    /// Emits `event` into `room_name` on behalf of the backend (`from` is the nil id). Returns
+    /// the event's offset, or `None` if the room does not exist.
+    pub fn publish(&mut self, room_name: &str, event: String, data: Value) -> Option<u64> {
+        if !self.rooms.contains_key(room_name) {
+            return None;
+        }
+        let offset = self.broadcast(room_name, None, |offset| {
+            ServerFrame::Event(EventFrame {
+                room: room_name.to_owned(),
+                from: BACKEND,
+                event,
+                data,
+                offset,
+            })
+        });
+        self.evict_overflowed();
+        offset
+    }
+
+    /// Everything about one room, private or not, for the backend API.
+    pub fn room_detail(&self, room_name: &str) -> Option<RoomDetail> {
+        let room = self.rooms.get(room_name)?;
+        Some(RoomDetail {
+            info: room.info(room_name),
+            private: room.private,
+            members: room
+                .members
+                .iter()
+                .map(|m| MemberDetail {
+                    session: m.id,
+                    user: self.user_of(m.id),
+                    away: m.outlet.is_none(),
+                })
+                .collect(),
+            state: room.state.clone(),
+            version: room.version,
+            epoch: room.history.epoch.clone(),
+            offset: room.history.next_offset,
+        })
+    }
+
+    /// Every room, private ones included, oldest first, at most `limit`; for the backend API.
+    pub fn all_rooms(&self, limit: usize) -> Vec<RoomInfo> {
+        let mut rooms: Vec<(&String, &Room<O>)> = self.rooms.iter().collect();
+        rooms.sort_unstable_by_key(|(_, room)| room.created);
+        rooms
+            .into_iter()
+            .take(limit)
+            .map(|(name, room)| room.info(name))
+            .collect()
+    }
+
+    fn user_of(&self, id: SessionId) -> Option<String> {
+        self.sessions.get(&id).and_then(|e| e.profile.user.clone())
     }
 
     /// The public rooms matching `filter`, oldest first, at most `limit`.
@@ -257,6 +662,17 @@ impl<O: Outlet> Registry<O> {
                 if_version,
                 ..
             } => self.update_state(id, &room, ops, if_version),
+            ClientFrame::Resume {
+                session,
+                token,
+                rooms,
+                ..
+            } => {
+                // The registry actor serves `resume` through its own message, which tells the
+                // connection who it now is; here it is carried out all the same.
+                let _ = self.resume(id, session, &token, &rooms, reference);
+                Ok(Answered::Yes)
+            }
         };
         match result {
             Ok(Answered::Yes) => {}
@@ -280,6 +696,22 @@ impl<O: Outlet> Registry<O> {
         Ok(Answered::Yes)
     }
 
+    /// Whether session `id`'s token lets it enter `room_name`.
+    fn may_enter(&self, id: SessionId, room_name: &str) -> bool {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.profile.rooms.as_ref())
+            .is_none_or(|patterns| patterns.allows(room_name))
+    }
+
+    fn check_may_enter(&self, id: SessionId, room_name: &str) -> Result<(), RequestError> {
+        if self.may_enter(id, room_name) {
+            Ok(())
+        } else {
+            Err(RequestError::Forbidden(room_name.to_owned()))
+        }
+    }
+
     /// Checks that session `id` may join one more room, and not `room_name` twice.
     fn check_can_join(&self, id: SessionId, room_name: Option<&str>) -> Result<(), RequestError> {
         let entry = self
@@ -290,6 +722,7 @@ impl<O: Outlet> Registry<O> {
             if entry.rooms.iter().any(|r| r == name) {
                 return Err(RequestError::AlreadyJoined(name.to_owned()));
             }
+            self.check_may_enter(id, name)?;
         }
         if entry.rooms.len() >= self.limits.max_rooms_per_session {
             return Err(RequestError::TooManyRooms {
@@ -353,7 +786,7 @@ impl<O: Outlet> Registry<O> {
             None => new_room_id(),
         };
         let rules = self.rules_from(options)?;
-        self.check_can_join(id, None)?;
+        self.check_can_join(id, Some(&room_name))?;
         self.open_room(&room_name, rules)?;
         self.admit(id, &room_name, reference);
         Ok(Answered::No)
@@ -383,6 +816,7 @@ impl<O: Outlet> Registry<O> {
             .filter(|(name, room)| {
                 room.takes_matchmaking(filter)
                     && !member_of.is_some_and(|rooms| rooms.contains(name))
+                    && self.may_enter(id, name)
             })
             .max_by_key(|(_, room)| (room.members.len(), std::cmp::Reverse(room.created)))
             .map(|(name, _)| name.clone());
@@ -390,6 +824,7 @@ impl<O: Outlet> Registry<O> {
             Some(name) => name,
             None => {
                 let name = new_room_id();
+                self.check_may_enter(id, &name)?;
                 self.open_room(&name, rules)?;
                 name
             }
@@ -470,28 +905,58 @@ impl<O: Outlet> Registry<O> {
     /// Makes `id` a member of the existing room `room_name`; every check has been made. The
     /// others hear `presence`, the newcomer gets `joined` with the whole room.
     fn admit(&mut self, id: SessionId, room_name: &str, reference: Option<Ref>) {
-        let Some(outlet) = self.sessions.get(&id).map(|e| e.outlet.clone()) else {
+        let Some((outlet, user)) = self
+            .sessions
+            .get(&id)
+            .map(|e| (e.outlet.clone(), e.profile.user.clone()))
+        else {
             return;
         };
         // Patches held for the members already there go first, so that the newcomer's
         // snapshot is exactly what they have after them.
         self.broadcast_patches(room_name);
+        let Some(was_locked) = self.rooms.get(room_name).map(Room::is_locked) else {
+            return;
+        };
+        self.broadcast(room_name, None, |offset| {
+            ServerFrame::Presence(PresenceFrame {
+                room: room_name.to_owned(),
+                session: id,
+                status: PresenceStatus::Joined,
+                reason: None,
+                user,
+                offset,
+            })
+        });
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
-        let was_locked = room.is_locked();
-        let presence = encode_server(&ServerFrame::Presence(PresenceFrame {
-            room: room_name.to_owned(),
-            session: id,
-            status: PresenceStatus::Joined,
-            reason: None,
-        }));
-        deliver_all(&room.members, &presence, None, &mut self.overflowed);
-        room.members.push((id, outlet));
+        room.members.push(Member { id, outlet });
         if room.owner.is_none() {
             room.owner = Some(id);
         }
-        let joined = ServerFrame::Joined(JoinedFrame {
+        let now_locked = room.is_locked();
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            entry.rooms.push(room_name.to_owned());
+        }
+        if let Some(joined) = self.joined_frame(room_name, reference) {
+            self.send_to(id, &joined);
+        }
+        if now_locked != was_locked {
+            self.announce_room_update(room_name, Some(id));
+        }
+        self.room_changed(room_name);
+    }
+
+    /// `joined` for a member of `room_name`: the whole room as it is now.
+    fn joined_frame(&self, room_name: &str, reference: Option<Ref>) -> Option<ServerFrame> {
+        let room = self.rooms.get(room_name)?;
+        let users: BTreeMap<SessionId, String> = room
+            .members
+            .iter()
+            .filter_map(|m| self.user_of(m.id).map(|user| (m.id, user)))
+            .collect();
+        Some(ServerFrame::Joined(JoinedFrame {
             reference,
             room: room_name.to_owned(),
             members: room.member_ids(),
@@ -502,16 +967,41 @@ impl<O: Outlet> Registry<O> {
             metadata: room.metadata.clone(),
             state: room.state.clone(),
             version: room.version,
-        });
-        let now_locked = room.is_locked();
-        if let Some(entry) = self.sessions.get_mut(&id) {
-            entry.rooms.push(room_name.to_owned());
-        }
-        self.send_to(id, &joined);
-        if now_locked != was_locked {
-            self.announce_room_update(room_name, Some(id));
-        }
-        self.room_changed(room_name);
+            epoch: room.history.epoch.clone(),
+            offset: room.history.next_offset,
+            users,
+            away: room.away_ids(),
+        }))
+    }
+
+    /// Encodes the frame `build` makes with the room's next offset once, records it in the
+    /// room's history, and delivers it to every member but `skip` (and the away). Returns the
+    /// offset, or `None` if there is no such room.
+    fn broadcast(
+        &mut self,
+        room_name: &str,
+        skip: Option<SessionId>,
+        build: impl FnOnce(u64) -> ServerFrame,
+    ) -> Option<u64> {
+        let room = self.rooms.get_mut(room_name)?;
+        let offset = room.history.take_offset();
+        let frame = encode_server(&build(offset));
+        let recipients = deliver_all(&room.members, &frame, skip, &mut self.overflowed);
+        self.metrics.fanout.observe(recipients as f64);
+        self.metrics.sent(recipients as u64, frame.len());
+        let limits = HistoryLimits {
+            frames: self.limits.history_frames,
+            bytes: self.limits.history_bytes,
+        };
+        room.history.record(
+            HistoryEntry {
+                offset,
+                frame,
+                skip,
+            },
+            limits,
+        );
+        Some(offset)
     }
 
     fn leave(&mut self, id: SessionId, room_name: &str) -> Result<Answered, RequestError> {
@@ -562,20 +1052,19 @@ impl<O: Outlet> Registry<O> {
             .sessions
             .get(&id)
             .is_some_and(|e| e.rooms.contains(&room_name));
-        let room = match self.rooms.get_mut(&room_name) {
-            Some(room) if is_member => room,
-            _ => return Err(RequestError::NotInRoom(room_name)),
-        };
-        let offset = room.take_offset();
-        let frame = encode_server(&ServerFrame::Event(EventFrame {
-            room: room_name,
-            from: id,
-            event,
-            data,
-            offset,
-        }));
+        if !is_member || !self.rooms.contains_key(&room_name) {
+            return Err(RequestError::NotInRoom(room_name));
+        }
         let skip = (!echo).then_some(id);
-        deliver_all(&room.members, &frame, skip, &mut self.overflowed);
+        self.broadcast(&room_name, skip, |offset| {
+            ServerFrame::Event(EventFrame {
+                room: room_name.clone(),
+                from: id,
+                event,
+                data,
+                offset,
+            })
+        });
         Ok(Answered::No)
     }
 
@@ -723,11 +1212,14 @@ impl<O: Outlet> Registry<O> {
             return;
         }
         room.pending_bytes = 0;
-        let frame = encode_server(&ServerFrame::StatePatch(StatePatchFrame {
-            room: room_name.to_owned(),
-            patches: std::mem::take(&mut room.pending_patches),
-        }));
-        deliver_all(&room.members, &frame, None, &mut self.overflowed);
+        let patches = std::mem::take(&mut room.pending_patches);
+        self.broadcast(room_name, None, |offset| {
+            ServerFrame::StatePatch(StatePatchFrame {
+                room: room_name.to_owned(),
+                patches,
+                offset,
+            })
+        });
     }
 
     /// Tells the room's members (all but `skip`) its owner, lock and metadata as they are now.
@@ -735,13 +1227,16 @@ impl<O: Outlet> Registry<O> {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        let frame = encode_server(&ServerFrame::RoomUpdate(RoomUpdateFrame {
-            room: room_name.to_owned(),
-            owner: room.owner,
-            locked: room.is_locked(),
-            metadata: room.metadata.clone(),
-        }));
-        deliver_all(&room.members, &frame, skip, &mut self.overflowed);
+        let (owner, locked, metadata) = (room.owner, room.is_locked(), room.metadata.clone());
+        self.broadcast(room_name, skip, |offset| {
+            ServerFrame::RoomUpdate(RoomUpdateFrame {
+                room: room_name.to_owned(),
+                owner,
+                locked,
+                metadata,
+                offset,
+            })
+        });
     }
 
     /// Notes for the lobby that a public room changed.
@@ -768,6 +1263,7 @@ impl<O: Outlet> Registry<O> {
     }
 
     fn send_error(&mut self, id: SessionId, reference: Option<Ref>, err: &RequestError) {
+        self.metrics.error(err.code());
         self.send_to(
             id,
             &ServerFrame::Error(ErrorFrame {
@@ -783,9 +1279,12 @@ impl<O: Outlet> Registry<O> {
     }
 
     fn deliver(&mut self, id: SessionId, frame: Bytes) {
-        if let Some(entry) = self.sessions.get(&id) {
-            if entry.outlet.deliver(frame).is_err() {
+        if let Some(outlet) = self.sessions.get(&id).and_then(|e| e.outlet.as_ref()) {
+            let len = frame.len();
+            if outlet.deliver(frame).is_err() {
                 self.overflowed.push(id);
+            } else {
+                self.metrics.sent(1, len);
             }
         }
     }
@@ -817,28 +1316,37 @@ impl<O: Outlet> Registry<O> {
             }
             return;
         }
-        let presence = encode_server(&ServerFrame::Presence(PresenceFrame {
-            room: room_name.to_owned(),
-            session: id,
-            status: PresenceStatus::Left,
-            reason: Some(reason),
-        }));
-        deliver_all(&room.members, &presence, None, &mut self.overflowed);
-        if (room.owner, room.is_locked()) != before {
+        let after = (room.owner, room.is_locked());
+        if self.closing {
+            return;
+        }
+        let user = self.user_of(id);
+        self.broadcast(room_name, None, |offset| {
+            ServerFrame::Presence(PresenceFrame {
+                room: room_name.to_owned(),
+                session: id,
+                status: PresenceStatus::Left,
+                reason: Some(reason),
+                user,
+                offset,
+            })
+        });
+        if after != before {
             self.announce_room_update(room_name, None);
         }
         self.room_changed(room_name);
     }
 
-    /// Removes a session, its memberships and its lobby subscription; returns its outlet if it
-    /// was known.
-    fn remove_session(&mut self, id: SessionId, reason: LeaveReason) -> Option<O> {
-        let entry = self.sessions.remove(&id)?;
+    /// Removes a session, its memberships and its lobby subscription; returns its outlet
+    /// (`None` inside if it was away) if it was known.
+    fn remove_session(&mut self, id: SessionId, reason: LeaveReason) -> Option<Option<O>> {
+        // The user id is read while the rooms are told; the entry goes after.
+        let rooms = self.sessions.get(&id)?.rooms.clone();
         self.lobby.unsubscribe(id);
-        for room in &entry.rooms {
+        for room in &rooms {
             self.remove_member(room, id, reason);
         }
-        Some(entry.outlet)
+        self.sessions.remove(&id).map(|entry| entry.outlet)
     }
 
     /// Evicts every session that overflowed its outbound budget. Telling the remaining members
@@ -846,7 +1354,10 @@ impl<O: Outlet> Registry<O> {
     fn evict_overflowed(&mut self) {
         while let Some(id) = self.overflowed.pop() {
             if let Some(outlet) = self.remove_session(id, LeaveReason::SlowConsumer) {
-                outlet.evict(LeaveReason::SlowConsumer);
+                self.metrics.slow_consumer_evictions.inc();
+                if let Some(outlet) = outlet {
+                    outlet.close(Close::Evicted(LeaveReason::SlowConsumer));
+                }
             }
         }
     }
@@ -879,17 +1390,30 @@ impl<O: Outlet> Registry<O> {
             if room.pending_patches.len() as u64 > room.version {
                 return Err(format!("room {name:?} holds more patches than versions"));
             }
-            for (member, _) in &room.members {
-                let listed = self
-                    .sessions
-                    .get(member)
-                    .is_some_and(|s| s.rooms.contains(name));
-                if !listed {
-                    return Err(format!("{member} is in room {name:?} but does not list it"));
+            for member in &room.members {
+                let Some(session) = self.sessions.get(&member.id) else {
+                    return Err(format!("{} is in room {name:?} but is no session", member.id));
+                };
+                if !session.rooms.contains(name) {
+                    return Err(format!("{} is in room {name:?} but does not list it", member.id));
                 }
+                if member.outlet.is_none() != session.away_since.is_some() {
+                    return Err(format!("{} is away in one place only", member.id));
+                }
+            }
+            if room.history.len() > self.limits.history_frames
+                || room.history.bytes() > self.limits.history_bytes
+            {
+                return Err(format!("room {name:?} keeps more history than allowed"));
             }
         }
         for (id, entry) in &self.sessions {
+            if entry.outlet.is_none() != entry.away_since.is_some() {
+                return Err(format!("{id} has no outlet but is not away, or the reverse"));
+            }
+            if entry.away_since.is_some() && entry.rooms.is_empty() {
+                return Err(format!("{id} is away in no room"));
+            }
             if entry.rooms.len() > self.limits.max_rooms_per_session {
                 return Err(format!("{id} is over max_rooms_per_session"));
             }
@@ -917,18 +1441,29 @@ enum Answered {
     No,
 }
 
-/// Hands `frame` to every member but `skip`, noting those whose budget is spent.
+/// Hands `frame` to every present member but `skip`, noting those whose budget is spent.
+/// Returns how many took it.
 fn deliver_all<O: Outlet>(
-    members: &[(SessionId, O)],
+    members: &[Member<O>],
     frame: &Bytes,
     skip: Option<SessionId>,
     overflowed: &mut Vec<SessionId>,
-) {
-    for (member, outlet) in members {
-        if Some(*member) != skip && outlet.deliver(frame.clone()).is_err() {
-            overflowed.push(*member);
+) -> usize {
+    let mut delivered = 0;
+    for member in members {
+        let Some(outlet) = &member.outlet else {
+            continue;
+        };
+        if Some(member.id) == skip {
+            continue;
+        }
+        if outlet.deliver(frame.clone()).is_ok() {
+            delivered += 1;
+        } else {
+            overflowed.push(member.id);
         }
     }
+    delivered
 }
 
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).

@@ -39,6 +39,10 @@ impl Lobby {
         self.subscribers.remove(&id).is_some()
     }
 
+    pub(crate) fn is_subscribed(&self, id: SessionId) -> bool {
+        self.subscribers.contains_key(&id)
+    }
+
     pub(crate) fn subscriber_ids(&self) -> impl Iterator<Item = &SessionId> {
         self.subscribers.keys()
     }

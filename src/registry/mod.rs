@@ -8,5 +8,6 @@ mod lobby;
 mod room;
 
 pub use self::core::{
-    Outlet, Overflow, Registry, RegistryLimits, RequestError, DEFAULT_LISTED_ROOMS,
+    Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,
+    RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,
 };

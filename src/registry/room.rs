@@ -1,13 +1,22 @@
-//! One room: its members in join order with the outlets that reach them, its owner and rules
-//! (seats, lock, privacy, password, metadata), its shared state with the patches not yet
-//! broadcast, and the offset its next event will carry. Also how a room looks to the lobby and
-//! whether a filter matches it.
+//! One room: its members in join order with the outlets that reach them (none while a member
+//! is away), its owner and rules (seats, lock, privacy, password, metadata), its shared state
+//! with the patches not yet broadcast, and its history of recent frames for replay. Also how a
+//! room looks to the lobby and whether a filter matches it.
 
+use std::collections::VecDeque;
+
+use bytes::Bytes;
 use parlor_protocol::{Document, Metadata, RoomFilter, RoomInfo, SessionId, StatePatch, Value};
 
+/// One seat: the session in it and, unless it is away, the outlet that reaches it.
+pub(crate) struct Member<O> {
+    pub(crate) id: SessionId,
+    pub(crate) outlet: Option<O>,
+}
+
 pub(crate) struct Room<O> {
-    /// Members in the order they joined (so the oldest is first).
-    pub(crate) members: Vec<(SessionId, O)>,
+    /// Members in the order they joined (so the oldest is first), away ones included.
+    pub(crate) members: Vec<Member<O>>,
     /// The member who may lock, kick and change metadata; `None` only while the room is empty.
     pub(crate) owner: Option<SessionId>,
     pub(crate) max_members: usize,
@@ -25,9 +34,87 @@ pub(crate) struct Room<O> {
     /// Applied patches not yet broadcast (only when patches are batched), and their size.
     pub(crate) pending_patches: Vec<StatePatch>,
     pub(crate) pending_bytes: usize,
-    /// Offset of the next event emitted to this room; offsets start at 0 and never repeat
-    /// while the room exists.
+    /// The room's recent frames, for sessions that resume.
+    pub(crate) history: History,
+}
+
+/// A room's recent broadcast frames, as encoded once for the members, with their offsets.
+/// Offsets start at 0 and never repeat within an epoch; the epoch is new with every room, so a
+/// room made again under the same name is told apart from the one before.
+pub(crate) struct History {
+    pub(crate) epoch: String,
+    /// Offset of the next frame.
     pub(crate) next_offset: u64,
+    entries: VecDeque<HistoryEntry>,
+    bytes: usize,
+}
+
+pub(crate) struct HistoryEntry {
+    pub(crate) offset: u64,
+    pub(crate) frame: Bytes,
+    /// The member the frame was not sent to (an `emit` without `echo`, a member's own `away`).
+    pub(crate) skip: Option<SessionId>,
+}
+
+/// How much history a room keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HistoryLimits {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
+}
+
+impl History {
+    fn new() -> Self {
+        Self {
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            next_offset: 0,
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    pub(crate) fn take_offset(&mut self) -> u64 {
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        offset
+    }
+
+    /// Records a frame, forgetting the oldest ones beyond `limits`.
+    pub(crate) fn record(&mut self, entry: HistoryEntry, limits: HistoryLimits) {
+        if limits.frames == 0 {
+            return;
+        }
+        self.bytes += entry.frame.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > limits.frames || self.bytes > limits.bytes {
+            match self.entries.pop_front() {
+                Some(old) => self.bytes -= old.frame.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The frames from `offset` on, when the history still holds every one of them; `None`
+    /// when some are forgotten or `offset` lies in the future.
+    pub(crate) fn since(&self, offset: u64) -> Option<impl Iterator<Item = &HistoryEntry>> {
+        if offset > self.next_offset {
+            return None;
+        }
+        let oldest = self.entries.front().map_or(self.next_offset, |e| e.offset);
+        if offset < oldest {
+            return None;
+        }
+        let skip = (offset - oldest) as usize;
+        Some(self.entries.iter().skip(skip))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// The rules a room is created with, already checked against the limits.
@@ -55,7 +142,7 @@ impl<O> Room<O> {
             version: 0,
             pending_patches: Vec::new(),
             pending_bytes: 0,
-            next_offset: 0,
+            history: History::new(),
         }
     }
 
@@ -70,28 +157,34 @@ impl<O> Room<O> {
 
     /// Removes `id`; when it was the owner, the oldest remaining member becomes owner.
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {
-        let Some(index) = self.members.iter().position(|(member, _)| *member == id) else {
+        let Some(index) = self.members.iter().position(|m| m.id == id) else {
             return false;
         };
         self.members.remove(index);
         if self.owner == Some(id) {
-            self.owner = self.members.first().map(|(member, _)| *member);
+            self.owner = self.members.first().map(|m| m.id);
         }
         true
     }
 
     pub(crate) fn is_member(&self, id: SessionId) -> bool {
-        self.members.iter().any(|(member, _)| *member == id)
+        self.members.iter().any(|m| m.id == id)
+    }
+
+    pub(crate) fn member_mut(&mut self, id: SessionId) -> Option<&mut Member<O>> {
+        self.members.iter_mut().find(|m| m.id == id)
     }
 
     pub(crate) fn member_ids(&self) -> Vec<SessionId> {
-        self.members.iter().map(|(id, _)| *id).collect()
+        self.members.iter().map(|m| m.id).collect()
     }
 
-    pub(crate) fn take_offset(&mut self) -> u64 {
-        let offset = self.next_offset;
-        self.next_offset += 1;
-        offset
+    pub(crate) fn away_ids(&self) -> Vec<SessionId> {
+        self.members
+            .iter()
+            .filter(|m| m.outlet.is_none())
+            .map(|m| m.id)
+            .collect()
     }
 
     /// What the lobby shows of this room.

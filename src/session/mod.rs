@@ -1,35 +1,47 @@
-//! The session actor: one per WebSocket connection. It decodes frames, answers what it can
-//! alone (decode errors, pings), forwards requests to the registry as typed messages, writes
-//! what the registry sends it, keeps the heartbeat, and reports how the connection ended.
+//! The session actor: one per WebSocket connection. It decodes frames, enforces the
+//! session's rate limits, answers what it can alone (decode errors, pings), forwards requests
+//! to the registry as typed messages, writes what the registry sends it, keeps the heartbeat,
+//! and reports how the connection ended. A `resume` changes which session the connection is.
 
 mod fragments;
 pub mod outbox;
+mod rate;
+
+pub use self::rate::quota as rate_quota;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Handler, Message, StreamHandler};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler,
+    WrapFuture,
+};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parlor_protocol::{
-    close, decode_client, encode_server, ErrorCode, ErrorFrame, LeaveReason, Limits, Ref,
-    ServerFrame, SessionId, WelcomeFrame, PROTOCOL_VERSION,
+    close, decode_client, encode_server, ClientFrame, ErrorCode, ErrorFrame, LeaveReason, Limits,
+    Ref, ServerFrame, SessionId, WelcomeFrame, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 
 use self::fragments::{Fragments, Reassembled};
 use self::outbox::{encoded_len, OutboundBudget, SessionOutlet};
+use self::rate::{RateLimits, RateVerdict, SessionRates};
 use crate::config::Config;
-use crate::registry::actor::{ClientRequest, Connect, Disconnect, RegistryHandle, SubmitError};
+use crate::metrics::Metrics;
+use crate::registry::actor::{
+    ClientRequest, Connect, Disconnect, RegistryHandle, Resume, SubmitError,
+};
+use crate::registry::{Close, Profile};
 
 /// What the registry sends a session through its actor mailbox (frames take the outlet's
 /// channel instead; see `outbox::SessionOutlet`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// The registry has removed this session; close the connection.
-    Evict(LeaveReason),
+    /// Close the connection, and why.
+    Close(Close),
 }
 
 /// Settings every session shares, computed once from the configuration.
@@ -39,6 +51,8 @@ pub struct SessionSettings {
     pub client_timeout: Duration,
     pub max_frame_bytes: usize,
     pub max_depth: usize,
+    pub reconnect_grace: Duration,
+    pub rates: RateLimits,
     pub limits: Limits,
 }
 
@@ -50,6 +64,8 @@ impl SessionSettings {
             client_timeout: config.client_timeout(),
             max_frame_bytes: l.max_frame_bytes,
             max_depth: l.max_depth,
+            reconnect_grace: config.reconnect_grace(),
+            rates: RateLimits::from_config(&config.rate_limits),
             limits: Limits {
                 max_frame_bytes: l.max_frame_bytes as u64,
                 max_rooms_per_session: l.max_rooms_per_session as u64,
@@ -60,6 +76,8 @@ impl SessionSettings {
                 outbound_budget_bytes: config.session.outbound_budget_bytes as u64,
                 max_state_bytes: l.max_state_bytes as u64,
                 max_metadata_bytes: l.max_metadata_bytes as u64,
+                frames_per_second: u64::from(config.rate_limits.frames_per_second),
+                bytes_per_second: u64::from(config.rate_limits.bytes_per_second),
             },
         }
     }
@@ -72,10 +90,17 @@ impl SessionSettings {
 }
 
 pub struct Session {
+    /// The session this connection is; changes when a `resume` succeeds.
     id: SessionId,
+    /// The id this connection started with, which names it to the registry for good.
+    connection: SessionId,
+    /// Who connected: the resume token of the session it started as, the user, its rooms.
+    profile: Profile,
     registry: RegistryHandle,
     budget: Arc<OutboundBudget>,
     settings: Arc<SessionSettings>,
+    metrics: Arc<Metrics>,
+    rates: SessionRates,
     last_heard: Instant,
     last_ping: Instant,
     fragments: Fragments,
@@ -83,19 +108,36 @@ pub struct Session {
     end: Option<LeaveReason>,
 }
 
+/// Everything a new session needs from the node.
+pub struct SessionContext {
+    pub registry: RegistryHandle,
+    pub settings: Arc<SessionSettings>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Session {
     pub fn new(
-        registry: RegistryHandle,
+        node: &SessionContext,
         budget: Arc<OutboundBudget>,
-        settings: Arc<SessionSettings>,
+        user: Option<String>,
+        rooms: Option<crate::registry::RoomPatterns>,
     ) -> Self {
         let now = Instant::now();
+        let id = SessionId::new_random();
         Self {
-            id: SessionId::new_random(),
-            registry,
+            id,
+            connection: id,
+            profile: Profile {
+                resume_token: new_resume_token(),
+                user,
+                rooms,
+            },
+            registry: node.registry.clone(),
             budget,
-            fragments: Fragments::new(settings.max_frame_bytes),
-            settings,
+            fragments: Fragments::new(node.settings.max_frame_bytes),
+            rates: SessionRates::new(&node.settings.rates),
+            settings: Arc::clone(&node.settings),
+            metrics: Arc::clone(&node.metrics),
             last_heard: now,
             last_ping: now,
             end: None,
@@ -112,6 +154,7 @@ impl Session {
             _ => 0,
         };
         self.budget.charge(encoded_len(payload));
+        self.metrics.sent(1, payload);
         ctx.write_raw(message);
     }
 
@@ -126,6 +169,7 @@ impl Session {
         code: ErrorCode,
         message: String,
     ) {
+        self.metrics.error(code);
         self.write_frame(
             ctx,
             &ServerFrame::Error(ErrorFrame {
@@ -160,11 +204,45 @@ impl Session {
     }
 
     fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>, bytes: &[u8]) {
+        self.metrics.frames_in.inc();
+        self.metrics.bytes_in.inc_by(bytes.len() as u64);
+        let verdict = self.rates.check(bytes.len());
         let frame = match decode_client(bytes, self.settings.max_depth) {
             Ok(frame) => frame,
             Err(err) => return self.write_error(ctx, err.reference, err.code, err.message),
         };
         let reference = frame.reference();
+        match verdict {
+            RateVerdict::Pass => {}
+            RateVerdict::Refuse(limit) => {
+                self.metrics.rate_limited(limit);
+                return self.write_error(
+                    ctx,
+                    reference,
+                    ErrorCode::RateLimited,
+                    format!("over the {limit:?} rate limit; the frame was dropped").to_lowercase(),
+                );
+            }
+            RateVerdict::Close(limit) => {
+                self.metrics.rate_limited(limit);
+                self.metrics.rate_limit_closes.inc();
+                return self.end(
+                    ctx,
+                    LeaveReason::RateLimited,
+                    close::POLICY_VIOLATION,
+                    "rate_limited",
+                );
+            }
+        }
+        if let ClientFrame::Resume {
+            session,
+            token,
+            rooms,
+            ..
+        } = frame
+        {
+            return self.resume(ctx, session, token, rooms, reference);
+        }
         match self.registry.submit(ClientRequest {
             session: self.id,
             frame,
@@ -183,6 +261,44 @@ impl Session {
                 "registry stopped",
             ),
         }
+    }
+
+    /// Asks the registry to make this connection session `session`. Nothing else this
+    /// connection sends is handled until the answer is in, so every later request is made as
+    /// the session it resumed.
+    fn resume(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        session: SessionId,
+        token: String,
+        rooms: Vec<parlor_protocol::RoomPosition>,
+        reference: Option<Ref>,
+    ) {
+        let request = Resume {
+            current: self.id,
+            session,
+            token,
+            rooms,
+            reference,
+        };
+        let registry = self.registry.clone();
+        let answer = async move { registry.resume(request).await };
+        let answer = answer.into_actor(self).map(
+            |answer, session, ctx| match answer {
+                Some(Some(id)) => {
+                    tracing::debug!(from = %session.id, to = %id, "session resumed");
+                    session.id = id;
+                }
+                Some(None) => {}
+                None => session.end(
+                    ctx,
+                    LeaveReason::Kicked,
+                    close::INTERNAL_ERROR,
+                    "registry stopped",
+                ),
+            },
+        );
+        ctx.wait(answer);
     }
 
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
@@ -214,6 +330,7 @@ impl Actor for Session {
         self.registry.connect(Connect {
             session: self.id,
             outlet,
+            profile: self.profile.clone(),
         });
         let welcome = WelcomeFrame {
             session: self.id,
@@ -221,6 +338,9 @@ impl Actor for Session {
             heartbeat_ms: self.settings.heartbeat_interval.as_millis() as u64,
             timeout_ms: self.settings.client_timeout.as_millis() as u64,
             limits: self.settings.limits.clone(),
+            resume_token: self.profile.resume_token.clone(),
+            reconnect_grace_ms: self.settings.reconnect_grace.as_millis() as u64,
+            user: self.profile.user.clone(),
         };
         self.write_frame(ctx, &ServerFrame::Welcome(welcome));
         ctx.run_interval(self.settings.tick(), |session, ctx| session.heartbeat(ctx));
@@ -232,6 +352,7 @@ impl Actor for Session {
         tracing::debug!(session = %self.id, ?reason, "session stopped");
         self.registry.disconnect(Disconnect {
             session: self.id,
+            connection: self.connection,
             reason,
         });
     }
@@ -333,18 +454,27 @@ impl Handler<Outbound> for Session {
     type Result = ();
 
     fn handle(&mut self, message: Outbound, ctx: &mut Self::Context) {
-        match message {
-            Outbound::Evict(reason) => {
-                let code = match reason {
-                    LeaveReason::SlowConsumer => close::POLICY_VIOLATION,
-                    _ => close::KICKED,
-                };
-                let text = match reason {
-                    LeaveReason::SlowConsumer => "slow_consumer",
-                    _ => "kicked",
-                };
-                self.end(ctx, reason, code, text);
+        let Outbound::Close(why) = message;
+        match why {
+            Close::Evicted(LeaveReason::SlowConsumer) => self.end(
+                ctx,
+                LeaveReason::SlowConsumer,
+                close::POLICY_VIOLATION,
+                "slow_consumer",
+            ),
+            Close::Evicted(reason) => self.end(ctx, reason, close::KICKED, "kicked"),
+            Close::Replaced => self.end(ctx, LeaveReason::Closed, close::REPLACED, "replaced"),
+            // Ended as dropped: away if the node lives on, quietly removed if it stops.
+            Close::ShuttingDown => {
+                self.end(ctx, LeaveReason::Dropped, close::GOING_AWAY, "going away")
             }
         }
     }
+}
+
+/// A new resume token: 256 bits from the operating system's generator (two v4 UUIDs' worth of
+/// randomness, 244 bits of it random), as 64 hex characters.
+fn new_resume_token() -> String {
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    format!("{}{}", a.simple(), b.simple())
 }

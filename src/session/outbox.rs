@@ -12,12 +12,11 @@ use std::task::{Context, Poll};
 use actix::Recipient;
 use bytes::Bytes;
 use futures_util::Stream;
-use parlor_protocol::LeaveReason;
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
 use super::Outbound;
-use crate::registry::{Outlet, Overflow};
+use crate::registry::{Close, Outlet, Overflow};
 
 /// The longest header of an unmasked (server-sent) WebSocket frame.
 pub const MAX_HEADER_BYTES: usize = 10;
@@ -120,8 +119,8 @@ impl Outlet for SessionOutlet {
         Ok(())
     }
 
-    fn evict(&self, reason: LeaveReason) {
-        self.control.do_send(Outbound::Evict(reason));
+    fn close(&self, why: Close) {
+        self.control.do_send(Outbound::Close(why));
     }
 }
 

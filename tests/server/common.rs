@@ -14,6 +14,11 @@ pub fn test_config() -> Config {
     config.server.workers = 2;
     config.session.heartbeat_interval_ms = 200;
     config.session.client_timeout_ms = 1_000;
+    // Dropped sessions leave at once and nothing is rate limited, unless a test asks.
+    config.session.reconnect_grace_ms = 0;
+    config.rate_limits.frames_per_second = 0;
+    config.rate_limits.bytes_per_second = 0;
+    config.rate_limits.connections_per_ip_per_second = 0;
     config
 }
 

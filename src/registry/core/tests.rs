@@ -13,7 +13,7 @@ use super::*;
 #[derive(Clone, Default)]
 struct Recorder {
     frames: Rc<RefCell<Vec<Bytes>>>,
-    evicted: Rc<RefCell<Option<LeaveReason>>>,
+    evicted: Rc<RefCell<Option<Close>>>,
     /// Frames it accepts before overflowing; `None` is unlimited.
     capacity: Option<usize>,
 }
@@ -27,8 +27,8 @@ impl Outlet for Recorder {
         frames.push(frame);
         Ok(())
     }
-    fn evict(&self, reason: LeaveReason) {
-        *self.evicted.borrow_mut() = Some(reason);
+    fn close(&self, why: Close) {
+        *self.evicted.borrow_mut() = Some(why);
     }
 }
 
@@ -54,6 +54,10 @@ fn limits() -> RegistryLimits {
         max_listed_rooms: 50,
         batch_state_patches: false,
         max_patch_batch_bytes: 1024,
+        reconnect_grace: std::time::Duration::ZERO,
+        history_frames: 8,
+        history_bytes: 4096,
+        replay_budget_bytes: 4096,
     }
 }
 
@@ -62,6 +66,15 @@ struct Harness {
 }
 
 impl Harness {
+    /// Takes the frames queued for session `id` so far (which must be connected, not away).
+    fn frames_of(&self, id: SessionId) -> Vec<ServerFrame> {
+        self.registry.sessions[&id].outlet.as_ref().unwrap().take()
+    }
+
+    fn check(&self) {
+        self.registry.check_invariants().unwrap();
+    }
+
     fn new() -> Self {
         Self::with_limits(limits())
     }
@@ -158,14 +171,15 @@ fn emit_excludes_the_sender_unless_echo_and_counts_offsets() {
     assert_eq!(out_a.take(), vec![ServerFrame::Ok { reference: 7 }]);
     match &out_b.take()[..] {
         [ServerFrame::Event(e)] => {
-            assert_eq!((e.from, e.offset, e.data.clone()), (a, 0, Value::from(42)));
+            // Offsets 0 and 1 are the two `joined` presences: every room frame takes one.
+            assert_eq!((e.from, e.offset, e.data.clone()), (a, 2, Value::from(42)));
         }
         other => panic!("unexpected {other:?}"),
     }
     h.run(a, emit("r", true));
     let a_frames = out_a.take();
-    assert!(matches!(&a_frames[0], ServerFrame::Event(e) if e.offset == 1));
-    assert!(matches!(&out_b.take()[0], ServerFrame::Event(e) if e.offset == 1));
+    assert!(matches!(&a_frames[0], ServerFrame::Event(e) if e.offset == 3));
+    assert!(matches!(&out_b.take()[0], ServerFrame::Event(e) if e.offset == 3));
 }
 
 #[test]
@@ -389,7 +403,7 @@ fn an_overflowing_member_is_evicted_as_slow_consumer_and_the_rest_keep_receiving
     out_b.take();
     h.run(a, emit("r", false));
     h.registry.check_invariants().unwrap();
-    assert_eq!(*out_slow.evicted.borrow(), Some(LeaveReason::SlowConsumer));
+    assert_eq!(*out_slow.evicted.borrow(), Some(Close::Evicted(LeaveReason::SlowConsumer)));
     assert_eq!(h.registry.session_count(), 2);
     let b_frames = out_b.take();
     assert!(matches!(&b_frames[0], ServerFrame::Event(_)));
@@ -411,3 +425,4 @@ fn requests_from_unknown_sessions_are_ignored() {
 }
 
 mod rooms;
+mod resume;

@@ -86,7 +86,12 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
             outbound_budget_bytes: 0,
             max_state_bytes: 0,
             max_metadata_bytes: 0,
+            frames_per_second: 0,
+            bytes_per_second: 0,
         },
+        resume_token: String::new(),
+        reconnect_grace_ms: 0,
+        user: None,
     });
     let _ = tx.send(encode_server(&welcome)).await;
     let mut joined: Vec<String> = Vec::new();
@@ -120,6 +125,10 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
                         metadata: Metadata::new(),
                         state: Document::new(),
                         version: 0,
+                        epoch: String::new(),
+                        offset: 0,
+                        users: Default::default(),
+                        away: Vec::new(),
                     })))
                     .await;
                 if let Some(reference) = reference {

@@ -34,7 +34,7 @@ impl Harness {
     }
 
     fn last_joined(&self, id: SessionId) -> JoinedFrame {
-        let frames = self.registry.sessions[&id].outlet.take();
+        let frames = self.frames_of(id);
         match frames.iter().find_map(|f| match f {
             ServerFrame::Joined(j) => Some(j.clone()),
             _ => None,
@@ -53,7 +53,7 @@ impl Harness {
                 password: password.map(Into::into),
             },
         );
-        self.registry.sessions[&id].outlet.take()
+        self.frames_of(id)
     }
 
     fn list(&mut self, id: SessionId, filter: RoomFilter) -> Vec<RoomInfo> {
@@ -65,7 +65,7 @@ impl Harness {
                 limit: None,
             },
         );
-        match self.registry.sessions[&id].outlet.take().pop() {
+        match self.frames_of(id).pop() {
             Some(ServerFrame::RoomList {
                 reference: Some(4),
                 rooms,
@@ -151,7 +151,7 @@ fn a_hand_locked_room_stays_locked_until_unlocked_by_its_owner() {
         },
     );
     assert_eq!(
-        error_code(&h.registry.sessions[&b].outlet.take()),
+        error_code(&h.frames_of(b)),
         Some(ErrorCode::NotOwner)
     );
     h.run(

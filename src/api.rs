@@ -1,0 +1,288 @@
+//! The backend API, for the game's or editor's own servers: publish an event into a room, read
+//! a room (members, state, metadata), list every room, disconnect a session. Every route needs
+//! `Authorization: Bearer <api.key>`; with no key configured the routes answer 404. Bodies are
+//! JSON, or MessagePack with `Content-Type: application/msgpack`; answers are JSON, or
+//! MessagePack when `Accept` names it.
+//!
+//! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
+//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`
+//! - `GET    /api/rooms/{room}`         → the room, members, state, version, epoch, offset
+//! - `DELETE /api/sessions/{session}`   → 204
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use parlor_protocol::{decode_value, encode_value, SessionId, Value};
+
+use crate::http::AppState;
+use crate::registry::actor::Publish;
+
+const MSGPACK_TYPES: &[&str] = &[
+    "application/msgpack",
+    "application/x-msgpack",
+    "application/vnd.msgpack",
+];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route("/rooms", web::get().to(list_rooms))
+            .route("/rooms/{room}", web::get().to(read_room))
+            .route("/rooms/{room}/events", web::post().to(publish))
+            .route("/sessions/{session}", web::delete().to(disconnect)),
+    );
+}
+
+/// Why an API request failed, and its status.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("the backend API is not enabled (api.key is empty)")]
+    Disabled,
+    #[error("a valid API key is required as Authorization: Bearer <key>")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the room registry has stopped")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Disabled => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Disabled => "api_disabled",
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+/// Checks the API key, then answers with `handler`'s result in the format the client accepts.
+async fn answer<T: Serialize>(
+    req: &HttpRequest,
+    state: &AppState,
+    status: StatusCode,
+    handler: impl std::future::Future<Output = Result<Option<T>, ApiError>>,
+) -> HttpResponse {
+    let result = match authorize(req, state) {
+        Ok(()) => handler.await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(Some(body)) => respond(req, status, &body),
+        Ok(None) => HttpResponse::build(status).finish(),
+        Err(err) => {
+            let mut response = respond(
+                req,
+                err.status(),
+                &ErrorBody {
+                    error: err.code(),
+                    message: err.to_string(),
+                },
+            );
+            if matches!(err, ApiError::Unauthorized) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}
+
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    if state.api_key.is_empty() {
+        return Err(ApiError::Disabled);
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    use subtle::ConstantTimeEq;
+    if bool::from(given.as_bytes().ct_eq(state.api_key.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn wants_msgpack(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| MSGPACK_TYPES.iter().any(|t| accept.contains(t)))
+}
+
+fn respond<T: Serialize>(req: &HttpRequest, status: StatusCode, body: &T) -> HttpResponse {
+    if wants_msgpack(req) {
+        HttpResponse::build(status)
+            .content_type("application/msgpack")
+            .body(encode_value(body))
+    } else {
+        HttpResponse::build(status).json(body)
+    }
+}
+
+/// Reads a JSON or MessagePack body, by its Content-Type.
+fn read_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<T, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if MSGPACK_TYPES.iter().any(|t| content_type.starts_with(t)) {
+        decode_value(body, max_depth).map_err(|err| ApiError::BadRequest(err.message))
+    } else {
+        serde_json::from_slice(body).map_err(|err| ApiError::BadRequest(err.to_string()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    event: String,
+    #[serde(default = "nil")]
+    data: Value,
+}
+
+fn nil() -> Value {
+    Value::Nil
+}
+
+#[derive(Serialize)]
+struct Published {
+    offset: u64,
+}
+
+async fn publish(
+    req: HttpRequest,
+    room: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let handler = async {
+        let settings = &state.node.settings;
+        if body.len() > settings.max_frame_bytes {
+            return Err(ApiError::BadRequest(format!(
+                "the body is over limits.max_frame_bytes ({})",
+                settings.max_frame_bytes
+            )));
+        }
+        let PublishBody { event, data } = read_body(&req, &body, settings.max_depth)?;
+        let max_event = settings.limits.max_event_name_bytes as usize;
+        if event.is_empty() || event.len() > max_event {
+            return Err(ApiError::BadRequest(format!(
+                "event names are 1 to {max_event} bytes long"
+            )));
+        }
+        let room = room.into_inner();
+        let published = state
+            .registry()
+            .publish(Publish {
+                room: room.clone(),
+                event,
+                data,
+            })
+            .await
+            .ok_or(ApiError::Unavailable)?;
+        match published {
+            Some(offset) => Ok(Some(Published { offset })),
+            None => Err(ApiError::NotFound(format!("no room {room:?}"))),
+        }
+    };
+    answer(&req, &state, StatusCode::OK, handler).await
+}
+
+async fn read_room(
+    req: HttpRequest,
+    room: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let handler = async {
+        let room = room.into_inner();
+        match state.registry().read_room(room.clone()).await {
+            Some(Some(detail)) => Ok(Some(detail)),
+            Some(None) => Err(ApiError::NotFound(format!("no room {room:?}"))),
+            None => Err(ApiError::Unavailable),
+        }
+    };
+    answer(&req, &state, StatusCode::OK, handler).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct RoomList {
+    rooms: Vec<parlor_protocol::RoomInfo>,
+}
+
+async fn list_rooms(
+    req: HttpRequest,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let handler = async {
+        let max = state.max_listed_rooms;
+        let query = query.map_err(|err| ApiError::BadRequest(err.to_string()))?;
+        let limit = query.limit.unwrap_or(max);
+        if limit == 0 || limit > max {
+            return Err(ApiError::BadRequest(format!("limit is 1 to {max}")));
+        }
+        let rooms = state
+            .registry()
+            .all_rooms(limit)
+            .await
+            .ok_or(ApiError::Unavailable)?;
+        Ok(Some(RoomList { rooms }))
+    };
+    answer(&req, &state, StatusCode::OK, handler).await
+}
+
+async fn disconnect(
+    req: HttpRequest,
+    session: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let handler = async {
+        let raw = session.into_inner();
+        let id: SessionId = raw
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a session id")))?;
+        match state.registry().kick_session(id).await {
+            Some(true) => Ok(None::<()>),
+            Some(false) => Err(ApiError::NotFound(format!("no session {id}"))),
+            None => Err(ApiError::Unavailable),
+        }
+    };
+    answer(&req, &state, StatusCode::NO_CONTENT, handler).await
+}

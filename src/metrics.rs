@@ -1,0 +1,219 @@
+//! The node's Prometheus metrics (`GET /metrics`), kept with `prometheus-client`. Counters are
+//! atomics bumped where things happen; the gauges of live counts are set from the registry
+//! when the metrics are scraped, so nothing on the hot path maintains them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use parlor_protocol::ErrorCode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// Which rate limit a request ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Frames,
+    Bytes,
+    Connections,
+}
+
+impl Limit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Frames => "frames",
+            Self::Bytes => "bytes",
+            Self::Connections => "connections",
+        }
+    }
+}
+
+/// How a `resume` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Every room caught up from its history.
+    Replayed,
+    /// At least one room got a snapshot instead.
+    Snapshot,
+    Refused,
+}
+
+impl ResumeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Replayed => "replayed",
+            Self::Snapshot => "snapshot",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// Every metric of one node.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: Gauge,
+    pub sessions_away: Gauge,
+    pub rooms: Gauge,
+    pub frames_in: Counter,
+    pub bytes_in: Counter,
+    pub frames_out: Counter,
+    pub bytes_out: Counter,
+    /// Recipients of each room broadcast.
+    pub fanout: Histogram,
+    errors: Family<CodeLabel, Counter>,
+    pub slow_consumer_evictions: Counter,
+    rate_limited: Family<LimitLabel, Counter>,
+    pub rate_limit_closes: Counter,
+    resumes: Family<OutcomeLabel, Counter>,
+    pub auth_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("parlor");
+        let metrics = Self {
+            sessions: Gauge::default(),
+            sessions_away: Gauge::default(),
+            rooms: Gauge::default(),
+            frames_in: Counter::default(),
+            bytes_in: Counter::default(),
+            frames_out: Counter::default(),
+            bytes_out: Counter::default(),
+            fanout: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            errors: Family::default(),
+            slow_consumer_evictions: Counter::default(),
+            rate_limited: Family::default(),
+            rate_limit_closes: Counter::default(),
+            resumes: Family::default(),
+            auth_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register("sessions", "Sessions connected", m.sessions.clone());
+        registry.register(
+            "sessions_away",
+            "Sessions whose connection dropped, seats held for a resume",
+            m.sessions_away.clone(),
+        );
+        registry.register("rooms", "Rooms open", m.rooms.clone());
+        registry.register(
+            "frames_received",
+            "WebSocket data messages received from clients",
+            m.frames_in.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Payload bytes of the messages received from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "frames_sent",
+            "Frames queued for clients",
+            m.frames_out.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Payload bytes of the frames queued for clients",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "broadcast_fanout",
+            "Members each room broadcast was delivered to",
+            m.fanout.clone(),
+        );
+        registry.register(
+            "errors",
+            "Error frames sent, by code",
+            m.errors.clone(),
+        );
+        registry.register(
+            "slow_consumer_evictions",
+            "Sessions closed for overrunning their outbound budget",
+            m.slow_consumer_evictions.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Frames dropped or connections refused by a rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "rate_limit_closes",
+            "Sessions closed for sustained rate-limit violations",
+            m.rate_limit_closes.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Resume requests, by outcome",
+            m.resumes.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Upgrades refused for a missing or invalid token or a disallowed origin",
+            m.auth_failures.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limit: Limit) {
+        self.rate_limited
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn resume(&self, outcome: ResumeOutcome) {
+        self.resumes
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts `count` frames of `bytes` bytes each queued for clients.
+    pub fn sent(&self, count: u64, bytes: usize) {
+        self.frames_out.inc_by(count);
+        self.bytes_out.inc_by(count * bytes as u64);
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,330 @@
+//! Unit tests of away sessions, resume with replay or snapshot, history bounds, the rooms a
+//! token allows, the backend operations and shutdown.
+
+use std::time::{Duration, Instant};
+
+use parlor_protocol::RoomPosition;
+
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(15);
+
+fn resumable() -> RegistryLimits {
+    RegistryLimits {
+        reconnect_grace: GRACE,
+        ..limits()
+    }
+}
+
+impl Harness {
+    /// Connects a session with resume token `token` (and `user`, `rooms` when given).
+    fn connect_as(&mut self, token: &str, user: Option<&str>, rooms: Option<&[&str]>) -> (SessionId, Recorder) {
+        let id = SessionId::new_random();
+        let outlet = Recorder::default();
+        let profile = Profile {
+            resume_token: token.into(),
+            user: user.map(Into::into),
+            rooms: rooms.map(RoomPatterns::new),
+        };
+        self.registry.connect_with(id, outlet.clone(), profile);
+        (id, outlet)
+    }
+
+    /// The position after the last room frame `frames` show for `room` (from a `joined`'s
+    /// epoch and offset and the offsets of later frames).
+    fn position(room: &str, frames: &[ServerFrame]) -> RoomPosition {
+        let mut epoch = String::new();
+        let mut next = 0;
+        for frame in frames {
+            match frame {
+                ServerFrame::Joined(j) if j.room == room => {
+                    epoch = j.epoch.clone();
+                    next = j.offset;
+                }
+                ServerFrame::Event(e) if e.room == room => next = e.offset + 1,
+                ServerFrame::Presence(p) if p.room == room => next = p.offset + 1,
+                _ => {}
+            }
+        }
+        RoomPosition {
+            room: room.into(),
+            epoch,
+            offset: next,
+        }
+    }
+
+    fn resume(
+        &mut self,
+        connection: SessionId,
+        session: SessionId,
+        token: &str,
+        positions: &[RoomPosition],
+    ) -> Result<SessionId, RequestError> {
+        let result = self
+            .registry
+            .resume(connection, session, token, positions, Some(5));
+        self.check();
+        result
+    }
+}
+
+fn events(frames: &[ServerFrame]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Event(e) => e.data.as_i64(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn emit_n(h: &mut Harness, from: SessionId, room: &str, values: std::ops::Range<i64>) {
+    for n in values {
+        h.run(
+            from,
+            ClientFrame::Emit {
+                reference: None,
+                room: room.into(),
+                event: "n".into(),
+                data: Value::from(n),
+                echo: false,
+            },
+        );
+    }
+}
+
+#[test]
+fn a_dropped_session_is_away_then_resumes_with_every_missed_frame_once_in_order() {
+    let mut h = Harness::with_limits(resumable());
+    let (a, out_a) = h.connect_as("secret-a", None, None);
+    let (b, out_b) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    emit_n(&mut h, b, "r", 0..2);
+    let seen = out_a.take();
+    assert_eq!(events(&seen), vec![0, 1]);
+    let position = Harness::position("r", &seen);
+
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    h.check();
+    match &out_b.take()[..] {
+        [.., ServerFrame::Presence(p)] => assert_eq!((p.session, p.status), (a, PresenceStatus::Away)),
+        other => panic!("expected away, got {other:?}"),
+    }
+    emit_n(&mut h, b, "r", 2..5);
+
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(h.resume(fresh, a, "secret-a", &[position]), Ok(a));
+    let frames = out_fresh.take();
+    match &frames[0] {
+        ServerFrame::Resumed(r) => {
+            assert_eq!((r.session, r.reference, r.rooms.len()), (a, Some(5), 1));
+            assert!(r.rooms[0].recovered);
+        }
+        other => panic!("expected resumed first, got {other:?}"),
+    }
+    assert_eq!(events(&frames), vec![2, 3, 4]);
+    assert!(!h.registry.sessions.contains_key(&fresh), "the fresh session is gone");
+    // The room hears the member is back, and later frames reach the new connection.
+    assert!(out_b
+        .take()
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Presence(p) if p.status == PresenceStatus::Back)));
+    emit_n(&mut h, b, "r", 5..6);
+    assert_eq!(events(&out_fresh.take()), vec![5]);
+    // Frames a sent without echo are not replayed to a.
+    assert_eq!(h.registry.away_count(), 0);
+}
+
+#[test]
+fn own_frames_without_echo_are_not_replayed_and_a_resume_while_connected_replaces_the_connection() {
+    let mut h = Harness::with_limits(resumable());
+    let (a, out_a) = h.connect_as("tok", None, None);
+    let (b, _) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    let position = Harness::position("r", &out_a.take());
+    emit_n(&mut h, a, "r", 0..3);
+    emit_n(&mut h, b, "r", 3..4);
+    // The old connection never noticed the drop: the resume closes it as replaced.
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(h.resume(fresh, a, "tok", &[position]), Ok(a));
+    assert_eq!(*out_a.evicted.borrow(), Some(Close::Replaced));
+    assert_eq!(events(&out_fresh.take()), vec![3]);
+    // The old connection's end, reported late, changes nothing.
+    h.registry.connection_ended(a, a, LeaveReason::Dropped);
+    h.check();
+    assert_eq!(h.registry.away_count(), 0);
+    assert!(h.registry.rooms["r"].is_member(a));
+}
+
+#[test]
+fn a_gap_the_history_no_longer_covers_gets_a_snapshot() {
+    let mut h = Harness::with_limits(resumable());
+    let (a, out_a) = h.connect_as("tok", None, None);
+    let (b, _) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    let position = Harness::position("r", &out_a.take());
+    h.registry.disconnect(a, LeaveReason::Timeout);
+    // History keeps 8 frames: 20 events push the gap out of it.
+    emit_n(&mut h, b, "r", 0..20);
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(h.resume(fresh, a, "tok", &[position.clone()]), Ok(a));
+    let frames = out_fresh.take();
+    match &frames[..] {
+        [ServerFrame::Resumed(r), ServerFrame::Joined(j)] => {
+            assert!(!r.rooms[0].recovered);
+            assert_eq!((j.room.as_str(), j.offset, j.reference), ("r", r.rooms[0].offset, Some(5)));
+        }
+        other => panic!("expected resumed and a snapshot, got {other:?}"),
+    }
+    // A position from another epoch is a gap too.
+    let (b2, _) = h.connect_as("tok2", None, None);
+    h.join(b2, "r");
+    h.registry.disconnect(b2, LeaveReason::Dropped);
+    let (fresh, out_fresh) = h.connect();
+    let stale = RoomPosition {
+        epoch: "another".into(),
+        offset: 0,
+        ..position
+    };
+    assert_eq!(h.resume(fresh, b2, "tok2", &[stale]), Ok(b2));
+    assert!(matches!(&out_fresh.take()[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered));
+}
+
+#[test]
+fn after_the_grace_the_session_leaves_with_timeout_and_cannot_resume() {
+    let mut h = Harness::with_limits(resumable());
+    let start = Instant::now();
+    h.registry.advance(start);
+    let (a, _) = h.connect_as("tok", None, None);
+    let (b, out_b) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    out_b.take();
+    h.registry.advance(start + GRACE - Duration::from_millis(1));
+    assert!(h.registry.rooms["r"].is_member(a), "still held within the grace");
+    h.registry.advance(start + GRACE);
+    h.check();
+    match &out_b.take()[..] {
+        // (a owned the room, so a room_update naming b follows)
+        [ServerFrame::Presence(p), ..] => assert_eq!(
+            (p.session, p.status, p.reason),
+            (a, PresenceStatus::Left, Some(LeaveReason::Timeout))
+        ),
+        other => panic!("expected left, got {other:?}"),
+    }
+    let (fresh, out_fresh) = h.connect();
+    assert!(matches!(h.resume(fresh, a, "tok", &[]), Err(RequestError::ResumeFailed(_))));
+    assert_eq!(error_code(&out_fresh.take()), Some(ErrorCode::ResumeFailed));
+    // The refused connection carries on as the fresh session it was.
+    h.join(fresh, "r");
+}
+
+#[test]
+fn a_wrong_token_a_clean_close_or_a_late_resume_is_refused() {
+    let mut h = Harness::with_limits(resumable());
+    let (a, _) = h.connect_as("right", None, None);
+    h.join(a, "r");
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    let (fresh, out) = h.connect();
+    assert!(h.resume(fresh, a, "wrong", &[]).is_err());
+    assert_eq!(error_code(&out.take()), Some(ErrorCode::ResumeFailed));
+    // Not the first request: the connection already joined a room.
+    h.join(fresh, "s");
+    assert!(h.resume(fresh, a, "right", &[]).is_err());
+    // A clean close removes the session at once: nothing to resume.
+    let (c, _) = h.connect_as("c", None, None);
+    h.join(c, "r");
+    h.registry.disconnect(c, LeaveReason::Closed);
+    assert!(!h.registry.sessions.contains_key(&c));
+    // A token for another user's session does not resume it.
+    let (u, _) = h.connect_as("u", Some("alice"), None);
+    h.join(u, "r");
+    h.registry.disconnect(u, LeaveReason::Dropped);
+    let (mallory, _) = h.connect_as("m", Some("mallory"), None);
+    assert!(h.resume(mallory, u, "u", &[]).is_err());
+}
+
+#[test]
+fn history_is_bounded_by_frames_and_by_bytes() {
+    let mut limits = resumable();
+    limits.history_frames = 1000;
+    limits.history_bytes = 600;
+    let mut h = Harness::with_limits(limits);
+    let (a, _) = h.connect();
+    h.join(a, "r");
+    emit_n(&mut h, a, "r", 0..200);
+    let history = &h.registry.rooms["r"].history;
+    assert!(history.bytes() <= 600 && history.len() < 200, "{} frames, {} bytes", history.len(), history.bytes());
+    assert!(history.since(0).is_none(), "the oldest frames are forgotten");
+    assert!(history.since(history.next_offset).is_some());
+}
+
+#[test]
+fn room_patterns_limit_join_create_and_matchmaking() {
+    let mut h = Harness::new();
+    let (a, out) = h.connect_as("t", Some("alice"), Some(&["game-*"]));
+    h.join(a, "game-1");
+    assert!(h.registry.rooms["game-1"].is_member(a));
+    h.join(a, "chat");
+    assert_eq!(error_code(&out.take()), Some(ErrorCode::Forbidden));
+    assert!(!h.registry.rooms.contains_key("chat"));
+    // join_or_create makes rooms with server ids, which "game-*" does not allow.
+    h.run(
+        a,
+        ClientFrame::JoinOrCreate {
+            reference: Some(3),
+            filter: RoomFilter::default(),
+            options: RoomOptions::default(),
+        },
+    );
+    let frames = out.take();
+    assert!(
+        frames.iter().any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "game-1")) == false
+            && error_code(&frames) == Some(ErrorCode::Forbidden),
+        "{frames:?}"
+    );
+    // Members see the user id in presence and in `joined`.
+    let (b, out_b) = h.connect_as("t2", Some("bob"), None);
+    h.join(b, "game-1");
+    let joined = out_b.take();
+    assert!(joined.iter().any(|f| matches!(f, ServerFrame::Joined(j) if j.users.get(&a).map(String::as_str) == Some("alice"))));
+    assert!(out.take().iter().any(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_deref() == Some("bob"))));
+}
+
+#[test]
+fn backend_publish_read_kick_and_shutdown() {
+    let mut h = Harness::with_limits(resumable());
+    let (a, out_a) = h.connect();
+    h.join(a, "r");
+    out_a.take();
+    assert_eq!(h.registry.publish("nowhere", "e".into(), Value::Nil), None);
+    let offset = h.registry.publish("r", "news".into(), Value::from("hi"));
+    match &out_a.take()[..] {
+        [ServerFrame::Event(e)] => assert_eq!((e.from, Some(e.offset)), (BACKEND, offset)),
+        other => panic!("{other:?}"),
+    }
+    let detail = h.registry.room_detail("r");
+    assert!(detail.is_some_and(|d| d.members.len() == 1 && d.members[0].session == a));
+    assert!(h.registry.kick_session(a));
+    assert_eq!(*out_a.evicted.borrow(), Some(Close::Evicted(LeaveReason::Kicked)));
+    assert!(!h.registry.kick_session(a));
+    h.check();
+
+    let (b, out_b) = h.connect();
+    let (c, out_c) = h.connect();
+    h.join(b, "s");
+    h.join(c, "s");
+    out_b.take();
+    out_c.take();
+    h.registry.shut_down();
+    assert_eq!(*out_b.evicted.borrow(), Some(Close::ShuttingDown));
+    assert_eq!(*out_c.evicted.borrow(), Some(Close::ShuttingDown));
+    // As the connections end, nobody is told (and nobody is held away).
+    h.registry.disconnect(b, LeaveReason::Dropped);
+    assert!(out_c.take().is_empty());
+    assert_eq!(h.registry.away_count(), 0);
+}
