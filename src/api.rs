@@ -101,9 +101,10 @@ async fn answer<T: Serialize>(
                 },
             );
             if matches!(err, ApiError::Unauthorized) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
             }
             response
         }

@@ -165,7 +165,11 @@ impl Verifier {
         let claims = data.claims;
         let user = match claims.get("sub") {
             Some(serde_json::Value::String(sub)) if !sub.is_empty() => sub.clone(),
-            _ => return Err(AuthError::Invalid("`sub` must be a non-empty string".into())),
+            _ => {
+                return Err(AuthError::Invalid(
+                    "`sub` must be a non-empty string".into(),
+                ))
+            }
         };
         let rooms = match claims.get(&self.rooms_claim) {
             None | Some(serde_json::Value::Null) => None,
@@ -205,7 +209,11 @@ fn token_of(req: &HttpRequest) -> Option<String> {
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(BEARER_PROTOCOL_PREFIX).map(str::to_owned));
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix(BEARER_PROTOCOL_PREFIX)
+                .map(str::to_owned)
+        });
     if from_protocol.is_some() {
         return from_protocol;
     }

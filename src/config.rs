@@ -253,7 +253,11 @@ impl Config {
         }
         let r = &self.rate_limits;
         for (key, rate, burst) in [
-            ("rate_limits.frame_burst", r.frames_per_second, r.frame_burst),
+            (
+                "rate_limits.frame_burst",
+                r.frames_per_second,
+                r.frame_burst,
+            ),
             ("rate_limits.byte_burst", r.bytes_per_second, r.byte_burst),
             (
                 "rate_limits.connection_burst",

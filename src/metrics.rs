@@ -143,11 +143,7 @@ impl Metrics {
             "Members each room broadcast was delivered to",
             m.fanout.clone(),
         );
-        registry.register(
-            "errors",
-            "Error frames sent, by code",
-            m.errors.clone(),
-        );
+        registry.register("errors", "Error frames sent, by code", m.errors.clone());
         registry.register(
             "slow_consumer_evictions",
             "Sessions closed for overrunning their outbound budget",
@@ -163,11 +159,7 @@ impl Metrics {
             "Sessions closed for sustained rate-limit violations",
             m.rate_limit_closes.clone(),
         );
-        registry.register(
-            "resumes",
-            "Resume requests, by outcome",
-            m.resumes.clone(),
-        );
+        registry.register("resumes", "Resume requests, by outcome", m.resumes.clone());
         registry.register(
             "auth_failures",
             "Upgrades refused for a missing or invalid token or a disallowed origin",

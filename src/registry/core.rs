@@ -221,7 +221,7 @@ pub struct Registry<O> {
     now: Instant,
     /// Shutting down: sessions that end are removed without telling anyone.
     closing: bool,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl<O: Outlet> Registry<O> {
@@ -313,11 +313,7 @@ impl<O: Outlet> Registry<O> {
         let user = entry.profile.user.clone();
         self.lobby.unsubscribe(id);
         for room_name in &rooms {
-            if let Some(member) = self
-                .rooms
-                .get_mut(room_name)
-                .and_then(|r| r.member_mut(id))
-            {
+            if let Some(member) = self.rooms.get_mut(room_name).and_then(|r| r.member_mut(id)) {
                 member.outlet = None;
             }
             self.broadcast(room_name, Some(id), |offset| {
@@ -382,9 +378,10 @@ impl<O: Outlet> Registry<O> {
         positions: &[RoomPosition],
         reference: Option<Ref>,
     ) -> Result<SessionId, RequestError> {
-        let fresh = self.sessions.get(&connection).ok_or(RequestError::ResumeFailed(
-            "this connection has ended",
-        ))?;
+        let fresh = self
+            .sessions
+            .get(&connection)
+            .ok_or(RequestError::ResumeFailed("this connection has ended"))?;
         if !fresh.rooms.is_empty() || self.lobby.is_subscribed(connection) {
             return Err(RequestError::ResumeFailed(
                 "resume must come before any join or lobby subscription",
@@ -392,7 +389,8 @@ impl<O: Outlet> Registry<O> {
         }
         let genuine = connection != session
             && self.sessions.get(&session).is_some_and(|old| {
-                same_secret(token, &old.profile.resume_token) && old.profile.user == fresh.profile.user
+                same_secret(token, &old.profile.resume_token)
+                    && old.profile.user == fresh.profile.user
             });
         if !genuine {
             return Err(RequestError::ResumeFailed(
@@ -443,7 +441,12 @@ impl<O: Outlet> Registry<O> {
                     }
                     fits
                 });
-            plans.push((room_name.clone(), room.history.epoch.clone(), room.history.next_offset, replay));
+            plans.push((
+                room_name.clone(),
+                room.history.epoch.clone(),
+                room.history.next_offset,
+                replay,
+            ));
         }
         let resumed = ServerFrame::Resumed(ResumedFrame {
             reference,
@@ -570,6 +573,21 @@ impl<O: Outlet> Registry<O> {
             .take(limit)
             .map(|(name, room)| room.info(name))
             .collect()
+    }
+
+    /// The rooms session `id` is in.
+    pub fn rooms_of(&self, id: SessionId) -> Vec<String> {
+        self.sessions
+            .get(&id)
+            .map(|e| e.rooms.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where room `room_name`'s history is: its epoch and the offset of its next frame.
+    pub fn position_of(&self, room_name: &str) -> Option<(String, u64)> {
+        self.rooms
+            .get(room_name)
+            .map(|r| (r.history.epoch.clone(), r.history.next_offset))
     }
 
     fn user_of(&self, id: SessionId) -> Option<String> {
@@ -1392,10 +1410,16 @@ impl<O: Outlet> Registry<O> {
             }
             for member in &room.members {
                 let Some(session) = self.sessions.get(&member.id) else {
-                    return Err(format!("{} is in room {name:?} but is no session", member.id));
+                    return Err(format!(
+                        "{} is in room {name:?} but is no session",
+                        member.id
+                    ));
                 };
                 if !session.rooms.contains(name) {
-                    return Err(format!("{} is in room {name:?} but does not list it", member.id));
+                    return Err(format!(
+                        "{} is in room {name:?} but does not list it",
+                        member.id
+                    ));
                 }
                 if member.outlet.is_none() != session.away_since.is_some() {
                     return Err(format!("{} is away in one place only", member.id));
@@ -1409,7 +1433,9 @@ impl<O: Outlet> Registry<O> {
         }
         for (id, entry) in &self.sessions {
             if entry.outlet.is_none() != entry.away_since.is_some() {
-                return Err(format!("{id} has no outlet but is not away, or the reverse"));
+                return Err(format!(
+                    "{id} has no outlet but is not away, or the reverse"
+                ));
             }
             if entry.away_since.is_some() && entry.rooms.is_empty() {
                 return Err(format!("{id} is away in no room"));

@@ -6,6 +6,8 @@ pub mod actor;
 mod core;
 mod lobby;
 mod room;
+#[cfg(any(test, feature = "script"))]
+pub mod script;
 
 pub use self::core::{
     Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,

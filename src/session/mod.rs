@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler,
-    WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler, WrapFuture,
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::Bytes;
@@ -283,8 +282,9 @@ impl Session {
         };
         let registry = self.registry.clone();
         let answer = async move { registry.resume(request).await };
-        let answer = answer.into_actor(self).map(
-            |answer, session, ctx| match answer {
+        let answer = answer
+            .into_actor(self)
+            .map(|answer, session, ctx| match answer {
                 Some(Some(id)) => {
                     tracing::debug!(from = %session.id, to = %id, "session resumed");
                     session.id = id;
@@ -296,8 +296,7 @@ impl Session {
                     close::INTERNAL_ERROR,
                     "registry stopped",
                 ),
-            },
-        );
+            });
         ctx.wait(answer);
     }
 

@@ -403,7 +403,10 @@ fn an_overflowing_member_is_evicted_as_slow_consumer_and_the_rest_keep_receiving
     out_b.take();
     h.run(a, emit("r", false));
     h.registry.check_invariants().unwrap();
-    assert_eq!(*out_slow.evicted.borrow(), Some(Close::Evicted(LeaveReason::SlowConsumer)));
+    assert_eq!(
+        *out_slow.evicted.borrow(),
+        Some(Close::Evicted(LeaveReason::SlowConsumer))
+    );
     assert_eq!(h.registry.session_count(), 2);
     let b_frames = out_b.take();
     assert!(matches!(&b_frames[0], ServerFrame::Event(_)));
@@ -424,5 +427,6 @@ fn requests_from_unknown_sessions_are_ignored() {
     );
 }
 
-mod rooms;
+mod props;
 mod resume;
+mod rooms;

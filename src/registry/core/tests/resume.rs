@@ -18,7 +18,12 @@ fn resumable() -> RegistryLimits {
 
 impl Harness {
     /// Connects a session with resume token `token` (and `user`, `rooms` when given).
-    fn connect_as(&mut self, token: &str, user: Option<&str>, rooms: Option<&[&str]>) -> (SessionId, Recorder) {
+    fn connect_as(
+        &mut self,
+        token: &str,
+        user: Option<&str>,
+        rooms: Option<&[&str]>,
+    ) -> (SessionId, Recorder) {
         let id = SessionId::new_random();
         let outlet = Recorder::default();
         let profile = Profile {
@@ -108,7 +113,9 @@ fn a_dropped_session_is_away_then_resumes_with_every_missed_frame_once_in_order(
     h.registry.disconnect(a, LeaveReason::Dropped);
     h.check();
     match &out_b.take()[..] {
-        [.., ServerFrame::Presence(p)] => assert_eq!((p.session, p.status), (a, PresenceStatus::Away)),
+        [.., ServerFrame::Presence(p)] => {
+            assert_eq!((p.session, p.status), (a, PresenceStatus::Away))
+        }
         other => panic!("expected away, got {other:?}"),
     }
     emit_n(&mut h, b, "r", 2..5);
@@ -124,7 +131,10 @@ fn a_dropped_session_is_away_then_resumes_with_every_missed_frame_once_in_order(
         other => panic!("expected resumed first, got {other:?}"),
     }
     assert_eq!(events(&frames), vec![2, 3, 4]);
-    assert!(!h.registry.sessions.contains_key(&fresh), "the fresh session is gone");
+    assert!(
+        !h.registry.sessions.contains_key(&fresh),
+        "the fresh session is gone"
+    );
     // The room hears the member is back, and later frames reach the new connection.
     assert!(out_b
         .take()
@@ -175,7 +185,10 @@ fn a_gap_the_history_no_longer_covers_gets_a_snapshot() {
     match &frames[..] {
         [ServerFrame::Resumed(r), ServerFrame::Joined(j)] => {
             assert!(!r.rooms[0].recovered);
-            assert_eq!((j.room.as_str(), j.offset, j.reference), ("r", r.rooms[0].offset, Some(5)));
+            assert_eq!(
+                (j.room.as_str(), j.offset, j.reference),
+                ("r", r.rooms[0].offset, Some(5))
+            );
         }
         other => panic!("expected resumed and a snapshot, got {other:?}"),
     }
@@ -190,7 +203,9 @@ fn a_gap_the_history_no_longer_covers_gets_a_snapshot() {
         ..position
     };
     assert_eq!(h.resume(fresh, b2, "tok2", &[stale]), Ok(b2));
-    assert!(matches!(&out_fresh.take()[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered));
+    assert!(
+        matches!(&out_fresh.take()[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered)
+    );
 }
 
 #[test]
@@ -205,7 +220,10 @@ fn after_the_grace_the_session_leaves_with_timeout_and_cannot_resume() {
     h.registry.disconnect(a, LeaveReason::Dropped);
     out_b.take();
     h.registry.advance(start + GRACE - Duration::from_millis(1));
-    assert!(h.registry.rooms["r"].is_member(a), "still held within the grace");
+    assert!(
+        h.registry.rooms["r"].is_member(a),
+        "still held within the grace"
+    );
     h.registry.advance(start + GRACE);
     h.check();
     match &out_b.take()[..] {
@@ -217,7 +235,10 @@ fn after_the_grace_the_session_leaves_with_timeout_and_cannot_resume() {
         other => panic!("expected left, got {other:?}"),
     }
     let (fresh, out_fresh) = h.connect();
-    assert!(matches!(h.resume(fresh, a, "tok", &[]), Err(RequestError::ResumeFailed(_))));
+    assert!(matches!(
+        h.resume(fresh, a, "tok", &[]),
+        Err(RequestError::ResumeFailed(_))
+    ));
     assert_eq!(error_code(&out_fresh.take()), Some(ErrorCode::ResumeFailed));
     // The refused connection carries on as the fresh session it was.
     h.join(fresh, "r");
@@ -258,8 +279,16 @@ fn history_is_bounded_by_frames_and_by_bytes() {
     h.join(a, "r");
     emit_n(&mut h, a, "r", 0..200);
     let history = &h.registry.rooms["r"].history;
-    assert!(history.bytes() <= 600 && history.len() < 200, "{} frames, {} bytes", history.len(), history.bytes());
-    assert!(history.since(0).is_none(), "the oldest frames are forgotten");
+    assert!(
+        history.bytes() <= 600 && history.len() < 200,
+        "{} frames, {} bytes",
+        history.len(),
+        history.bytes()
+    );
+    assert!(
+        history.since(0).is_none(),
+        "the oldest frames are forgotten"
+    );
     assert!(history.since(history.next_offset).is_some());
 }
 
@@ -283,7 +312,10 @@ fn room_patterns_limit_join_create_and_matchmaking() {
     );
     let frames = out.take();
     assert!(
-        frames.iter().any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "game-1")) == false
+        frames
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "game-1"))
+            == false
             && error_code(&frames) == Some(ErrorCode::Forbidden),
         "{frames:?}"
     );
@@ -292,7 +324,10 @@ fn room_patterns_limit_join_create_and_matchmaking() {
     h.join(b, "game-1");
     let joined = out_b.take();
     assert!(joined.iter().any(|f| matches!(f, ServerFrame::Joined(j) if j.users.get(&a).map(String::as_str) == Some("alice"))));
-    assert!(out.take().iter().any(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_deref() == Some("bob"))));
+    assert!(out
+        .take()
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Presence(p) if p.user.as_deref() == Some("bob"))));
 }
 
 #[test]
@@ -310,7 +345,10 @@ fn backend_publish_read_kick_and_shutdown() {
     let detail = h.registry.room_detail("r");
     assert!(detail.is_some_and(|d| d.members.len() == 1 && d.members[0].session == a));
     assert!(h.registry.kick_session(a));
-    assert_eq!(*out_a.evicted.borrow(), Some(Close::Evicted(LeaveReason::Kicked)));
+    assert_eq!(
+        *out_a.evicted.borrow(),
+        Some(Close::Evicted(LeaveReason::Kicked))
+    );
     assert!(!h.registry.kick_session(a));
     h.check();
 

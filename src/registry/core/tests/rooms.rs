@@ -150,10 +150,7 @@ fn a_hand_locked_room_stays_locked_until_unlocked_by_its_owner() {
             room: "r".into(),
         },
     );
-    assert_eq!(
-        error_code(&h.frames_of(b)),
-        Some(ErrorCode::NotOwner)
-    );
+    assert_eq!(error_code(&h.frames_of(b)), Some(ErrorCode::NotOwner));
     h.run(
         a,
         ClientFrame::Lock {
