@@ -10,8 +10,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use parlor_protocol::{
     decode_server, encode_client, ClientFrame, DecodeError, Document, ErrorFrame, JoinedFrame,
-    Metadata, Ref, RoomFilter, RoomInfo, RoomOptions, ServerFrame, SessionId, StateError, StateOp,
-    StatePatchFrame, Value, WelcomeFrame,
+    Metadata, Ref, ResumedFrame, RoomFilter, RoomInfo, RoomOptions, RoomPosition, ServerFrame,
+    SessionId, StateError, StateOp, StatePatchFrame, Value, WelcomeFrame,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -153,6 +153,9 @@ impl Client {
                 ServerFrame::RoomList {
                     reference: Some(r), ..
                 } if r == reference => return Ok(Some(frame)),
+                ServerFrame::Resumed(ref resumed) if resumed.reference == Some(reference) => {
+                    return Ok(Some(frame))
+                }
                 other if found.is_none() && wanted(&other, reference) => found = Some(other),
                 other => self.backlog.push_back(other),
             }
@@ -178,6 +181,31 @@ impl Client {
         match self.request_with(frame, |_, _| false).await? {
             Some(ServerFrame::RoomList { rooms, .. }) => Ok(rooms),
             _ => Err(ClientError::Unexpected("ok instead of room_list".into())),
+        }
+    }
+
+    /// Takes back session `session` (dropped, or on a connection this client gave up) with the
+    /// `resume_token` its `welcome` carried, catching up each room from `positions`. Must be
+    /// this connection's first request. On success this client is that session; the missed
+    /// frames (or a `joined` per room the history no longer covers) follow the `resumed`.
+    pub async fn resume(
+        &mut self,
+        session: SessionId,
+        token: &str,
+        positions: Vec<RoomPosition>,
+    ) -> Result<ResumedFrame> {
+        let frame = ClientFrame::Resume {
+            reference: None,
+            session,
+            token: token.to_owned(),
+            rooms: positions,
+        };
+        match self.request_with(frame, |_, _| false).await? {
+            Some(ServerFrame::Resumed(resumed)) => {
+                self.welcome.session = resumed.session;
+                Ok(resumed)
+            }
+            _ => Err(ClientError::Unexpected("ok instead of resumed".into())),
         }
     }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real node on 127.0.0.1 (port 0) and real WebSocket clients.
 
+mod auth;
 mod bad_input;
 mod binary;
 mod browser;
@@ -7,6 +8,8 @@ mod cleanup;
 mod common;
 mod limits;
 mod lobby;
+mod rate;
+mod resume;
 mod rooms;
 mod slow_consumer;
 mod state;
