@@ -136,3 +136,37 @@ pub async fn assert_usable(client: &mut Client, room: &str) {
     )
     .await;
 }
+
+/// An HTTP request with `headers` and a `body`, as (status, content type, body bytes),
+/// whatever the status.
+pub async fn http(
+    node: &BackgroundNode,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, Vec<u8>) {
+    let url = node.http_url(path);
+    let method = method.to_owned();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut request = ureq::request(&method, &url);
+        for (name, value) in &headers {
+            request = request.set(name, value);
+        }
+        let response = match request.send_bytes(&body) {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("{method} {url}: {err}"),
+        };
+        let status = response.status();
+        let content_type = response.content_type().to_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("body");
+        (status, content_type, bytes)
+    })
+    .await
+    .unwrap()
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real node on 127.0.0.1 (port 0) and real WebSocket clients.
 
+mod api;
 mod auth;
 mod bad_input;
 mod binary;
@@ -8,8 +9,10 @@ mod cleanup;
 mod common;
 mod limits;
 mod lobby;
+mod metrics;
 mod rate;
 mod resume;
 mod rooms;
+mod shutdown;
 mod slow_consumer;
 mod state;

@@ -1,0 +1,199 @@
+//! The backend API: publish into a room (JSON and MessagePack), read a room, list rooms,
+//! disconnect a session; a bad or missing key gets 401, and without a key the API is off.
+
+use parlor_client::protocol::{close, decode_value, encode_value, ServerFrame, SessionId, Value};
+
+use crate::common::*;
+
+const KEY: &str = "backend-key-0123456789";
+
+fn api_node() -> parlor::BackgroundNode {
+    let mut config = test_config();
+    config.api.key = KEY.into();
+    start(config)
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[tokio::test]
+async fn publish_reaches_every_member_of_the_room() {
+    let node = api_node();
+    let mut a = connect(&node).await;
+    let mut b = connect(&node).await;
+    a.join("table").await.expect("join");
+    b.join("table").await.expect("join");
+    let auth = bearer(KEY);
+    let body = serde_json::json!({"event": "deal", "data": {"cards": [1, 2, 3]}});
+    let (status, _, answer) = http(
+        &node,
+        "POST",
+        "/api/rooms/table/events",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    for client in [&mut a, &mut b] {
+        let frame =
+            next_matching(client, "the event", |f| matches!(f, ServerFrame::Event(_))).await;
+        let ServerFrame::Event(event) = frame else {
+            unreachable!()
+        };
+        assert_eq!(event.from, SessionId::NIL);
+        assert_eq!(event.event, "deal");
+        assert_eq!(Some(event.offset), answer["offset"].as_u64());
+        assert_eq!(
+            event.data,
+            Value::Map(vec![(
+                Value::from("cards"),
+                Value::Array(vec![Value::from(1), Value::from(2), Value::from(3)])
+            )])
+        );
+    }
+    // The same in MessagePack, answered in MessagePack.
+    let body = encode_value(&serde_json::json!({"event": "tick", "data": 7}));
+    let (status, content_type, answer) = http(
+        &node,
+        "POST",
+        "/api/rooms/table/events",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/msgpack"),
+            ("accept", "application/msgpack"),
+        ],
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/msgpack")
+    );
+    let answer: serde_json::Value = decode_value(&answer, 8).expect("msgpack answer");
+    assert!(answer["offset"].as_u64().is_some());
+    let frame = next_matching(
+        &mut a,
+        "the tick",
+        |f| matches!(f, ServerFrame::Event(e) if e.event == "tick"),
+    )
+    .await;
+    assert!(matches!(frame, ServerFrame::Event(e) if e.data == Value::from(7)));
+    // No such room: 404.
+    let (status, _, _) = http(
+        &node,
+        "POST",
+        "/api/rooms/nowhere/events",
+        &[("authorization", &auth)],
+        br#"{"event":"x"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_bad_or_missing_key_gets_401_and_no_key_configured_turns_the_api_off() {
+    let node = api_node();
+    let mut a = connect(&node).await;
+    a.join("table").await.expect("join");
+    let body = br#"{"event":"forged"}"#.to_vec();
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer wrong-key-0123456789")],
+    ] {
+        let (status, _, answer) = http(
+            &node,
+            "POST",
+            "/api/rooms/table/events",
+            &headers,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&answer));
+    }
+    let (status, _, _) = http(&node, "GET", "/api/rooms", &[], vec![]).await;
+    assert_eq!(status, 401);
+    // Nothing reached the room: the next event is a marker.
+    a.emit("table", "marker", Value::Nil, true)
+        .await
+        .expect("emit");
+    let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+    assert!(matches!(frame, ServerFrame::Event(e) if e.event == "marker"));
+
+    let off = start(test_config());
+    let (status, _, _) = http(
+        &off,
+        "GET",
+        "/api/rooms",
+        &[("authorization", "Bearer ")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn read_list_and_disconnect() {
+    let node = api_node();
+    let auth = bearer(KEY);
+    let mut a = connect(&node).await;
+    a.create(
+        Some("secret"),
+        parlor_client::protocol::RoomOptions {
+            private: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    a.update_state(
+        "secret",
+        vec![parlor_client::protocol::StateOp::Set {
+            path: vec!["score".into()],
+            value: Value::from(3),
+        }],
+        None,
+    )
+    .await
+    .expect("update");
+    let (status, _, body) = http(
+        &node,
+        "GET",
+        "/api/rooms/secret",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let room: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(room["room"], "secret");
+    assert_eq!(room["private"], true);
+    assert_eq!(room["state"]["score"], 3);
+    assert_eq!(room["version"], 1);
+    assert_eq!(room["members"][0]["session"], a.session_id().to_string());
+    // Private rooms are listed to the backend, not to GET /rooms.
+    let (_, _, body) = http(
+        &node,
+        "GET",
+        "/api/rooms",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(list["rooms"][0]["room"], "secret");
+    let (_, public) = get_json(&node, "/rooms").await;
+    assert_eq!(public["rooms"].as_array().map(Vec::len), Some(0));
+
+    let path = format!("/api/sessions/{}", a.session_id());
+    let (status, _, _) = http(&node, "DELETE", &path, &[("authorization", &auth)], vec![]).await;
+    assert_eq!(status, 204);
+    let closed = within(5, "the close", a.wait_closed()).await;
+    assert_eq!(closed.map(|c| u16::from(c.code)), Some(close::KICKED));
+    let (status, _, _) = http(&node, "DELETE", &path, &[("authorization", &auth)], vec![]).await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,83 @@
+//! Graceful shutdown of the real binary: on SIGTERM or SIGINT every client sees close 1001
+//! (going away) and the process exits 0 within `shutdown_timeout`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use parlor_client::protocol::close;
+use parlor_client::Client;
+
+use crate::common::within;
+
+const SHUTDOWN_TIMEOUT_MS: u64 = 3000;
+
+/// Starts the `parlor` binary on a free port; returns it and its address once it answers.
+async fn start_binary() -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_parlor"))
+        .args(["--bind", &addr, "--config", "/dev/null"])
+        .env(
+            "PARLOR_SERVER_SHUTDOWN_TIMEOUT_MS",
+            SHUTDOWN_TIMEOUT_MS.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start parlor");
+    let url = format!("ws://{addr}/ws");
+    within(20, "the server to listen", async {
+        while Client::connect(&url).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    (child, url)
+}
+
+async fn shuts_down_on(signal: &str) {
+    let (mut child, url) = start_binary().await;
+    let mut clients = Vec::new();
+    for n in 0..5 {
+        let mut client = Client::connect(&url).await.expect("connect");
+        client.join(&format!("room-{}", n % 2)).await.expect("join");
+        clients.push(client);
+    }
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let signalled = Instant::now();
+    for client in clients {
+        let closed = within(10, "the close", client.wait_closed()).await;
+        assert_eq!(closed.map(|c| u16::from(c.code)), Some(close::GOING_AWAY));
+    }
+    // The process ends by itself, with status 0, within the timeout (plus time to be seen).
+    let limit = Duration::from_millis(SHUTDOWN_TIMEOUT_MS) + Duration::from_secs(2);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if signalled.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} after SIG{signal}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_session_with_1001_and_exits_0() {
+    shuts_down_on("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_does_the_same() {
+    shuts_down_on("INT").await;
+}
