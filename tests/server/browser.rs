@@ -31,7 +31,12 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
     );
     let artifacts = root.join("target/test-artifacts/browser");
     let _ = std::fs::remove_dir_all(&artifacts);
-    let node = start(test_config());
+    // A browser under a loaded CI machine may answer pings late: a generous timeout, so that
+    // this test is about the lobby and not about the heartbeat.
+    let mut config = test_config();
+    config.session.heartbeat_interval_ms = 1_000;
+    config.session.client_timeout_ms = 20_000;
+    let node = start(config);
     let base = node.http_url("/");
     let run = tokio::process::Command::new("node")
         .arg(script_dir.join("lobby.mjs"))
