@@ -117,9 +117,16 @@ function show(joined) {
       }
     }),
     room.on("presence", (p) => {
-      system(p.status === "joined" ? `${nameOf(p.session)} joined.` : `${nameOf(p.session)} left (${p.reason}).`);
+      const what = {
+        joined: "joined.",
+        left: `left (${p.reason}).`,
+        away: "lost their connection; their seat is held.",
+        back: "is back.",
+      }[p.status] ?? p.status;
+      system(`${nameOf(p.session)} ${what}`);
       renderMembers();
     }),
+    room.on("reset", () => { system("Reconnected; the room is as it is now."); renderMembers(); renderGrid(); }),
     room.on("update", () => { renderRoomHead(); renderMembers(); }),
     room.on("state", () => { renderMembers(); renderGrid(); }),
     room.on("left", (frame) => {
@@ -178,6 +185,7 @@ function renderMembers() {
     li.append(name);
     if (id === room.owner) li.append(Object.assign(document.createElement("span"), { className: "badge", textContent: "owner" }));
     if (id === parlor.session) li.append(Object.assign(document.createElement("span"), { className: "badge", textContent: "you" }));
+    if (room.away.has(id)) li.append(Object.assign(document.createElement("span"), { className: "badge away", textContent: "away" }));
     if (room.isOwner && id !== parlor.session) {
       const kick = Object.assign(document.createElement("button"), { textContent: "kick", title: `remove ${nameOf(id)}` });
       kick.onclick = () => room.kick(id).catch((err) => showError("room-error", err));
@@ -251,20 +259,52 @@ nameInput.onchange = () => {
 
 // ---- connection -------------------------------------------------------------------------------
 
+const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+// Close codes after which the session may still be held for us: going away (1001), a lost
+// connection (1006), a heartbeat timeout (4000).
+const RESUMABLE = new Set([1001, 1006, 4000]);
+
 async function start() {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   try {
     parlor = await Parlor.connect(url);
   } catch (err) {
     setStatus(`cannot connect: ${err.message}`, false);
     return;
   }
+  await wire();
+}
+
+/** Listens to the current connection and watches the lobby through it. */
+async function wire() {
   setStatus(`connected as ${short(parlor.session)}`, true);
   document.body.dataset.session = parlor.session;
   parlor.on("lobby", renderLobby);
-  parlor.on("close", (e) => { setStatus(`disconnected (${e.code}); reload to reconnect`, false); });
+  parlor.on("close", (e) => {
+    if (RESUMABLE.has(e.code)) reconnect(1);
+    else setStatus(`disconnected (${e.code}); reload to reconnect`, false);
+  });
   await parlor.subscribeLobby({});
   document.body.dataset.ready = "true";
+}
+
+/** Takes the session back (same seats, missed frames replayed) within the server's grace. */
+async function reconnect(attempt) {
+  const grace = parlor.welcome.reconnect_grace_ms;
+  setStatus(`connection lost; reconnecting (attempt ${attempt})`, false);
+  await new Promise((done) => setTimeout(done, Math.min(500 * attempt, 4000)));
+  try {
+    parlor = await Parlor.resume(url, parlor);
+    if (room) room = parlor.rooms.get(room.name) ?? null;
+    await wire();
+  } catch (err) {
+    if (err instanceof Error && err.code === "resume_failed") {
+      setStatus("the session expired; reload to start again", false);
+    } else if (500 * attempt < grace) {
+      reconnect(attempt + 1);
+    } else {
+      setStatus(`cannot reconnect: ${err.message}`, false);
+    }
+  }
 }
 
 start();

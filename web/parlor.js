@@ -302,8 +302,15 @@ export class Room extends Emitter {
   constructor(client, joined) {
     super();
     this.client = client;
+    this.reset(joined);
+  }
+
+  /** Takes everything from a `joined` (on joining, or a snapshot after a resume). */
+  reset(joined) {
     this.name = joined.room;
     this.members = joined.members;
+    this.away = new Set(joined.away ?? []);
+    this.users = joined.users ?? {};
     this.owner = joined.owner;
     this.maxMembers = joined.max_members;
     this.locked = joined.locked;
@@ -311,7 +318,13 @@ export class Room extends Emitter {
     this.metadata = joined.metadata;
     this.state = joined.state;
     this.version = joined.version;
+    // Where this client is in the room's history, for a resume.
+    this.epoch = joined.epoch;
+    this.next = joined.offset;
   }
+
+  /** This client's position in the room, as `resume` takes it. */
+  get position() { return { room: this.name, epoch: this.epoch, offset: this.next }; }
 
   get isOwner() { return this.owner === this.client.session; }
 
@@ -358,6 +371,28 @@ export class Parlor extends Emitter {
       ws.addEventListener("close", (e) => reject(new Error(`closed before welcome (${e.code})`)), { once: true });
       client.welcomed = resolve.bind(null, client);
     });
+  }
+
+  /**
+   * After `previous` lost its connection: connects again and takes its session back with
+   * `resume`, keeping its Room objects (caught up by replay, or reset from a snapshot).
+   * Resolves with the new Parlor; rejects (ParlorError `resume_failed`) when the session is
+   * gone, and the caller then starts afresh. Listeners on the old Parlor are not carried over.
+   */
+  static async resume(url, previous) {
+    const client = await Parlor.connect(url);
+    client.adopting = previous.rooms;
+    const rooms = [...previous.rooms.values()].map((room) => room.position);
+    try {
+      await client.request({
+        type: "resume", session: previous.session, token: previous.resumeToken, rooms,
+      });
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    client.resumeToken = previous.resumeToken;
+    return client;
   }
 
   constructor(ws) {
@@ -418,6 +453,20 @@ export class Parlor extends Emitter {
   send(to, event, data = null) { return this.request({ type: "send", to, event, data }); }
   close() { this.ws.close(1000); }
 
+  /** Answers the request an `ok`, `room_list`, `resumed` or `error` names. */
+  settle(frame) {
+    const waiting = this.pending.get(frame.ref);
+    if (!waiting) {
+      if (frame.type === "error") this.emitLocal("error", new ParlorError(frame));
+      return;
+    }
+    this.pending.delete(frame.ref);
+    if (frame.type === "error") waiting.reject(new ParlorError(frame));
+    else if (frame.type === "room_list") waiting.resolve(frame.rooms);
+    else if (frame.type === "resumed") waiting.resolve(frame);
+    else waiting.resolve(waiting.joined ?? undefined);
+  }
+
   receive(data) {
     let frame;
     try {
@@ -427,14 +476,37 @@ export class Parlor extends Emitter {
       return;
     }
     const room = this.rooms.get(frame.room);
+    // Every room frame moves this client's position in that room's history.
+    if (room && typeof frame.offset === "number" && frame.type !== "joined") {
+      room.next = Math.max(room.next, frame.offset + 1);
+    }
     switch (frame.type) {
       case "welcome":
         this.session = frame.session;
         this.welcome = frame;
+        this.resumeToken = frame.resume_token;
         this.welcomed?.();
         break;
+      case "resumed":
+        // The rooms come over before the replayed frames that follow are read.
+        this.session = frame.session;
+        for (const { room: name } of frame.rooms) {
+          const adopted = this.adopting?.get(name);
+          if (adopted) {
+            adopted.client = this;
+            this.rooms.set(name, adopted);
+          }
+        }
+        this.adopting = null;
+        this.settle(frame);
+        break;
       case "joined": {
-        const joined = new Room(this, frame);
+        const existing = this.rooms.get(frame.room);
+        const joined = existing ?? new Room(this, frame);
+        if (existing) {
+          existing.reset(frame);
+          existing.emitLocal("reset", frame);
+        }
         this.rooms.set(frame.room, joined);
         const waiting = this.pending.get(frame.ref);
         if (waiting) waiting.joined = joined;
@@ -442,18 +514,9 @@ export class Parlor extends Emitter {
       }
       case "ok":
       case "room_list":
-      case "error": {
-        const waiting = this.pending.get(frame.ref);
-        if (!waiting) {
-          if (frame.type === "error") this.emitLocal("error", new ParlorError(frame));
-          break;
-        }
-        this.pending.delete(frame.ref);
-        if (frame.type === "error") waiting.reject(new ParlorError(frame));
-        else if (frame.type === "room_list") waiting.resolve(frame.rooms);
-        else waiting.resolve(waiting.joined ?? undefined);
+      case "error":
+        this.settle(frame);
         break;
-      }
       case "left":
         this.rooms.delete(frame.room);
         room?.emitLocal("left", frame);
@@ -461,8 +524,17 @@ export class Parlor extends Emitter {
         break;
       case "presence":
         if (room) {
-          if (frame.status === "joined") room.members.push(frame.session);
-          else room.members = room.members.filter((m) => m !== frame.session);
+          if (frame.status === "joined") {
+            room.members.push(frame.session);
+            if (frame.user) room.users[frame.session] = frame.user;
+          } else if (frame.status === "left") {
+            room.members = room.members.filter((m) => m !== frame.session);
+            room.away.delete(frame.session);
+          } else if (frame.status === "away") {
+            room.away.add(frame.session);
+          } else if (frame.status === "back") {
+            room.away.delete(frame.session);
+          }
           room.emitLocal("presence", frame);
         }
         this.emitLocal("presence", frame);
