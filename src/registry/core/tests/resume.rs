@@ -180,7 +180,10 @@ fn a_gap_the_history_no_longer_covers_gets_a_snapshot() {
     // History keeps 8 frames: 20 events push the gap out of it.
     emit_n(&mut h, b, "r", 0..20);
     let (fresh, out_fresh) = h.connect();
-    assert_eq!(h.resume(fresh, a, "tok", &[position.clone()]), Ok(a));
+    assert_eq!(
+        h.resume(fresh, a, "tok", std::slice::from_ref(&position)),
+        Ok(a)
+    );
     let frames = out_fresh.take();
     match &frames[..] {
         [ServerFrame::Resumed(r), ServerFrame::Joined(j)] => {
@@ -312,10 +315,7 @@ fn room_patterns_limit_join_create_and_matchmaking() {
     );
     let frames = out.take();
     assert!(
-        frames
-            .iter()
-            .any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "game-1"))
-            == false
+        !frames.iter().any(|f| matches!(f, ServerFrame::Joined(_)))
             && error_code(&frames) == Some(ErrorCode::Forbidden),
         "{frames:?}"
     );
