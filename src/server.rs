@@ -78,6 +78,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         history_frames: config.rooms.history_frames,
         history_bytes: config.rooms.history_bytes,
         replay_budget_bytes: config.session.outbound_budget_bytes / 2,
+        max_away_sessions: config.limits.max_connections,
     };
     let metrics = Arc::new(Metrics::new());
     let registry = RegistryHandle::start(

@@ -5,7 +5,7 @@
 //! Time and timers live outside: the owner calls `advance`, `flush_lobby` and
 //! `flush_state_patches`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,8 @@ pub struct RegistryLimits {
     pub history_bytes: usize,
     /// Most bytes one `resume` replays in all; rooms beyond it get a snapshot instead.
     pub replay_budget_bytes: usize,
+    /// Most sessions held away at once; a drop beyond it removes the session at once.
+    pub max_away_sessions: usize,
 }
 
 /// Why a request was refused. Each maps to one protocol `ErrorCode`.
@@ -221,6 +223,8 @@ pub struct Registry<O> {
     now: Instant,
     /// Shutting down: sessions that end are removed without telling anyone.
     closing: bool,
+    /// Sessions away, at most `max_away_sessions`: the ones `advance` looks at.
+    away: HashSet<SessionId>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -240,6 +244,7 @@ impl<O: Outlet> Registry<O> {
             overflowed: Vec::new(),
             now: Instant::now(),
             closing: false,
+            away: HashSet::new(),
             metrics,
         }
     }
@@ -249,10 +254,7 @@ impl<O: Outlet> Registry<O> {
     }
 
     pub fn away_count(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|e| e.away_since.is_some())
-            .count()
+        self.away.len()
     }
 
     pub fn room_count(&self) -> usize {
@@ -301,7 +303,8 @@ impl<O: Outlet> Registry<O> {
         let holds_seats = matches!(reason, LeaveReason::Dropped | LeaveReason::Timeout)
             && !self.limits.reconnect_grace.is_zero()
             && !entry.rooms.is_empty()
-            && !self.closing;
+            && !self.closing
+            && self.away.len() < self.limits.max_away_sessions;
         if !holds_seats {
             self.remove_session(id, reason);
             self.evict_overflowed();
@@ -309,6 +312,7 @@ impl<O: Outlet> Registry<O> {
         }
         entry.outlet = None;
         entry.away_since = Some(self.now);
+        self.away.insert(id);
         let rooms = entry.rooms.clone();
         let user = entry.profile.user.clone();
         self.lobby.unsubscribe(id);
@@ -336,10 +340,15 @@ impl<O: Outlet> Registry<O> {
         self.now = now;
         let grace = self.limits.reconnect_grace;
         let expired: Vec<SessionId> = self
-            .sessions
+            .away
             .iter()
-            .filter(|(_, e)| e.away_since.is_some_and(|t| now.duration_since(t) >= grace))
-            .map(|(id, _)| *id)
+            .filter(|id| {
+                self.sessions
+                    .get(id)
+                    .and_then(|e| e.away_since)
+                    .is_some_and(|t| now.duration_since(t) >= grace)
+            })
+            .copied()
             .collect();
         for id in expired {
             self.remove_session(id, LeaveReason::Timeout);
@@ -409,6 +418,7 @@ impl<O: Outlet> Registry<O> {
         }
         entry.connection = fresh.connection;
         let was_away = entry.away_since.take().is_some();
+        self.away.remove(&session);
         let rooms = entry.rooms.clone();
         let user = entry.profile.user.clone();
 
@@ -1361,6 +1371,7 @@ impl<O: Outlet> Registry<O> {
         // The user id is read while the rooms are told; the entry goes after.
         let rooms = self.sessions.get(&id)?.rooms.clone();
         self.lobby.unsubscribe(id);
+        self.away.remove(&id);
         for room in &rooms {
             self.remove_member(room, id, reason);
         }
@@ -1440,6 +1451,9 @@ impl<O: Outlet> Registry<O> {
             if entry.away_since.is_some() && entry.rooms.is_empty() {
                 return Err(format!("{id} is away in no room"));
             }
+            if entry.away_since.is_some() != self.away.contains(id) {
+                return Err(format!("{id} is away but not counted, or the reverse"));
+            }
             if entry.rooms.len() > self.limits.max_rooms_per_session {
                 return Err(format!("{id} is over max_rooms_per_session"));
             }
@@ -1449,6 +1463,11 @@ impl<O: Outlet> Registry<O> {
                     return Err(format!("{id} lists room {name:?} but is not a member"));
                 }
             }
+        }
+        if self.away.len() > self.limits.max_away_sessions
+            || self.away.iter().any(|id| !self.sessions.contains_key(id))
+        {
+            return Err("the away set is over its bound or names a gone session".into());
         }
         if let Some(id) = self
             .lobby

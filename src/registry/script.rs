@@ -216,6 +216,7 @@ pub fn small_limits() -> RegistryLimits {
         history_frames: 6,
         history_bytes: 1024,
         replay_budget_bytes: 2048,
+        max_away_sessions: 3,
     }
 }
 

@@ -58,6 +58,7 @@ fn limits() -> RegistryLimits {
         history_frames: 8,
         history_bytes: 4096,
         replay_budget_bytes: 4096,
+        max_away_sessions: 4,
     }
 }
 

@@ -366,3 +366,33 @@ fn backend_publish_read_kick_and_shutdown() {
     assert!(out_c.take().is_empty());
     assert_eq!(h.registry.away_count(), 0);
 }
+
+#[test]
+fn sessions_held_away_are_bounded_and_drops_beyond_the_bound_leave_at_once() {
+    let mut h = Harness::with_limits(resumable());
+    let (watcher, out) = h.connect();
+    h.join(watcher, "r");
+    let mut dropped = Vec::new();
+    for n in 0..5 {
+        let (id, _) = h.connect_as(&format!("t{n}"), None, None);
+        h.join(id, if n < 2 { "r" } else { "s" });
+        dropped.push(id);
+    }
+    out.take();
+    for id in &dropped {
+        h.registry.disconnect(*id, LeaveReason::Dropped);
+        h.check();
+    }
+    // The test limits hold 4 away: the fifth left at once.
+    assert_eq!(h.registry.away_count(), 4);
+    assert!(!h.registry.sessions.contains_key(&dropped[4]));
+    let statuses: Vec<PresenceStatus> = out
+        .take()
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Presence(p) => Some(p.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, vec![PresenceStatus::Away, PresenceStatus::Away]);
+}
