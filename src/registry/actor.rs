@@ -76,11 +76,12 @@ pub struct KickSession(pub SessionId);
 #[rtype(result = "()")]
 pub struct ShutDown;
 
-/// A decoded request from a session.
+/// A decoded request from a session, on connection `connection`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClientRequest {
     pub session: SessionId,
+    pub connection: SessionId,
     pub frame: ClientFrame,
 }
 
@@ -215,7 +216,11 @@ impl Handler<ShutDown> for RegistryActor {
 impl Handler<ClientRequest> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: ClientRequest, _: &mut Context<Self>) {
-        self.registry.handle(msg.session, msg.frame);
+        // A connection the session was resumed away from may still have requests in flight;
+        // they are not the session's any more.
+        if self.registry.is_on(msg.session, msg.connection) {
+            self.registry.handle(msg.session, msg.frame);
+        }
     }
 }
 

@@ -585,6 +585,13 @@ impl<O: Outlet> Registry<O> {
             .collect()
     }
 
+    /// Whether session `id` is on connection `connection` now.
+    pub fn is_on(&self, id: SessionId, connection: SessionId) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|e| e.connection == connection)
+    }
+
     /// The rooms session `id` is in.
     pub fn rooms_of(&self, id: SessionId) -> Vec<String> {
         self.sessions
@@ -641,7 +648,8 @@ impl<O: Outlet> Registry<O> {
     /// success (a `room_list` for listings), one `error` on failure (errors are sent even
     /// without a `ref`).
     pub fn handle(&mut self, id: SessionId, frame: ClientFrame) {
-        if !self.sessions.contains_key(&id) {
+        // Unknown sessions, and away ones (no connection to ask), are not served.
+        if !self.sessions.get(&id).is_some_and(|e| e.outlet.is_some()) {
             return;
         }
         let reference = frame.reference();
@@ -1053,6 +1061,8 @@ impl<O: Outlet> Registry<O> {
             return Err(RequestError::NotInRoom(room_name.to_owned()));
         };
         entry.rooms.remove(index);
+        // An away session kicked from its last room has nothing left to come back to.
+        let forget = entry.away_since.is_some() && entry.rooms.is_empty();
         self.remove_member(room_name, id, reason);
         self.send_to(
             id,
@@ -1061,6 +1071,10 @@ impl<O: Outlet> Registry<O> {
                 reason,
             },
         );
+        if forget {
+            self.sessions.remove(&id);
+            self.away.remove(&id);
+        }
         Ok(())
     }
 

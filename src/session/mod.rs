@@ -244,6 +244,7 @@ impl Session {
         }
         match self.registry.submit(ClientRequest {
             session: self.id,
+            connection: self.connection,
             frame,
         }) {
             Ok(()) => {}

@@ -160,6 +160,8 @@ fn own_frames_without_echo_are_not_replayed_and_a_resume_while_connected_replace
     let (fresh, out_fresh) = h.connect();
     assert_eq!(h.resume(fresh, a, "tok", &[position]), Ok(a));
     assert_eq!(*out_a.evicted.borrow(), Some(Close::Replaced));
+    // Requests still in flight from the old connection are no longer the session's.
+    assert!(!h.registry.is_on(a, a) && h.registry.is_on(a, fresh));
     assert_eq!(events(&out_fresh.take()), vec![3]);
     // The old connection's end, reported late, changes nothing.
     h.registry.connection_ended(a, a, LeaveReason::Dropped);
@@ -395,4 +397,36 @@ fn sessions_held_away_are_bounded_and_drops_beyond_the_bound_leave_at_once() {
         })
         .collect();
     assert_eq!(statuses, vec![PresenceStatus::Away, PresenceStatus::Away]);
+}
+
+#[test]
+fn an_away_member_kicked_from_its_last_room_is_forgotten() {
+    let mut h = Harness::with_limits(resumable());
+    let (owner, _) = h.connect();
+    h.join(owner, "r");
+    let (a, _) = h.connect_as("tok", None, None);
+    h.join(a, "r");
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    h.run(
+        owner,
+        ClientFrame::Kick {
+            reference: Some(4),
+            room: "r".into(),
+            session: a,
+        },
+    );
+    assert!(!h.registry.sessions.contains_key(&a));
+    assert_eq!(h.registry.away_count(), 0);
+    // Found by the registry fuzz target: an away session asking to leave its last room.
+    let (b, _) = h.connect_as("tok-b", None, None);
+    h.join(b, "r");
+    h.registry.disconnect(b, LeaveReason::Dropped);
+    h.run(
+        b,
+        ClientFrame::Leave {
+            reference: None,
+            room: "r".into(),
+        },
+    );
+    assert!(h.registry.rooms["r"].is_member(b), "an away session's requests are not served");
 }
