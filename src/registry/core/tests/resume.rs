@@ -428,5 +428,8 @@ fn an_away_member_kicked_from_its_last_room_is_forgotten() {
             room: "r".into(),
         },
     );
-    assert!(h.registry.rooms["r"].is_member(b), "an away session's requests are not served");
+    assert!(
+        h.registry.rooms["r"].is_member(b),
+        "an away session's requests are not served"
+    );
 }
