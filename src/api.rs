@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use parlor_protocol::{decode_value, encode_value, SessionId, Value};
 
+use crate::auth::bearer_token;
 use crate::http::AppState;
 use crate::registry::actor::Publish;
+use crate::secret::same_secret;
 
 const MSGPACK_TYPES: &[&str] = &[
     "application/msgpack",
@@ -115,14 +117,8 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if state.api_key.is_empty() {
         return Err(ApiError::Disabled);
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    use subtle::ConstantTimeEq;
-    if bool::from(given.as_bytes().ct_eq(state.api_key.as_bytes())) {
+    let given = bearer_token(req).unwrap_or_default();
+    if same_secret(given, &state.api_key) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)

@@ -194,16 +194,21 @@ impl Verifier {
     }
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header, if the request has one.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The token the request carries, in order of preference: the Authorization header, a
 /// subprotocol, the query string.
 fn token_of(req: &HttpRequest) -> Option<String> {
     let headers = req.headers();
-    if let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(bearer.trim().to_owned());
+    if let Some(bearer) = bearer_token(req) {
+        return Some(bearer.to_owned());
     }
     let from_protocol = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)

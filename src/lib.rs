@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod secret;
 pub mod server;
 pub mod session;
 

@@ -20,6 +20,7 @@ use parlor_protocol::{
 use super::lobby::Lobby;
 use super::room::{HistoryEntry, HistoryLimits, Member, Room, RoomRules};
 use crate::metrics::{Metrics, ResumeOutcome};
+use crate::secret::same_secret;
 
 /// A session's outbound budget is spent: the frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -1528,12 +1529,6 @@ fn deliver_all<O: Outlet>(
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).
 fn new_room_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn same_secret(given: &str, expected: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 #[cfg(test)]
