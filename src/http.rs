@@ -22,11 +22,40 @@ use crate::registry::DEFAULT_LISTED_ROOMS;
 use crate::session::outbox::{ConnectionSlot, CountedBody, OutboundBudget};
 use crate::session::{Session, SessionContext};
 
-/// New connections per client address.
-pub type ConnectionRate = governor::DefaultKeyedRateLimiter<IpAddr>;
+/// New connections per client address. The limiter keeps one small entry per address it has
+/// seen; past `CONNECTION_RATE_KEYS` entries it forgets the idle ones, at most once a second
+/// (each sweep walks every entry).
+pub struct ConnectionRate {
+    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    next_sweep: std::sync::Mutex<std::time::Instant>,
+}
 
-/// Addresses the connection-rate limiter remembers before it forgets the idle ones.
+/// Addresses the connection-rate limiter remembers before it sweeps out the idle ones.
 const CONNECTION_RATE_KEYS: usize = 4096;
+
+impl ConnectionRate {
+    pub fn new(quota: governor::Quota) -> Self {
+        Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            next_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Takes one connection from `ip`'s bucket; false when it is empty.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        if self.limiter.len() > CONNECTION_RATE_KEYS {
+            let now = std::time::Instant::now();
+            // A poisoned lock only means another sweep panicked; sweeping again is safe.
+            let mut next = self.next_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if now >= *next {
+                *next = now + std::time::Duration::from_secs(1);
+                drop(next);
+                self.limiter.retain_recent();
+            }
+        }
+        self.limiter.check_key(&ip).is_ok()
+    }
+}
 
 /// What every request handler shares.
 pub struct AppState {
@@ -164,10 +193,7 @@ async fn upgrade(
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
     if let (Some(limiter), Some(peer)) = (&state.connection_rate, req.peer_addr()) {
-        if limiter.len() > CONNECTION_RATE_KEYS {
-            limiter.retain_recent();
-        }
-        if limiter.check_key(&peer.ip()).is_err() {
+        if !limiter.admit(peer.ip()) {
             state.metrics().rate_limited(Limit::Connections);
             return Ok(HttpResponse::TooManyRequests().json(serde_json::json!({
                 "error": "rate_limited",

@@ -108,7 +108,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
             rates.connections_per_ip_per_second,
             rates.connection_burst,
         )
-        .map(governor::RateLimiter::keyed),
+        .map(crate::http::ConnectionRate::new),
         api_key: config.api.key.clone(),
     });
     let shutdown_secs = config.shutdown_timeout().as_millis().div_ceil(1000) as u64;

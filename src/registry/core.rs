@@ -650,7 +650,7 @@ impl<O: Outlet> Registry<O> {
     /// without a `ref`).
     pub fn handle(&mut self, id: SessionId, frame: ClientFrame) {
         // Unknown sessions, and away ones (no connection to ask), are not served.
-        if !self.sessions.get(&id).is_some_and(|e| e.outlet.is_some()) {
+        if self.sessions.get(&id).is_none_or(|e| e.outlet.is_none()) {
             return;
         }
         let reference = frame.reference();
