@@ -1,6 +1,9 @@
 // Drives the browser lobby in headless Chromium: two pages create and join the same room, one
-// paints a cell and sends a chat line, the other must show both. Saves screenshots of both
-// pages. Run by tests/server/browser.rs:
+// paints a cell and sends a chat line, the other must show both. Then Bob's connection is cut
+// without a close frame (his page talks to the server through a TCP relay in this script, which
+// resets it): Alice sees him away, paints and chats meanwhile, and once the relay lets him
+// through again Bob's page resumes its session and shows what it missed. Saves screenshots of
+// both pages. Run by tests/server/browser.rs:
 //
 //   node tests/browser/lobby.mjs <base-url> <artifact-dir> <chromium-path>
 //
@@ -8,6 +11,7 @@
 
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
 
 const [base, artifacts, executablePath] = process.argv.slice(2);
@@ -20,7 +24,42 @@ mkdirSync(artifacts, { recursive: true });
 const ROOM = "e2e-room";
 const CELL = '#grid .cell[data-x="3"][data-y="4"]';
 const RED = "#e4572e";
+const BLUE = "#1f77b4";
+const CELL_WHILE_AWAY = '#grid .cell[data-x="5"][data-y="6"]';
 const TIMEOUT = 10_000;
+
+/**
+ * A TCP relay to the server that can cut every connection through it with a reset (what a
+ * lost network looks like to both ends) and refuse new ones until it is opened again.
+ */
+async function startRelay(target) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = createConnection({ host: hostname, port: Number(port) });
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      sockets.add(a);
+      a.on("error", () => b.destroy());
+      a.on("close", () => { sockets.delete(a); b.destroy(); });
+      a.pipe(b);
+    }
+  });
+  await new Promise((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    cut() {
+      open = false;
+      for (const socket of sockets) socket.resetAndDestroy();
+    },
+    reopen() { open = true; },
+    close() { server.close(); for (const socket of sockets) socket.destroy(); },
+  };
+}
 
 const browser = await chromium.launch({
   executablePath,
@@ -29,15 +68,16 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
 let alice, bob;
+const relay = await startRelay(base);
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
   alice = await context.newPage();
   // A second context: its own localStorage, as a second person's browser would have.
   bob = await (await browser.newContext({ viewport: { width: 1280, height: 820 } })).newPage();
-  for (const [who, page] of [["alice", alice], ["bob", bob]]) {
+  for (const [who, page, url] of [["alice", alice, base], ["bob", bob, relay.url]]) {
     page.on("pageerror", (err) => console.error(`${who} page error: ${err.message}`));
     page.on("console", (msg) => { if (msg.type() === "error") console.error(`${who} console: ${msg.text()}`); });
-    await page.goto(base, { waitUntil: "load" });
+    await page.goto(url, { waitUntil: "load" });
     await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
     await page.fill("#name", who);
     await page.dispatchEvent("#name", "change");
@@ -69,6 +109,28 @@ try {
   );
   await bob.waitForSelector('#chat-log li:has-text("alice: hello from alice")', { timeout: TIMEOUT });
 
+  // Bob's network drops. Alice sees him away; she paints and chats while he is gone.
+  const bobSession = await bob.evaluate(() => document.body.dataset.session);
+  relay.cut();
+  await alice.waitForSelector(`#members li[data-session="${bobSession}"] .badge.away`, { timeout: TIMEOUT });
+  await alice.fill("#color", BLUE);
+  await alice.click(CELL_WHILE_AWAY);
+  await alice.fill("#chat-input", "while you were away");
+  await alice.click("#chat-send");
+  await alice.waitForSelector('#chat-log li:has-text("alice: while you were away")', { timeout: TIMEOUT });
+
+  // The network comes back: Bob's page resumes the same session and catches up.
+  relay.reopen();
+  await bob.waitForSelector('#chat-log li:has-text("alice: while you were away")', { timeout: 20_000 });
+  await bob.waitForFunction(
+    ([selector, rgb]) => getComputedStyle(document.querySelector(selector)).backgroundColor === rgb,
+    [CELL_WHILE_AWAY, "rgb(31, 119, 180)"],
+    { timeout: TIMEOUT },
+  );
+  const resumedAs = await bob.evaluate(() => document.body.dataset.session);
+  if (resumedAs !== bobSession) throw new Error(`bob came back as ${resumedAs}, not ${bobSession}`);
+  await alice.waitForSelector(`#members li[data-session="${bobSession}"]:not(:has(.badge.away))`, { timeout: TIMEOUT });
+
   await alice.screenshot({ path: join(artifacts, "lobby-alice.png"), fullPage: true });
   await bob.screenshot({ path: join(artifacts, "lobby-bob.png"), fullPage: true });
   console.log(`ok: screenshots in ${artifacts}`);
@@ -80,4 +142,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close();
+  relay.close();
 }

@@ -1,6 +1,7 @@
 //! The browser side end to end. In headless Chromium (tests/browser/lobby.mjs, driven through
 //! playwright-core), two pages create and join a room, one paints and chats, the other shows
-//! both; and parlor.js's codec is checked against PROTOCOL.md. `./scripts/test` installs
+//! both; then one page's connection is cut and it resumes with what it missed; and parlor.js's
+//! codec is checked against PROTOCOL.md. `./scripts/test` installs
 //! Debian's chromium, node and the npm package when missing; run alone, these tests say what is
 //! missing instead of passing.
 
@@ -36,6 +37,8 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
     let mut config = test_config();
     config.session.heartbeat_interval_ms = 1_000;
     config.session.client_timeout_ms = 20_000;
+    // Bob's page drops and resumes within it.
+    config.session.reconnect_grace_ms = 30_000;
     let node = start(config);
     let base = node.http_url("/");
     let run = tokio::process::Command::new("node")
