@@ -25,7 +25,7 @@ use parlor_protocol::{
 use tokio::sync::mpsc;
 
 use self::fragments::{Fragments, Reassembled};
-use self::outbox::{encoded_len, OutboundBudget, SessionOutlet};
+use self::outbox::{encoded_len, OutboundBudget, Outgoing, SessionOutlet};
 use self::rate::{RateLimits, RateVerdict, SessionRates};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -323,7 +323,7 @@ impl Actor for Session {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (frames, mut queued) = mpsc::unbounded_channel::<Bytes>();
+        let (frames, mut queued) = mpsc::unbounded_channel::<Outgoing>();
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| queued.poll_recv(cx)).map(Queued));
         let outlet =
             SessionOutlet::new(frames, ctx.address().recipient(), Arc::clone(&self.budget));
@@ -437,16 +437,20 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     }
 }
 
-/// A frame the registry queued for this session, already charged to its budget.
-pub struct Queued(Bytes);
+/// What the registry queued for this session: a frame (already charged to its budget) or an
+/// ordered close.
+pub struct Queued(Outgoing);
 
 impl StreamHandler<Queued> for Session {
-    fn handle(&mut self, Queued(frame): Queued, ctx: &mut Self::Context) {
-        ctx.write_raw(ws::Message::Binary(frame));
+    fn handle(&mut self, Queued(item): Queued, ctx: &mut Self::Context) {
+        match item {
+            Outgoing::Frame(frame) => ctx.write_raw(ws::Message::Binary(frame)),
+            Outgoing::Close(why) => self.close_for(ctx, why),
+        }
     }
 
     /// The registry dropped every sender: the session was removed, and the registry says why
-    /// through `Outbound::Evict` (or the session is already ending). Nothing to do here.
+    /// through `Outbound::Close` (or the session is already ending). Nothing to do here.
     fn finished(&mut self, _ctx: &mut Self::Context) {}
 }
 
@@ -455,6 +459,13 @@ impl Handler<Outbound> for Session {
 
     fn handle(&mut self, message: Outbound, ctx: &mut Self::Context) {
         let Outbound::Close(why) = message;
+        self.close_for(ctx, why);
+    }
+}
+
+impl Session {
+    /// Ends the session as the registry asked, with the close code that says why.
+    fn close_for(&mut self, ctx: &mut WebsocketContext<Self>, why: Close) {
         match why {
             Close::Evicted(LeaveReason::SlowConsumer) => self.end(
                 ctx,

@@ -84,16 +84,20 @@ impl OutboundBudget {
 /// Frames do not go through the actix mailbox: `do_send` boxes every message, and with one box
 /// per recipient allocated on the registry's thread and freed on a worker's, malloc was a fifth
 /// of the server's CPU at saturation. tokio's channel allocates one block per 32 frames.
+///
+/// A close for shutdown takes the frame channel too, behind the frames already queued, so that
+/// they are written before the close frame (the shutdown's flush). Evictions take the mailbox:
+/// they must not wait behind frames a slow consumer is not reading.
 #[derive(Clone)]
 pub struct SessionOutlet {
-    frames: mpsc::UnboundedSender<Bytes>,
+    frames: mpsc::UnboundedSender<Outgoing>,
     control: Recipient<Outbound>,
     budget: Arc<OutboundBudget>,
 }
 
 impl SessionOutlet {
     pub fn new(
-        frames: mpsc::UnboundedSender<Bytes>,
+        frames: mpsc::UnboundedSender<Outgoing>,
         control: Recipient<Outbound>,
         budget: Arc<OutboundBudget>,
     ) -> Self {
@@ -113,15 +117,28 @@ impl Outlet for SessionOutlet {
         }
         // Unbounded on purpose: the budget already bounds the bytes. A closed channel means
         // the session has ended and its disconnect is on its way to the registry.
-        if self.frames.send(frame).is_err() {
+        if self.frames.send(Outgoing::Frame(frame)).is_err() {
             self.budget.credit(cost);
         }
         Ok(())
     }
 
     fn close(&self, why: Close) {
-        self.control.do_send(Outbound::Close(why));
+        match why {
+            Close::ShuttingDown => {
+                // A closed channel: the session has ended already.
+                let _ = self.frames.send(Outgoing::Close(why));
+            }
+            _ => self.control.do_send(Outbound::Close(why)),
+        }
     }
+}
+
+/// What the frame channel carries: a frame already charged to the budget, or a close that must
+/// come after the frames before it.
+pub enum Outgoing {
+    Frame(Bytes),
+    Close(Close),
 }
 
 /// Holds one of the node's `max_connections` slots until dropped.

@@ -1,11 +1,12 @@
 //! Graceful shutdown of the real binary: on SIGTERM or SIGINT every client sees close 1001
-//! (going away) and the process exits 0 within `shutdown_timeout`.
+//! (going away), after everything the server held for it (state patches batched for a minute
+//! are flushed first), and the process exits 0 within `shutdown_timeout`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parlor_client::protocol::close;
-use parlor_client::Client;
+use parlor_client::protocol::{close, ServerFrame, StateOp, Value};
+use parlor_client::{Client, ClientError};
 
 use crate::common::within;
 
@@ -24,6 +25,8 @@ async fn start_binary() -> (Child, String) {
             "PARLOR_SERVER_SHUTDOWN_TIMEOUT_MS",
             SHUTDOWN_TIMEOUT_MS.to_string(),
         )
+        // Patches are held far longer than the test: only the shutdown's flush sends them.
+        .env("PARLOR_ROOMS_STATE_PATCH_INTERVAL_MS", "60000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -47,15 +50,43 @@ async fn shuts_down_on(signal: &str) {
         client.join(&format!("room-{}", n % 2)).await.expect("join");
         clients.push(client);
     }
+    // A state update in room-0, acknowledged but held by the server.
+    clients[0]
+        .update_state(
+            "room-0",
+            vec![StateOp::Set {
+                path: vec!["final".into()],
+                value: Value::from(true),
+            }],
+            None,
+        )
+        .await
+        .expect("update");
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     let signalled = Instant::now();
-    for client in clients {
-        let closed = within(10, "the close", client.wait_closed()).await;
+    for (n, mut client) in clients.into_iter().enumerate() {
+        let (patched, closed) = within(10, "the close", async {
+            let mut patched = false;
+            loop {
+                match client.next_frame().await {
+                    Ok(ServerFrame::StatePatch(p)) => patched |= p.room == "room-0",
+                    Ok(_) => {}
+                    Err(ClientError::Closed(frame)) => return (patched, frame),
+                    Err(other) => panic!("client {n}: {other}"),
+                }
+            }
+        })
+        .await;
         assert_eq!(closed.map(|c| u16::from(c.code)), Some(close::GOING_AWAY));
+        assert_eq!(
+            patched,
+            n % 2 == 0,
+            "client {n} got the held patch before the close"
+        );
     }
     // The process ends by itself, with status 0, within the timeout (plus time to be seen).
     let limit = Duration::from_millis(SHUTDOWN_TIMEOUT_MS) + Duration::from_secs(2);
