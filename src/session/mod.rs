@@ -206,33 +206,19 @@ impl Session {
         self.metrics.frames_in.inc();
         self.metrics.bytes_in.inc_by(bytes.len() as u64);
         let verdict = self.rates.check(bytes.len());
-        let frame = match decode_client(bytes, self.settings.max_depth) {
+        let decoded = decode_client(bytes, self.settings.max_depth);
+        // The frame is read before the verdict only to name its `ref` in the refusal.
+        let reference = match &decoded {
+            Ok(frame) => frame.reference(),
+            Err(err) => err.reference,
+        };
+        if !self.obey(ctx, verdict, reference) {
+            return;
+        }
+        let frame = match decoded {
             Ok(frame) => frame,
             Err(err) => return self.write_error(ctx, err.reference, err.code, err.message),
         };
-        let reference = frame.reference();
-        match verdict {
-            RateVerdict::Pass => {}
-            RateVerdict::Refuse(limit) => {
-                self.metrics.rate_limited(limit);
-                return self.write_error(
-                    ctx,
-                    reference,
-                    ErrorCode::RateLimited,
-                    format!("over the {limit:?} rate limit; the frame was dropped").to_lowercase(),
-                );
-            }
-            RateVerdict::Close(limit) => {
-                self.metrics.rate_limited(limit);
-                self.metrics.rate_limit_closes.inc();
-                return self.end(
-                    ctx,
-                    LeaveReason::RateLimited,
-                    close::POLICY_VIOLATION,
-                    "rate_limited",
-                );
-            }
-        }
         if let ClientFrame::Resume {
             session,
             token,
@@ -260,6 +246,55 @@ impl Session {
                 close::INTERNAL_ERROR,
                 "registry stopped",
             ),
+        }
+    }
+
+    /// Carries out a rate verdict on an incoming message: true if the message may be handled,
+    /// false if it was refused (`rate_limited`) or the session closed for sustained abuse.
+    fn obey(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        verdict: RateVerdict,
+        reference: Option<Ref>,
+    ) -> bool {
+        match verdict {
+            RateVerdict::Pass => true,
+            RateVerdict::Refuse(limit) => {
+                self.metrics.rate_limited(limit);
+                self.write_error(
+                    ctx,
+                    reference,
+                    ErrorCode::RateLimited,
+                    format!("over the {limit:?} rate limit; the frame was dropped").to_lowercase(),
+                );
+                false
+            }
+            RateVerdict::Close(limit) => {
+                self.metrics.rate_limited(limit);
+                self.metrics.rate_limit_closes.inc();
+                self.end(
+                    ctx,
+                    LeaveReason::RateLimited,
+                    close::POLICY_VIOLATION,
+                    "rate_limited",
+                );
+                false
+            }
+        }
+    }
+
+    /// A text message: refused, and counted against the rate limits like any other.
+    fn on_text(&mut self, ctx: &mut WebsocketContext<Self>, len: usize) {
+        self.metrics.frames_in.inc();
+        self.metrics.bytes_in.inc_by(len as u64);
+        let verdict = self.rates.check(len);
+        if self.obey(ctx, verdict, None) {
+            self.write_error(
+                ctx,
+                None,
+                ErrorCode::TextFrame,
+                "text messages are not accepted; send MessagePack in binary messages".into(),
+            );
         }
     }
 
@@ -392,21 +427,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
         };
         match message {
             ws::Message::Binary(bytes) => self.on_binary(ctx, &bytes),
-            ws::Message::Text(_) => self.write_error(
-                ctx,
-                None,
-                ErrorCode::TextFrame,
-                "text messages are not accepted; send MessagePack in binary messages".into(),
-            ),
+            ws::Message::Text(text) => self.on_text(ctx, text.len()),
             ws::Message::Continuation(item) => match self.fragments.push(item) {
                 Reassembled::Pending => {}
                 Reassembled::Binary(bytes) => self.on_binary(ctx, &bytes),
-                Reassembled::Text => self.write_error(
-                    ctx,
-                    None,
-                    ErrorCode::TextFrame,
-                    "text messages are not accepted; send MessagePack in binary messages".into(),
-                ),
+                // (Its size went with the fragments, which are not kept.)
+                Reassembled::Text => self.on_text(ctx, 0),
                 Reassembled::TooBig => {
                     let text = format!("message over {} bytes", self.settings.max_frame_bytes);
                     self.end(

@@ -128,3 +128,26 @@ async fn new_connections_per_address_are_limited_with_429() {
         Ok(_) => panic!("a fourth connection within the burst's second was admitted"),
     }
 }
+
+#[tokio::test]
+async fn malformed_and_text_floods_count_against_the_limits_too() {
+    use tokio_tungstenite::tungstenite::Message;
+    for garbage in [
+        Message::Binary(vec![0xc1].into()),
+        Message::Text("hi".into()),
+    ] {
+        let node = start(limited(5, 5, 10));
+        let mut abuser = connect(&node).await;
+        for _ in 0..100 {
+            if abuser.send_message(garbage.clone()).await.is_err() {
+                break;
+            }
+        }
+        let closed = within(10, "the close", abuser.wait_closed()).await;
+        assert_eq!(
+            closed.map(|c| u16::from(c.code)),
+            Some(close::POLICY_VIOLATION),
+            "{garbage:?}"
+        );
+    }
+}
