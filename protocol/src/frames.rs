@@ -141,12 +141,46 @@ pub enum ClientFrame {
     },
 }
 
-/// A position in a room's history: the frame with `offset` of history `epoch`.
+/// A position in a room's history: the frame with `offset` of history `epoch`. As a client's
+/// own record it is the next frame it expects, which is what `resume` takes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomPosition {
     pub room: String,
     pub epoch: String,
     pub offset: u64,
+}
+
+impl RoomPosition {
+    /// Where a member stands right after `joined`: before the room's next frame.
+    pub fn from_joined(joined: &JoinedFrame) -> Self {
+        Self {
+            room: joined.room.clone(),
+            epoch: joined.epoch.clone(),
+            offset: joined.offset,
+        }
+    }
+
+    /// Follows `frame`: `None` if it is not a frame of this room's history; `Some(true)` if
+    /// the position moved past it (a `joined` of this room starts it afresh); `Some(false)` if
+    /// the frame is one already passed, a duplicate to ignore.
+    pub fn advance(&mut self, frame: &ServerFrame) -> Option<bool> {
+        if let ServerFrame::Joined(joined) = frame {
+            if joined.room != self.room {
+                return None;
+            }
+            *self = Self::from_joined(joined);
+            return Some(true);
+        }
+        let (room, offset) = frame.room_offset()?;
+        if room != self.room {
+            return None;
+        }
+        if offset < self.offset {
+            return Some(false);
+        }
+        self.offset = offset + 1;
+        Some(true)
+    }
 }
 
 /// The `ref` field of any client frame, borrowed as `self` is (shared or mutable).
@@ -326,6 +360,20 @@ pub enum ServerFrame {
     Error(ErrorFrame),
     /// The answer to `resume`: this connection is now `session`, back in `rooms`.
     Resumed(ResumedFrame),
+}
+
+impl ServerFrame {
+    /// The room and offset of a frame that takes a place in a room's history (`event`,
+    /// `presence`, `room_update`, `state_patch`); `None` for every other frame.
+    pub fn room_offset(&self) -> Option<(&str, u64)> {
+        match self {
+            Self::Event(e) => Some((&e.room, e.offset)),
+            Self::Presence(p) => Some((&p.room, p.offset)),
+            Self::RoomUpdate(u) => Some((&u.room, u.offset)),
+            Self::StatePatch(p) => Some((&p.room, p.offset)),
+            _ => None,
+        }
+    }
 }
 
 /// `resumed`: the session taken back, and how each of its rooms is caught up. For a room with

@@ -435,23 +435,24 @@ impl<O: Outlet> Registry<O> {
                 member.outlet = outlet.clone();
             }
             let position = positions.iter().find(|p| &p.room == room_name);
-            let replay = position
+            // The frames missed, if this history still holds all of them, minus the session's own.
+            let mut replay: Option<Vec<Bytes>> = position
                 .filter(|p| p.epoch == room.history.epoch)
                 .and_then(|p| room.history.since(p.offset))
                 .map(|entries| {
                     entries
                         .filter(|e| e.skip != Some(session))
                         .map(|e| e.frame.clone())
-                        .collect::<Vec<_>>()
-                })
-                .filter(|frames| {
-                    let bytes: usize = frames.iter().map(Bytes::len).sum();
-                    let fits = bytes <= replay_budget;
-                    if fits {
-                        replay_budget -= bytes;
-                    }
-                    fits
+                        .collect()
                 });
+            // Rooms whose replay no longer fits what is left of the budget get a snapshot.
+            if let Some(frames) = &replay {
+                let bytes: usize = frames.iter().map(Bytes::len).sum();
+                match replay_budget.checked_sub(bytes) {
+                    Some(left) => replay_budget = left,
+                    None => replay = None,
+                }
+            }
             plans.push((
                 room_name.clone(),
                 room.history.epoch.clone(),

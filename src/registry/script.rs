@@ -154,33 +154,26 @@ impl Outlet for Probe {
                 return Ok(());
             }
         };
-        let offset = match &frame {
+        match &frame {
             ServerFrame::Joined(j) => {
                 seen.next_offset.insert(j.room.clone(), j.offset);
-                None
             }
             ServerFrame::Resumed(_) => {
                 // Replayed frames must start where the client said it was; rooms that get a
                 // snapshot are reset by their `joined`.
                 seen.next_offset = std::mem::take(&mut seen.claimed);
-                None
             }
             ServerFrame::Left { room, .. } => {
                 seen.next_offset.remove(room);
-                None
             }
-            ServerFrame::Event(e) => Some((&e.room, e.offset)),
-            ServerFrame::Presence(p) => Some((&p.room, p.offset)),
-            ServerFrame::RoomUpdate(u) => Some((&u.room, u.offset)),
-            ServerFrame::StatePatch(p) => Some((&p.room, p.offset)),
-            _ => None,
-        };
-        if let Some((room, offset)) = offset {
+            _ => {}
+        }
+        if let Some((room, offset)) = frame.room_offset() {
             let expected = seen.next_offset.get(room).copied().unwrap_or(0);
             if offset < expected {
                 seen.failure = Some(format!("offset {offset} in {room:?} after {expected}"));
             }
-            seen.next_offset.insert(room.clone(), offset + 1);
+            seen.next_offset.insert(room.to_owned(), offset + 1);
         }
         Ok(())
     }

@@ -45,11 +45,7 @@ async fn every_family_is_exposed_with_plausible_values_after_a_scripted_session(
     }
     assert!(refused >= 1);
     // b drops and resumes with replay.
-    let position = parlor_client::protocol::RoomPosition {
-        room: "m".into(),
-        epoch: joined.epoch.clone(),
-        offset: joined.offset,
-    };
+    let position = parlor_client::protocol::RoomPosition::from_joined(&joined);
     b.abort();
     let mut again = connect(&node).await;
     let resumed = again

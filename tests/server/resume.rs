@@ -8,47 +8,14 @@ use parlor_client::{Client, ClientError};
 
 use crate::common::*;
 
-/// Where a client is in one room: the epoch, and the offset of the next frame it expects.
-struct Cursor {
-    room: String,
-    epoch: String,
-    next: u64,
-}
-
-impl Cursor {
-    /// Moves past `frame` if it is a frame of this room; returns the event's value if it is
-    /// an event.
-    fn see(&mut self, frame: &ServerFrame) -> Option<i64> {
-        let offset = match frame {
-            ServerFrame::Joined(j) if j.room == self.room => {
-                self.epoch = j.epoch.clone();
-                self.next = j.offset;
-                return None;
-            }
-            ServerFrame::Event(e) if e.room == self.room => e.offset,
-            ServerFrame::Presence(p) if p.room == self.room => p.offset,
-            ServerFrame::RoomUpdate(u) if u.room == self.room => u.offset,
-            ServerFrame::StatePatch(p) if p.room == self.room => p.offset,
-            _ => return None,
-        };
-        assert!(
-            offset >= self.next,
-            "offset {offset} again after {}",
-            self.next
-        );
-        self.next = offset + 1;
-        match frame {
-            ServerFrame::Event(e) => e.data.as_i64(),
-            _ => None,
-        }
-    }
-
-    fn position(&self) -> RoomPosition {
-        RoomPosition {
-            room: self.room.clone(),
-            epoch: self.epoch.clone(),
-            offset: self.next,
-        }
+/// Moves `position` past `frame`, asserting that no frame of the room comes twice; the
+/// event's value if it is an event of the room.
+fn see(position: &mut RoomPosition, frame: &ServerFrame) -> Option<i64> {
+    let moved = position.advance(frame)?;
+    assert!(moved, "{frame:?} again after offset {}", position.offset);
+    match frame {
+        ServerFrame::Event(e) => e.data.as_i64(),
+        _ => None,
     }
 }
 
@@ -58,16 +25,11 @@ fn grace_config(grace_ms: u64) -> parlor::Config {
     config
 }
 
-async fn join_with_cursor(client: &mut Client, room: &str) -> Cursor {
+async fn join_with_cursor(client: &mut Client, room: &str) -> RoomPosition {
     let joined = client.join_room(room, None).await.expect("join");
-    let mut cursor = Cursor {
-        room: room.into(),
-        epoch: String::new(),
-        next: 0,
-    };
-    cursor.see(&ServerFrame::Joined(joined));
+    let mut cursor = RoomPosition::from_joined(&joined);
     for frame in client.drain_buffered() {
-        cursor.see(&frame);
+        see(&mut cursor, &frame);
     }
     cursor
 }
@@ -114,7 +76,7 @@ async fn a_client_dropped_mid_stream_resumes_with_all_1000_events_in_order_once(
     // Read part of the stream, then drop the connection without a close.
     let mut got = Vec::new();
     while got.len() < 250 {
-        if let Some(n) = cursor.see(&next(&mut reader).await) {
+        if let Some(n) = see(&mut cursor, &next(&mut reader).await) {
             got.push(n);
         }
     }
@@ -124,7 +86,7 @@ async fn a_client_dropped_mid_stream_resumes_with_all_1000_events_in_order_once(
     let resumed = within(
         10,
         "resumed",
-        again.resume(session, &token, vec![cursor.position()]),
+        again.resume(session, &token, vec![cursor.clone()]),
     )
     .await
     .expect("resume accepted");
@@ -132,12 +94,12 @@ async fn a_client_dropped_mid_stream_resumes_with_all_1000_events_in_order_once(
     assert_eq!(again.session_id(), session);
     assert!(resumed.rooms.iter().all(|r| r.recovered), "{resumed:?}");
     for frame in again.drain_buffered() {
-        if let Some(n) = cursor.see(&frame) {
+        if let Some(n) = see(&mut cursor, &frame) {
             got.push(n);
         }
     }
     while got.len() < 1000 {
-        if let Some(n) = cursor.see(&next(&mut again).await) {
+        if let Some(n) = see(&mut cursor, &next(&mut again).await) {
             got.push(n);
         }
     }
@@ -225,7 +187,7 @@ async fn a_resume_past_the_history_gets_a_snapshot_of_the_room() {
 
     let mut again = connect(&node).await;
     let resumed = again
-        .resume(session, &token, vec![cursor.position()])
+        .resume(session, &token, vec![cursor.clone()])
         .await
         .expect("resume accepted");
     assert_eq!(resumed.rooms.len(), 1);

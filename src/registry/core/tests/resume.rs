@@ -35,27 +35,17 @@ impl Harness {
         (id, outlet)
     }
 
-    /// The position after the last room frame `frames` show for `room` (from a `joined`'s
-    /// epoch and offset and the offsets of later frames).
+    /// The position after the last frame of `room` that `frames` show (from its `joined` on).
     fn position(room: &str, frames: &[ServerFrame]) -> RoomPosition {
-        let mut epoch = String::new();
-        let mut next = 0;
-        for frame in frames {
-            match frame {
-                ServerFrame::Joined(j) if j.room == room => {
-                    epoch = j.epoch.clone();
-                    next = j.offset;
-                }
-                ServerFrame::Event(e) if e.room == room => next = e.offset + 1,
-                ServerFrame::Presence(p) if p.room == room => next = p.offset + 1,
-                _ => {}
-            }
-        }
-        RoomPosition {
+        let mut position = RoomPosition {
             room: room.into(),
-            epoch,
-            offset: next,
+            epoch: String::new(),
+            offset: 0,
+        };
+        for frame in frames {
+            position.advance(frame);
         }
+        position
     }
 
     fn resume(
@@ -431,5 +421,37 @@ fn an_away_member_kicked_from_its_last_room_is_forgotten() {
     assert!(
         h.registry.rooms["r"].is_member(b),
         "an away session's requests are not served"
+    );
+}
+
+#[test]
+fn a_replay_over_the_replay_budget_becomes_a_snapshot() {
+    let mut limits = resumable();
+    limits.replay_budget_bytes = 200;
+    let mut h = Harness::with_limits(limits);
+    let (a, out_a) = h.connect_as("tok", None, None);
+    let (b, _) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    let position = Harness::position("r", &out_a.take());
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    // Each event frame is about 80 bytes: two fit the budget, five do not.
+    emit_n(&mut h, b, "r", 0..2);
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(
+        h.resume(fresh, a, "tok", std::slice::from_ref(&position)),
+        Ok(a)
+    );
+    assert_eq!(events(&out_fresh.take()), vec![0, 1]);
+    h.registry.disconnect(a, LeaveReason::Dropped);
+    let position = RoomPosition {
+        offset: h.registry.rooms["r"].history.next_offset,
+        ..position
+    };
+    emit_n(&mut h, b, "r", 2..7);
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(h.resume(fresh, a, "tok", &[position]), Ok(a));
+    assert!(
+        matches!(&out_fresh.take()[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered)
     );
 }
