@@ -24,6 +24,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub auth: AuthConfig,
     pub api: ApiConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -115,6 +116,15 @@ pub struct ApiConfig {
     pub key: String,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    pub node_id: String,
+    pub node_ttl_ms: u64,
+    pub key_prefix: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -188,6 +198,18 @@ impl Config {
         };
         let s = &self.session;
         let l = &self.limits;
+        let c = &self.cluster;
+        if !c.redis_url.is_empty() {
+            if c.node_ttl_ms < 1000 {
+                return invalid("cluster.node_ttl_ms", "must be at least 1000".into());
+            }
+            if c.key_prefix.is_empty() {
+                return invalid("cluster.key_prefix", "must not be empty".into());
+            }
+            if c.node_id.contains(['\n', ' ']) {
+                return invalid("cluster.node_id", "must not hold spaces or newlines".into());
+            }
+        }
         if s.heartbeat_interval_ms == 0 {
             return invalid(
                 "session.heartbeat_interval_ms",
@@ -342,6 +364,15 @@ impl Config {
 
     pub fn reconnect_grace(&self) -> Duration {
         Duration::from_millis(self.session.reconnect_grace_ms)
+    }
+
+    /// This node's name in the cluster: the configured one, or a random one.
+    pub fn node_id(&self) -> String {
+        if self.cluster.node_id.is_empty() {
+            format!("node-{}", uuid::Uuid::new_v4().simple())
+        } else {
+            self.cluster.node_id.clone()
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -236,12 +236,22 @@ async fn upgrade(
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     match state.registry().stats().await {
-        Some(stats) => HttpResponse::Ok().json(serde_json::json!({
-            "status": "ok",
-            "sessions": stats.sessions,
-            "away": stats.away,
-            "rooms": stats.rooms,
-        })),
+        Some(stats) => {
+            let degraded = stats.cluster.as_ref().is_some_and(|c| !c.up);
+            let mut body = serde_json::json!({
+                "status": if degraded { "degraded" } else { "ok" },
+                "sessions": stats.sessions,
+                "away": stats.away,
+                "rooms": stats.rooms,
+            });
+            if let Some(cluster) = &stats.cluster {
+                body["cluster"] = serde_json::json!({
+                    "node": cluster.node,
+                    "redis": if cluster.up { "up" } else { "down" },
+                });
+            }
+            HttpResponse::Ok().json(body)
+        }
         None => {
             HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
         }

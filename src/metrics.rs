@@ -82,6 +82,10 @@ pub struct Metrics {
     pub rate_limit_closes: Counter,
     resumes: Family<OutcomeLabel, Counter>,
     pub auth_failures: Counter,
+    /// Cluster nodes only: 1 while Redis is reachable, 0 while degraded.
+    pub cluster_up: Gauge,
+    pub cluster_frames_lost: Counter,
+    pub cluster_messages_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +112,9 @@ impl Metrics {
             rate_limit_closes: Counter::default(),
             resumes: Family::default(),
             auth_failures: Counter::default(),
+            cluster_up: Gauge::default(),
+            cluster_frames_lost: Counter::default(),
+            cluster_messages_dropped: Counter::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -165,6 +172,21 @@ impl Metrics {
             "Upgrades refused for a missing or invalid token or a disallowed origin",
             m.auth_failures.clone(),
         );
+        registry.register(
+            "cluster_up",
+            "Cluster nodes: 1 while Redis is reachable, 0 while the node is degraded",
+            m.cluster_up.clone(),
+        );
+        registry.register(
+            "cluster_frames_lost",
+            "Cluster nodes: room frames never delivered because Redis no longer held them",
+            m.cluster_frames_lost.clone(),
+        );
+        registry.register(
+            "cluster_messages_dropped",
+            "Cluster nodes: channel messages dropped while the node was behind (read back from the room's stream)",
+            m.cluster_messages_dropped.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -199,6 +221,12 @@ impl Metrics {
     pub fn sent(&self, count: u64, bytes: usize) {
         self.frames_out.inc_by(count);
         self.bytes_out.inc_by(count * bytes as u64);
+    }
+
+    /// Counts `count` frames of `bytes` bytes in all queued for clients.
+    pub fn sent_total(&self, count: u64, bytes: u64) {
+        self.frames_out.inc_by(count);
+        self.bytes_out.inc_by(bytes);
     }
 
     /// The metrics in Prometheus' text format.

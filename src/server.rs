@@ -11,6 +11,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{rt, web, App, HttpServer};
 
 use crate::auth::Authenticator;
+use crate::cluster::{ClusterSettings, LinkConfig};
 use crate::config::Config;
 use crate::http::{routes, AppState};
 use crate::metrics::Metrics;
@@ -81,17 +82,39 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         max_away_sessions: config.limits.max_connections,
     };
     let metrics = Arc::new(Metrics::new());
-    let registry = RegistryHandle::start(
-        limits,
-        config.registry.mailbox_capacity,
-        Timers {
-            state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
-            lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
-            clock_interval: (config.reconnect_grace() / 20)
-                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
-        },
-        Arc::clone(&metrics),
-    );
+    let timers = Timers {
+        state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
+        lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
+        clock_interval: (config.reconnect_grace() / 20)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+    };
+    let registry = if config.cluster.redis_url.is_empty() {
+        RegistryHandle::start(
+            limits,
+            config.registry.mailbox_capacity,
+            timers,
+            Arc::clone(&metrics),
+        )
+    } else {
+        let node = config.node_id();
+        tracing::info!("cluster node {node}, rooms in Redis");
+        RegistryHandle::start_cluster(
+            ClusterSettings {
+                link: LinkConfig {
+                    url: config.cluster.redis_url.clone(),
+                    prefix: config.cluster.key_prefix.clone(),
+                    node,
+                    library: crate::cluster::LIBRARY,
+                },
+                node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
+                limits,
+                lobby_interval: timers.lobby_interval,
+                clock_interval: timers.clock_interval,
+            },
+            config.registry.mailbox_capacity,
+            Arc::clone(&metrics),
+        )
+    };
     let rates = &config.rate_limits;
     let state = web::Data::new(AppState {
         node: SessionContext {

@@ -61,6 +61,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The authenticated user may not enter this room (its token's room patterns).
     Forbidden,
+    /// The node cannot reach the cluster's Redis now; the request was not carried out and may
+    /// be sent again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -92,6 +95,7 @@ impl ErrorCode {
             Self::ResumeFailed => "resume_failed",
             Self::RateLimited => "rate_limited",
             Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -116,6 +120,26 @@ pub enum LeaveReason {
     Kicked,
     /// The member kept sending over its rate limits and was closed.
     RateLimited,
+    /// The cluster node the member was connected to stopped answering; the other nodes
+    /// removed its members.
+    NodeLost,
+}
+
+impl LeaveReason {
+    /// The reason's snake_case name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leave => "leave",
+            Self::Closed => "closed",
+            Self::Dropped => "dropped",
+            Self::Timeout => "timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ProtocolError => "protocol_error",
+            Self::Kicked => "kicked",
+            Self::RateLimited => "rate_limited",
+            Self::NodeLost => "node_lost",
+        }
+    }
 }
 
 /// WebSocket close codes the server sends (RFC 6455 section 7.4 plus Parlor's 4xxx range).

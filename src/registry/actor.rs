@@ -12,6 +12,7 @@ use parlor_protocol::{
 };
 
 use super::{Profile, Registry, RegistryLimits, RoomDetail};
+use crate::cluster::{ClusterActor, ClusterSettings};
 use crate::metrics::Metrics;
 use crate::session::outbox::SessionOutlet;
 
@@ -90,11 +91,22 @@ pub struct ClientRequest {
 #[rtype(result = "RegistryStats")]
 pub struct GetStats;
 
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RegistryStats {
     pub sessions: usize,
     pub away: usize,
+    /// Rooms on this node: all of them on a single node; in a cluster, the rooms this node
+    /// has members in.
     pub rooms: usize,
+    /// `None` on a single node.
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A cluster node's name and whether it reaches Redis.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterHealth {
+    pub node: String,
+    pub up: bool,
 }
 
 /// The public rooms matching `filter`, for `GET /rooms`.
@@ -231,6 +243,7 @@ impl Handler<GetStats> for RegistryActor {
             sessions: self.registry.session_count(),
             away: self.registry.away_count(),
             rooms: self.registry.room_count(),
+            cluster: None,
         })
     }
 }
@@ -244,11 +257,37 @@ pub enum SubmitError {
     Gone,
 }
 
-/// How sessions and HTTP handlers reach the registry. The seam where sharding and the cluster
-/// will route by room.
+/// How sessions and HTTP handlers reach the registry: the single-node actor, or a cluster
+/// node's. Both answer the same messages.
 #[derive(Clone)]
 pub struct RegistryHandle {
-    addr: Addr<RegistryActor>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(Addr<RegistryActor>),
+    Cluster(Addr<ClusterActor>),
+}
+
+/// Hands `$msg` to whichever actor the handle holds, with `$how` (`do_send`, `try_send`).
+macro_rules! dispatch {
+    ($handle:expr, $how:ident, $msg:expr) => {
+        match &$handle.inner {
+            Inner::Single(addr) => addr.$how($msg),
+            Inner::Cluster(addr) => addr.$how($msg),
+        }
+    };
+}
+
+/// Sends `$msg` to whichever actor the handle holds and waits for the answer.
+macro_rules! ask {
+    ($handle:expr, $msg:expr) => {
+        match &$handle.inner {
+            Inner::Single(addr) => addr.send($msg).await,
+            Inner::Cluster(addr) => addr.send($msg).await,
+        }
+    };
 }
 
 impl RegistryHandle {
@@ -268,58 +307,76 @@ impl RegistryHandle {
                 timers,
             }
         });
-        Self { addr }
+        Self {
+            inner: Inner::Single(addr),
+        }
+    }
+
+    /// Starts a cluster node's registry actor on an arbiter of its own.
+    pub fn start_cluster(
+        settings: ClusterSettings,
+        mailbox_capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let arbiter = Arbiter::new();
+        let addr = ClusterActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(mailbox_capacity);
+            ClusterActor::new(settings, metrics)
+        });
+        Self {
+            inner: Inner::Cluster(addr),
+        }
     }
 
     /// Connects and disconnects are never refused: each session sends one of each, so they
     /// are bounded by the connection cap.
     pub fn connect(&self, msg: Connect) {
-        self.addr.do_send(msg);
+        dispatch!(self, do_send, msg);
     }
 
     pub fn disconnect(&self, msg: Disconnect) {
-        self.addr.do_send(msg);
+        dispatch!(self, do_send, msg);
     }
 
     /// Hands over a client request, or refuses it when the registry's mailbox is full.
     pub fn submit(&self, request: ClientRequest) -> Result<(), SubmitError> {
-        self.addr.try_send(request).map_err(|err| match err {
+        dispatch!(self, try_send, request).map_err(|err| match err {
             actix::prelude::SendError::Full(_) => SubmitError::Busy,
             actix::prelude::SendError::Closed(_) => SubmitError::Gone,
         })
     }
 
     pub async fn stats(&self) -> Option<RegistryStats> {
-        self.addr.send(GetStats).await.ok()
+        ask!(self, GetStats).ok()
     }
 
     pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
-        self.addr.send(ListRooms { filter, limit }).await.ok()
+        ask!(self, ListRooms { filter, limit }).ok()
     }
 
     /// `None` when the registry has stopped; `Some(None)` when the resume was refused.
     pub async fn resume(&self, request: Resume) -> Option<Option<SessionId>> {
-        self.addr.send(request).await.ok()
+        ask!(self, request).ok()
     }
 
     pub async fn publish(&self, request: Publish) -> Option<Option<u64>> {
-        self.addr.send(request).await.ok()
+        ask!(self, request).ok()
     }
 
     pub async fn read_room(&self, room: String) -> Option<Option<RoomDetail>> {
-        self.addr.send(ReadRoom(room)).await.ok()
+        ask!(self, ReadRoom(room)).ok()
     }
 
     pub async fn all_rooms(&self, limit: usize) -> Option<Vec<RoomInfo>> {
-        self.addr.send(AllRooms { limit }).await.ok()
+        ask!(self, AllRooms { limit }).ok()
     }
 
     pub async fn kick_session(&self, session: SessionId) -> Option<bool> {
-        self.addr.send(KickSession(session)).await.ok()
+        ask!(self, KickSession(session)).ok()
     }
 
     /// Tells every session the node is going away; returns once the registry has done so.
     pub async fn shut_down(&self) {
-        let _ = self.addr.send(ShutDown).await;
+        let _ = ask!(self, ShutDown);
     }
 }

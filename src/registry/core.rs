@@ -48,20 +48,29 @@ pub trait Outlet: Clone {
 
 /// Glob patterns (`*`, `?`) naming the rooms an authenticated user may enter.
 #[derive(Clone, Debug)]
-pub struct RoomPatterns(Arc<[wildmatch::WildMatch]>);
+pub struct RoomPatterns {
+    compiled: Arc<[wildmatch::WildMatch]>,
+    sources: Arc<[String]>,
+}
 
 impl RoomPatterns {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
-        Self(
-            patterns
+        Self {
+            compiled: patterns
                 .iter()
                 .map(|p| wildmatch::WildMatch::new(p.as_ref()))
                 .collect(),
-        )
+            sources: patterns.iter().map(|p| p.as_ref().to_owned()).collect(),
+        }
     }
 
     pub fn allows(&self, room: &str) -> bool {
-        self.0.iter().any(|p| p.matches(room))
+        self.compiled.iter().any(|p| p.matches(room))
+    }
+
+    /// The patterns as given.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
     }
 }
 
@@ -130,6 +139,77 @@ pub struct RegistryLimits {
     pub max_away_sessions: usize,
 }
 
+impl RegistryLimits {
+    /// The rules of a room made with `options`, checked against these limits.
+    pub(crate) fn rules_from(&self, options: RoomOptions) -> Result<RoomRules, RequestError> {
+        let limit = self.max_members_per_room;
+        let max_members = match options.max_members {
+            None => limit,
+            Some(n) if n >= 1 && (n as usize) <= limit => n as usize,
+            Some(n) => {
+                return Err(RequestError::InvalidOptions(format!(
+                    "max_members is {n}; it must be 1 to {limit}"
+                )))
+            }
+        };
+        self.check_metadata(&options.metadata)?;
+        if options
+            .password
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
+        {
+            return Err(RequestError::InvalidOptions(format!(
+                "passwords are at most {MAX_PASSWORD_BYTES} bytes"
+            )));
+        }
+        Ok(RoomRules {
+            max_members,
+            private: options.private,
+            password: options.password,
+            metadata: options.metadata,
+            dispose_when_empty: options.dispose_when_empty,
+        })
+    }
+
+    /// The rules of a room made implicitly by `join`.
+    pub(crate) fn default_rules(&self) -> RoomRules {
+        RoomRules {
+            max_members: self.max_members_per_room,
+            private: false,
+            password: None,
+            metadata: Metadata::new(),
+            dispose_when_empty: true,
+        }
+    }
+
+    pub(crate) fn check_metadata(&self, metadata: &Metadata) -> Result<(), RequestError> {
+        let size = encoded_len(metadata);
+        let max = self.max_metadata_bytes;
+        if size > max {
+            return Err(RequestError::InvalidOptions(format!(
+                "metadata is {size} bytes encoded, over the limit of {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_room_name(&self, name: &str) -> Result<(), RequestError> {
+        let max = self.max_room_name_bytes;
+        if name.is_empty() || name.len() > max {
+            return Err(RequestError::InvalidRoom { max });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_event_name(&self, name: &str) -> Result<(), RequestError> {
+        let max = self.max_event_name_bytes;
+        if name.is_empty() || name.len() > max {
+            return Err(RequestError::InvalidEvent { max });
+        }
+        Ok(())
+    }
+}
+
 /// Why a request was refused. Each maps to one protocol `ErrorCode`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -169,6 +249,8 @@ pub enum RequestError {
     ResumeFailed(&'static str),
     #[error("you may not enter room {0:?}")]
     Forbidden(String),
+    #[error("the cluster cannot be reached now ({0}); nothing was done, and the request may be sent again")]
+    Unavailable(String),
 }
 
 impl RequestError {
@@ -192,6 +274,7 @@ impl RequestError {
             Self::RoomLimit { .. } => ErrorCode::RoomLimit,
             Self::ResumeFailed(_) => ErrorCode::ResumeFailed,
             Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -777,11 +860,11 @@ impl<O: Outlet> Registry<O> {
         password: Option<&str>,
         reference: Option<Ref>,
     ) -> Result<Answered, RequestError> {
-        self.check_room_name(&room_name)?;
+        self.limits.check_room_name(&room_name)?;
         self.check_can_join(id, Some(&room_name))?;
         match self.rooms.get(&room_name) {
             None => {
-                let rules = self.default_rules();
+                let rules = self.limits.default_rules();
                 self.open_room(&room_name, rules)?;
             }
             Some(room) => {
@@ -815,7 +898,7 @@ impl<O: Outlet> Registry<O> {
     ) -> Result<Answered, RequestError> {
         let room_name = match room_name {
             Some(name) => {
-                self.check_room_name(&name)?;
+                self.limits.check_room_name(&name)?;
                 if self.rooms.contains_key(&name) {
                     return Err(RequestError::RoomExists(name));
                 }
@@ -823,7 +906,7 @@ impl<O: Outlet> Registry<O> {
             }
             None => new_room_id(),
         };
-        let rules = self.rules_from(options)?;
+        let rules = self.limits.rules_from(options)?;
         self.check_can_join(id, Some(&room_name))?;
         self.open_room(&room_name, rules)?;
         self.admit(id, &room_name, reference);
@@ -845,7 +928,7 @@ impl<O: Outlet> Registry<O> {
                 .insert("mode".to_owned(), Value::from(mode.as_str()));
         }
         options.metadata.extend(filter.metadata.clone());
-        let rules = self.rules_from(options)?;
+        let rules = self.limits.rules_from(options)?;
         self.check_can_join(id, None)?;
         let member_of = self.sessions.get(&id).map(|e| &e.rooms);
         let best = self
@@ -869,58 +952,6 @@ impl<O: Outlet> Registry<O> {
         };
         self.admit(id, &room_name, reference);
         Ok(Answered::No)
-    }
-
-    /// The rules of a room made implicitly by `join`.
-    fn default_rules(&self) -> RoomRules {
-        RoomRules {
-            max_members: self.limits.max_members_per_room,
-            private: false,
-            password: None,
-            metadata: Metadata::new(),
-            dispose_when_empty: true,
-        }
-    }
-
-    fn rules_from(&self, options: RoomOptions) -> Result<RoomRules, RequestError> {
-        let limit = self.limits.max_members_per_room;
-        let max_members = match options.max_members {
-            None => limit,
-            Some(n) if n >= 1 && (n as usize) <= limit => n as usize,
-            Some(n) => {
-                return Err(RequestError::InvalidOptions(format!(
-                    "max_members is {n}; it must be 1 to {limit}"
-                )))
-            }
-        };
-        self.check_metadata(&options.metadata)?;
-        if options
-            .password
-            .as_ref()
-            .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
-        {
-            return Err(RequestError::InvalidOptions(format!(
-                "passwords are at most {MAX_PASSWORD_BYTES} bytes"
-            )));
-        }
-        Ok(RoomRules {
-            max_members,
-            private: options.private,
-            password: options.password,
-            metadata: options.metadata,
-            dispose_when_empty: options.dispose_when_empty,
-        })
-    }
-
-    fn check_metadata(&self, metadata: &Metadata) -> Result<(), RequestError> {
-        let size = encoded_len(metadata);
-        let max = self.limits.max_metadata_bytes;
-        if size > max {
-            return Err(RequestError::InvalidOptions(format!(
-                "metadata is {size} bytes encoded, over the limit of {max}"
-            )));
-        }
-        Ok(())
     }
 
     /// Creates an empty room (which the caller then fills), within `max_rooms`.
@@ -1043,7 +1074,7 @@ impl<O: Outlet> Registry<O> {
     }
 
     fn leave(&mut self, id: SessionId, room_name: &str) -> Result<Answered, RequestError> {
-        self.check_room_name(room_name)?;
+        self.limits.check_room_name(room_name)?;
         self.drop_membership(id, room_name, LeaveReason::Leave)?;
         Ok(Answered::No)
     }
@@ -1088,8 +1119,8 @@ impl<O: Outlet> Registry<O> {
         data: Value,
         echo: bool,
     ) -> Result<Answered, RequestError> {
-        self.check_room_name(&room_name)?;
-        self.check_event_name(&event)?;
+        self.limits.check_room_name(&room_name)?;
+        self.limits.check_event_name(&event)?;
         // Membership is checked on the session's side: a handful of rooms, not a room's
         // possibly thousands of members, on the hottest path.
         let is_member = self
@@ -1119,7 +1150,7 @@ impl<O: Outlet> Registry<O> {
         event: String,
         data: Value,
     ) -> Result<Answered, RequestError> {
-        self.check_event_name(&event)?;
+        self.limits.check_event_name(&event)?;
         let shares_room = match (self.sessions.get(&id), self.sessions.get(&to)) {
             (Some(from), Some(target)) => from.rooms.iter().any(|r| target.rooms.contains(r)),
             _ => false,
@@ -1156,7 +1187,7 @@ impl<O: Outlet> Registry<O> {
 
     /// The room `room_name` when `id` is its owner.
     fn owned_room(&mut self, id: SessionId, room_name: &str) -> Result<&mut Room<O>, RequestError> {
-        self.check_room_name(room_name)?;
+        self.limits.check_room_name(room_name)?;
         let room = self.member_room(id, room_name)?;
         if room.owner != Some(id) {
             return Err(RequestError::NotOwner(room_name.to_owned()));
@@ -1197,7 +1228,7 @@ impl<O: Outlet> Registry<O> {
         room_name: &str,
         metadata: Metadata,
     ) -> Result<Answered, RequestError> {
-        self.check_metadata(&metadata)?;
+        self.limits.check_metadata(&metadata)?;
         let room = self.owned_room(id, room_name)?;
         room.metadata = metadata;
         self.announce_room_update(room_name, None);
@@ -1212,7 +1243,7 @@ impl<O: Outlet> Registry<O> {
         ops: Vec<StateOp>,
         if_version: Option<u64>,
     ) -> Result<Answered, RequestError> {
-        self.check_room_name(room_name)?;
+        self.limits.check_room_name(room_name)?;
         let limits = self.limits.clone();
         let room = self.member_room(id, room_name)?;
         if let Some(expected) = if_version {
@@ -1288,22 +1319,6 @@ impl<O: Outlet> Registry<O> {
         if self.rooms.get(room_name).is_some_and(|r| !r.private) {
             self.lobby.changed(room_name);
         }
-    }
-
-    fn check_room_name(&self, name: &str) -> Result<(), RequestError> {
-        let max = self.limits.max_room_name_bytes;
-        if name.is_empty() || name.len() > max {
-            return Err(RequestError::InvalidRoom { max });
-        }
-        Ok(())
-    }
-
-    fn check_event_name(&self, name: &str) -> Result<(), RequestError> {
-        let max = self.limits.max_event_name_bytes;
-        if name.is_empty() || name.len() > max {
-            return Err(RequestError::InvalidEvent { max });
-        }
-        Ok(())
     }
 
     fn send_error(&mut self, id: SessionId, reference: Option<Ref>, err: &RequestError) {
@@ -1528,7 +1543,7 @@ fn deliver_all<O: Outlet>(
 }
 
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).
-fn new_room_id() -> String {
+pub(crate) fn new_room_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 

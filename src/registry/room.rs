@@ -202,18 +202,7 @@ impl<O> Room<O> {
 
     /// Whether a listing with `filter` shows this room. Private rooms are never shown.
     pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
-        if self.private || (filter.free_seats && self.is_locked()) {
-            return false;
-        }
-        if let Some(mode) = &filter.mode {
-            if self.metadata.get("mode") != Some(&Value::from(mode.as_str())) {
-                return false;
-            }
-        }
-        filter
-            .metadata
-            .iter()
-            .all(|(key, value)| self.metadata.get(key) == Some(value))
+        listed(self.private, self.is_locked(), &self.metadata, filter)
     }
 
     /// Whether `join_or_create` may put a newcomer here: listed, matching, open, with no
@@ -221,6 +210,28 @@ impl<O> Room<O> {
     pub(crate) fn takes_matchmaking(&self, filter: &RoomFilter) -> bool {
         self.matches(filter) && !self.is_locked() && self.password.is_none()
     }
+}
+
+/// Whether a listing with `filter` shows a room that is `private`, `locked`, with `metadata`.
+/// Private rooms are never shown.
+pub(crate) fn listed(
+    private: bool,
+    locked: bool,
+    metadata: &Metadata,
+    filter: &RoomFilter,
+) -> bool {
+    if private || (filter.free_seats && locked) {
+        return false;
+    }
+    if let Some(mode) = &filter.mode {
+        if metadata.get("mode") != Some(&Value::from(mode.as_str())) {
+            return false;
+        }
+    }
+    filter
+        .metadata
+        .iter()
+        .all(|(key, value)| metadata.get(key) == Some(value))
 }
 
 fn saturate(n: usize) -> u32 {

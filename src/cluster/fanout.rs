@@ -1,0 +1,239 @@
+//! `LocalRooms`: the rooms a cluster node has members in, and which of its sessions get each
+//! frame. Frames reach the node from Redis in offset order but may arrive twice (a catch-up
+//! read overlapping the live channel) or with a gap (a subscription that started late, an
+//! outage); each room hands every frame to its local members exactly once and in order, asks
+//! for the missing range when it sees a gap, and keeps its recent frames so that a member who
+//! joins with a snapshot taken a moment earlier still gets the frames since. No I/O here.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+use parlor_protocol::SessionId;
+
+use super::wire::RoomMessage;
+
+/// Recent frames each local room keeps for members who join a moment behind the node.
+pub const RECENT_FRAMES: usize = 256;
+
+/// The range of a room's frames to read from its stream: `from` up to, not including, `to`
+/// (`None`: to the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    pub room: String,
+    pub from: u64,
+    pub to: Option<u64>,
+}
+
+struct LocalMember {
+    id: SessionId,
+    /// The first offset this member gets; earlier frames are in its snapshot or replay.
+    from: u64,
+}
+
+struct LocalRoom {
+    members: Vec<LocalMember>,
+    /// The offset of the next frame to hand out.
+    next: u64,
+    /// Frames that arrived ahead of `next`, waiting for the gap before them to be filled.
+    ahead: BTreeMap<u64, RoomMessage>,
+    /// A fill is under way.
+    filling: bool,
+    recent: VecDeque<RoomMessage>,
+}
+
+impl LocalRoom {
+    fn new(next: u64) -> Self {
+        Self {
+            members: Vec::new(),
+            next,
+            ahead: BTreeMap::new(),
+            filling: false,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Hands out every frame that is next in line.
+    fn drain(&mut self, deliver: &mut impl FnMut(SessionId, &Bytes)) {
+        while let Some(message) = self.ahead.remove(&self.next) {
+            for member in &self.members {
+                if member.from <= message.offset && Some(member.id) != message.skip {
+                    deliver(member.id, &message.frame);
+                }
+            }
+            self.next += 1;
+            if self.recent.len() == RECENT_FRAMES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(message);
+        }
+    }
+
+    /// The fill to ask for, if frames wait behind a gap and none is under way.
+    fn gap(&mut self, room: &str) -> Option<Fill> {
+        let (&first_ahead, _) = self.ahead.first_key_value()?;
+        if self.filling {
+            return None;
+        }
+        self.filling = true;
+        Some(Fill {
+            room: room.to_owned(),
+            from: self.next,
+            to: Some(first_ahead),
+        })
+    }
+}
+
+/// What adding a member did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Added {
+    /// The room is new on this node: subscribe to its channel, then read from `from`.
+    pub subscribe: bool,
+    /// Frames from `from` the node had already handed out and no longer holds: lost to
+    /// this member (counted).
+    pub lost: u64,
+}
+
+#[derive(Default)]
+pub struct LocalRooms {
+    rooms: HashMap<String, LocalRoom>,
+    /// Frames never delivered because Redis no longer held them.
+    pub lost: u64,
+}
+
+impl LocalRooms {
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Where room `room` is: the offset of its next frame, if it is here.
+    pub fn next_offset(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).map(|r| r.next)
+    }
+
+    /// Makes `id` a local member of `room` from offset `from` on (its snapshot's or replay's
+    /// end). Frames from `from` that the node has already handed out go to it at once.
+    pub fn add_member(
+        &mut self,
+        room: &str,
+        id: SessionId,
+        from: u64,
+        deliver: &mut impl FnMut(SessionId, &Bytes),
+    ) -> Added {
+        let mut added = Added {
+            subscribe: false,
+            lost: 0,
+        };
+        let local = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            added.subscribe = true;
+            LocalRoom::new(from)
+        });
+        local.members.retain(|m| m.id != id);
+        if from < local.next {
+            let oldest = local.recent.front().map_or(local.next, |m| m.offset);
+            if from < oldest {
+                added.lost = oldest - from;
+            }
+            for message in &local.recent {
+                if message.offset >= from && Some(id) != message.skip {
+                    deliver(id, &message.frame);
+                }
+            }
+        }
+        local.members.push(LocalMember {
+            id,
+            from: from.max(local.next),
+        });
+        self.lost += added.lost;
+        added
+    }
+
+    /// Takes `id` out of `room`; true when the room has no local member left (the node
+    /// unsubscribes from it and forgets it).
+    pub fn remove_member(&mut self, room: &str, id: SessionId) -> bool {
+        let Some(local) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        local.members.retain(|m| m.id != id);
+        if local.members.is_empty() {
+            self.rooms.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// A frame from the room's channel. Returns the fill to ask for when it reveals a gap.
+    pub fn on_frame(
+        &mut self,
+        room: &str,
+        message: RoomMessage,
+        deliver: &mut impl FnMut(SessionId, &Bytes),
+    ) -> Option<Fill> {
+        let local = self.rooms.get_mut(room)?;
+        if message.offset < local.next {
+            return None;
+        }
+        local.ahead.insert(message.offset, message);
+        local.drain(deliver);
+        local.gap(room)
+    }
+
+    /// What a fill read from the stream. Frames still missing after it (the stream no longer
+    /// holds them) are skipped and counted as lost. Returns a further fill if needed.
+    pub fn on_fill(
+        &mut self,
+        room: &str,
+        messages: Vec<RoomMessage>,
+        deliver: &mut impl FnMut(SessionId, &Bytes),
+    ) -> Option<Fill> {
+        let local = self.rooms.get_mut(room)?;
+        local.filling = false;
+        for message in messages {
+            if message.offset >= local.next {
+                local.ahead.insert(message.offset, message);
+            }
+        }
+        local.drain(deliver);
+        if let Some((&first, _)) = local.ahead.first_key_value() {
+            self.lost += first - local.next;
+            local.next = first;
+            local.drain(deliver);
+        }
+        local.gap(room)
+    }
+
+    /// The fill that catches room `room` up with everything its stream holds past what the
+    /// node has handed out: after subscribing, and after an outage.
+    pub fn catch_up(&mut self, room: &str) -> Option<Fill> {
+        let local = self.rooms.get_mut(room)?;
+        if local.filling {
+            return None;
+        }
+        local.filling = true;
+        Some(Fill {
+            room: room.to_owned(),
+            from: local.next,
+            to: None,
+        })
+    }
+
+    /// Every room, for catching up after an outage.
+    pub fn catch_up_all(&mut self) -> Vec<Fill> {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        names.iter().filter_map(|r| self.catch_up(r)).collect()
+    }
+
+    /// A fill failed (Redis went away): it may be asked for again.
+    pub fn fill_failed(&mut self, room: &str) {
+        if let Some(local) = self.rooms.get_mut(room) {
+            local.filling = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,394 @@
+//! `Link`: a node's two connections to Redis and the tasks that keep them.
+//!
+//! Commands go through one queue to one multiplexed connection, sent as pipelines in the order
+//! they were queued: the order a session's requests reach Redis is the order it sent them, and
+//! a busy node sends many commands per round trip. Subscriptions live on a second connection;
+//! its messages go to the node as `LinkEvent`s through a bounded channel, and a message that
+//! does not fit is dropped and counted (the room notices the gap and reads it back from the
+//! room's stream). Both connections come back on their own, with backoff, and say so.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::Value as Reply;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands queued but not yet sent; beyond this a call is refused at once.
+const CALL_QUEUE: usize = 16_384;
+/// Commands sent in one pipeline at most.
+const PIPELINE: usize = 512;
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Backoff stops growing here, so a Redis that comes back is found again within a second.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a call has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("Redis is unreachable")]
+    Down,
+    #[error("too many commands are waiting for Redis")]
+    Busy,
+    #[error("Redis refused the command: {0}")]
+    Refused(String),
+}
+
+/// What the link tells the node.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A frame on room `room`'s channel.
+    Room(String, Bytes),
+    /// A message in this node's inbox.
+    Inbox(Bytes),
+    /// A room's listing changed.
+    Lobby(String),
+    /// The subscription to this channel is in place.
+    Subscribed(String),
+    /// The command connection is up (functions loaded) or down.
+    Commands(bool),
+    /// The subscription connection is up (every wanted channel subscribed) or down.
+    Subscriptions(bool),
+}
+
+/// Where the cluster lives in Redis, and who this node is.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    pub url: String,
+    pub prefix: String,
+    pub node: String,
+    /// The Lua library, loaded on every connect.
+    pub library: &'static str,
+}
+
+impl LinkConfig {
+    pub fn room_channel(&self, room: &str) -> String {
+        format!("{}c:{room}", self.prefix)
+    }
+
+    pub fn inbox_channel(&self) -> String {
+        format!("{}i:{}", self.prefix, self.node)
+    }
+
+    pub fn lobby_channel(&self) -> String {
+        format!("{}lobby", self.prefix)
+    }
+
+    pub fn stream_key(&self, room: &str) -> String {
+        format!("{}rl:{room}", self.prefix)
+    }
+}
+
+struct Call {
+    cmd: redis::Cmd,
+    reply: oneshot::Sender<Result<Reply, LinkError>>,
+}
+
+enum Subscription {
+    Add(String),
+    Remove(String),
+}
+
+#[derive(Clone)]
+pub struct Link {
+    calls: mpsc::Sender<Call>,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    commands_up: Arc<AtomicBool>,
+    /// Channel messages dropped because the node was behind.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Link {
+    /// Starts the link's tasks on the current (actix) runtime; events go to `events`.
+    pub fn start(config: LinkConfig, events: mpsc::Sender<LinkEvent>) -> Result<Self, String> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+        let (calls, call_queue) = mpsc::channel(CALL_QUEUE);
+        let (subscriptions, subscription_queue) = mpsc::unbounded_channel();
+        let commands_up = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        actix::spawn(run_commands(
+            client.clone(),
+            config.clone(),
+            call_queue,
+            Arc::clone(&commands_up),
+            events.clone(),
+        ));
+        actix::spawn(run_subscriptions(
+            client,
+            config,
+            subscription_queue,
+            events,
+            Arc::clone(&dropped),
+        ));
+        Ok(Self {
+            calls,
+            subscriptions,
+            commands_up,
+            dropped,
+        })
+    }
+
+    /// Queues `cmd` now (so calls reach Redis in the order they were made) and answers with
+    /// its reply. Refused at once while Redis is down or the queue is full.
+    pub fn call(
+        &self,
+        cmd: redis::Cmd,
+    ) -> impl std::future::Future<Output = Result<Reply, LinkError>> + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = if self.commands_up.load(Ordering::Acquire) {
+            self.calls
+                .try_send(Call { cmd, reply })
+                .map_err(|err| match err {
+                    mpsc::error::TrySendError::Full(_) => LinkError::Busy,
+                    mpsc::error::TrySendError::Closed(_) => LinkError::Down,
+                })
+        } else {
+            Err(LinkError::Down)
+        };
+        async move {
+            queued?;
+            answer.await.unwrap_or(Err(LinkError::Down))
+        }
+    }
+
+    pub fn subscribe(&self, channel: String) {
+        let _ = self.subscriptions.send(Subscription::Add(channel));
+    }
+
+    pub fn unsubscribe(&self, channel: String) {
+        let _ = self.subscriptions.send(Subscription::Remove(channel));
+    }
+}
+
+async fn run_commands(
+    client: redis::Client,
+    config: LinkConfig,
+    mut queue: mpsc::Receiver<Call>,
+    up: Arc<AtomicBool>,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    let mut retry = RETRY_FIRST;
+    loop {
+        let connection = connect_commands(&client, config.library).await;
+        let mut connection = match connection {
+            Ok(connection) => connection,
+            Err(err) => {
+                tracing::debug!("cluster: cannot reach Redis for commands: {err}");
+                fail_queued(&mut queue);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        retry = RETRY_FIRST;
+        up.store(true, Ordering::Release);
+        if events.send(LinkEvent::Commands(true)).await.is_err() {
+            return;
+        }
+        tracing::info!("cluster: command connection to Redis is up");
+        let ended = serve_commands(&mut connection, &mut queue).await;
+        up.store(false, Ordering::Release);
+        fail_queued(&mut queue);
+        if ended || events.send(LinkEvent::Commands(false)).await.is_err() {
+            return;
+        }
+        tracing::warn!("cluster: lost the command connection to Redis");
+    }
+}
+
+async fn connect_commands(
+    client: &redis::Client,
+    library: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(library)
+        .query_async::<Reply>(&mut connection)
+        .await?;
+    Ok(connection)
+}
+
+/// Sends queued calls as pipelines until the connection fails (false) or the node has gone
+/// (true).
+async fn serve_commands(
+    connection: &mut redis::aio::MultiplexedConnection,
+    queue: &mut mpsc::Receiver<Call>,
+) -> bool {
+    let mut batch = Vec::with_capacity(PIPELINE);
+    loop {
+        if queue.recv_many(&mut batch, PIPELINE).await == 0 {
+            return true;
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for call in &batch {
+            pipe.add_command(call.cmd.clone());
+        }
+        match pipe
+            .query_async::<Vec<redis::RedisResult<Reply>>>(connection)
+            .await
+        {
+            Ok(replies) if replies.len() == batch.len() => {
+                for (call, reply) in batch.drain(..).zip(replies) {
+                    let _ = call
+                        .reply
+                        .send(reply.map_err(|e| LinkError::Refused(e.to_string())));
+                }
+            }
+            Ok(_) => {
+                fail(&mut batch);
+                return false;
+            }
+            Err(err) => {
+                tracing::debug!("cluster: pipeline failed: {err}");
+                fail(&mut batch);
+                return false;
+            }
+        }
+    }
+}
+
+fn fail(batch: &mut Vec<Call>) {
+    for call in batch.drain(..) {
+        let _ = call.reply.send(Err(LinkError::Down));
+    }
+}
+
+fn fail_queued(queue: &mut mpsc::Receiver<Call>) {
+    while let Ok(call) = queue.try_recv() {
+        let _ = call.reply.send(Err(LinkError::Down));
+    }
+}
+
+async fn run_subscriptions(
+    client: redis::Client,
+    config: LinkConfig,
+    mut requests: mpsc::UnboundedReceiver<Subscription>,
+    events: mpsc::Sender<LinkEvent>,
+    dropped: Arc<AtomicU64>,
+) {
+    let inbox = config.inbox_channel();
+    let lobby = config.lobby_channel();
+    let room_prefix = format!("{}c:", config.prefix);
+    let mut wanted: HashSet<String> = HashSet::from([inbox.clone()]);
+    let mut retry = RETRY_FIRST;
+    loop {
+        let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(err)) => {
+                tracing::debug!("cluster: cannot reach Redis for subscriptions: {err}");
+                apply_queued(&mut requests, &mut wanted);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+            Err(_) => {
+                apply_queued(&mut requests, &mut wanted);
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        apply_queued(&mut requests, &mut wanted);
+        let all: Vec<&String> = wanted.iter().collect();
+        let mut subscribed = true;
+        for chunk in all.chunks(1024) {
+            if sink.subscribe(chunk).await.is_err() {
+                subscribed = false;
+                break;
+            }
+        }
+        if !subscribed {
+            tokio::time::sleep(retry).await;
+            continue;
+        }
+        retry = RETRY_FIRST;
+        if events.send(LinkEvent::Subscriptions(true)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let channel = message.get_channel_name();
+                    let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+                    let event = if channel == inbox {
+                        LinkEvent::Inbox(payload)
+                    } else if channel == lobby {
+                        LinkEvent::Lobby(String::from_utf8_lossy(&payload).into_owned())
+                    } else if let Some(room) = channel.strip_prefix(&room_prefix) {
+                        LinkEvent::Room(room.to_owned(), payload)
+                    } else {
+                        continue;
+                    };
+                    match events.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let ok = match request {
+                        Subscription::Add(channel) => {
+                            let ok = sink.subscribe(&channel).await.is_ok();
+                            if ok {
+                                let room = channel.strip_prefix(&room_prefix).map(str::to_owned);
+                                wanted.insert(channel.clone());
+                                if let Some(room) = room {
+                                    let _ = events.send(LinkEvent::Subscribed(room)).await;
+                                }
+                            } else {
+                                wanted.insert(channel);
+                            }
+                            ok
+                        }
+                        Subscription::Remove(channel) => {
+                            wanted.remove(&channel);
+                            sink.unsubscribe(&channel).await.is_ok()
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!("cluster: lost the subscription connection to Redis");
+        if events.send(LinkEvent::Subscriptions(false)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Takes in subscription changes made while there was no connection.
+fn apply_queued(
+    requests: &mut mpsc::UnboundedReceiver<Subscription>,
+    wanted: &mut HashSet<String>,
+) {
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            Subscription::Add(channel) => {
+                wanted.insert(channel);
+            }
+            Subscription::Remove(channel) => {
+                wanted.remove(&channel);
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Faults: a node killed outright (the others remove its members, reason `node_lost`), Redis
+//! stopped and started again (local members stay connected, the node reports `degraded`, and
+//! cross-node delivery comes back), and a session dropped from one node resumed on another
+//! with the events it missed.
+
+use std::time::{Duration, Instant};
+
+use parlor_client::protocol::{
+    ErrorCode, LeaveReason, PresenceStatus, RoomPosition, ServerFrame, Value,
+};
+use parlor_client::ClientError;
+
+use crate::harness::{cluster, next_matching, within};
+
+const NODE_TTL: Duration = Duration::from_millis(3000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_members_are_purged_by_the_survivors() {
+    let (_redis, mut nodes) = cluster(3, &[]).await;
+    let mut doomed = Vec::new();
+    let mut doomed_clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = nodes[2].client().await;
+        client.join("arena").await.expect("join");
+        doomed.push(client.session_id());
+        doomed_clients.push(client);
+    }
+    let mut watchers = Vec::new();
+    for node in &nodes[..2] {
+        let mut client = node.client().await;
+        let members = client.join("arena").await.expect("join");
+        assert!(
+            doomed.iter().all(|id| members.contains(id)),
+            "{doomed:?} in {members:?}"
+        );
+        watchers.push(client);
+    }
+    let killed_at = Instant::now();
+    nodes[2].kill();
+    for watcher in &mut watchers {
+        let mut gone = Vec::new();
+        let budget = NODE_TTL + Duration::from_secs(2);
+        while gone.len() < doomed.len() {
+            let left = budget.saturating_sub(killed_at.elapsed()).as_secs().max(1);
+            let frame = next_matching(
+                watcher,
+                left,
+                "left (node_lost)",
+                |f| matches!(f, ServerFrame::Presence(p) if p.status == PresenceStatus::Left),
+            )
+            .await;
+            let ServerFrame::Presence(p) = frame else {
+                unreachable!()
+            };
+            assert_eq!(p.reason, Some(LeaveReason::NodeLost));
+            gone.push(p.session);
+        }
+        assert!(
+            killed_at.elapsed() <= budget,
+            "purged after {:?}",
+            killed_at.elapsed()
+        );
+        gone.sort();
+        let mut want = doomed.clone();
+        want.sort();
+        assert_eq!(gone, want);
+    }
+    // The room now holds the two survivors only.
+    let joined = nodes[0]
+        .client()
+        .await
+        .join_room("arena", None)
+        .await
+        .expect("join");
+    assert_eq!(joined.members.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_and_coming_back() {
+    let (mut redis, nodes) = cluster(2, &[]).await;
+    let mut a = nodes[0].client().await;
+    let mut b = nodes[1].client().await;
+    a.join("lounge").await.expect("join");
+    b.join("lounge").await.expect("join");
+
+    redis.stop();
+    within(10, "node a degraded", nodes[0].wait_for_redis(false)).await;
+    assert_eq!(nodes[0].health().await["status"], "degraded");
+    let metrics = within(5, "metrics", async {
+        let url = nodes[0].http_url("/metrics");
+        tokio::task::spawn_blocking(move || ureq::get(&url).call().ok()?.into_string().ok())
+            .await
+            .ok()
+            .flatten()
+    })
+    .await
+    .expect("metrics");
+    assert!(metrics.contains("parlor_cluster_up 0"), "{metrics}");
+
+    // The node keeps its sessions; what needs Redis is refused, clearly, and counted.
+    let refused = a.emit("lounge", "during", Value::Nil, false).await;
+    match refused {
+        Err(ClientError::Refused(frame)) => assert_eq!(frame.code, ErrorCode::Unavailable),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(a.list_rooms(Default::default(), None).await.is_err());
+
+    redis.restart();
+    let back = Instant::now();
+    within(10, "node a back", nodes[0].wait_for_redis(true)).await;
+    within(10, "node b back", nodes[1].wait_for_redis(true)).await;
+    // Cross-node delivery is back within 5 s of Redis.
+    within(5, "an emit to get through", async {
+        loop {
+            if a.emit("lounge", "after", Value::from(1), false)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    next_matching(
+        &mut b,
+        5,
+        "the event from node a",
+        |f| matches!(f, ServerFrame::Event(e) if e.event == "after"),
+    )
+    .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_on_one_node_resumes_on_another() {
+    let (_redis, nodes) = cluster(2, &[("PARLOR_SESSION_RECONNECT_GRACE_MS", "20000")]).await;
+    let mut writer = nodes[0].client().await;
+    writer.join("feed").await.expect("join");
+    let mut reader = nodes[0].client().await;
+    let joined = reader.join_room("feed", None).await.expect("join");
+    let (session, token) = (reader.session_id(), reader.welcome().resume_token.clone());
+    let mut position = RoomPosition::from_joined(&joined);
+    for n in 0..20 {
+        writer
+            .emit("feed", "n", Value::from(n), false)
+            .await
+            .expect("emit");
+    }
+    let mut seen = Vec::new();
+    within(5, "the first 20 events", async {
+        while seen.len() < 20 {
+            let frame = reader.next_frame().await.expect("frame");
+            position.advance(&frame).expect("in order");
+            if let ServerFrame::Event(e) = frame {
+                seen.push(e.data.as_u64().expect("number"));
+            }
+        }
+    })
+    .await;
+    // The reader's connection drops (no close frame); 30 events go by.
+    reader.abort();
+    next_matching(
+        &mut writer,
+        5,
+        "reader away",
+        |f| matches!(f, ServerFrame::Presence(p) if p.status == PresenceStatus::Away),
+    )
+    .await;
+    for n in 20..50 {
+        writer
+            .emit("feed", "n", Value::from(n), false)
+            .await
+            .expect("emit");
+    }
+    // It comes back on node b.
+    let mut again = nodes[1].client().await;
+    let resumed = again
+        .resume(session, &token, vec![position.clone()])
+        .await
+        .expect("resume");
+    assert_eq!(resumed.session, session);
+    assert!(resumed.rooms.iter().all(|r| r.recovered));
+    writer
+        .emit("feed", "n", Value::from(50), false)
+        .await
+        .expect("emit");
+    within(5, "the missed events and a live one", async {
+        while seen.len() < 51 {
+            let frame = again.next_frame().await.expect("frame");
+            position.advance(&frame).expect("once each, in order");
+            if let ServerFrame::Event(e) = frame {
+                seen.push(e.data.as_u64().expect("number"));
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen, (0..51).collect::<Vec<u64>>());
+    next_matching(&mut writer, 5, "reader back", |f| {
+        matches!(f, ServerFrame::Presence(p) if p.session == session && p.status == PresenceStatus::Back)
+    })
+    .await;
+}

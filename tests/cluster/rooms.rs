@@ -1,0 +1,179 @@
+//! One room across three nodes: `joined` lists every member wherever it is connected; emits,
+//! direct sends and presence reach the other nodes; one sender's events arrive in order; and
+//! matchmaking fills rooms exactly, however the racers are spread.
+
+use std::collections::HashMap;
+
+use parlor_client::protocol::{
+    PresenceStatus, RoomFilter, RoomOptions, ServerFrame, SessionId, Value,
+};
+
+use crate::harness::{cluster, next_matching, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_nodes() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    let mut alice = nodes[0].client().await;
+    let mut bob = nodes[1].client().await;
+    let mut carol = nodes[2].client().await;
+    let ids = [alice.session_id(), bob.session_id(), carol.session_id()];
+
+    alice.join("hall").await.expect("alice joins");
+    let members = bob.join("hall").await.expect("bob joins");
+    assert_eq!(members, ids[..2]);
+    let joined = carol.join_room("hall", None).await.expect("carol joins");
+    assert_eq!(
+        joined.members, ids,
+        "joined lists members on every node, in join order"
+    );
+    assert_eq!(joined.owner, Some(ids[0]));
+
+    // Presence crosses nodes: alice (node a) hears bob and carol join.
+    for id in &ids[1..] {
+        next_matching(&mut alice, 5, "presence joined", |f| {
+            matches!(f, ServerFrame::Presence(p) if p.session == *id && p.status == PresenceStatus::Joined)
+        })
+        .await;
+    }
+
+    // An emit from node b reaches nodes a and c, not its sender (no echo).
+    bob.emit("hall", "move", Value::from(7), false)
+        .await
+        .expect("emit");
+    for client in [&mut alice, &mut carol] {
+        let frame = next_matching(client, 5, "bob's event", |f| {
+            matches!(f, ServerFrame::Event(_))
+        })
+        .await;
+        let ServerFrame::Event(event) = frame else {
+            unreachable!()
+        };
+        assert_eq!((event.from, event.event.as_str()), (ids[1], "move"));
+        assert_eq!(event.data, Value::from(7));
+    }
+
+    // A direct send from node c to node a.
+    carol
+        .send_direct(ids[0], "psst", Value::from("hi"))
+        .await
+        .expect("direct");
+    let frame = next_matching(&mut alice, 5, "carol's direct", |f| {
+        matches!(f, ServerFrame::Direct(_))
+    })
+    .await;
+    let ServerFrame::Direct(direct) = frame else {
+        unreachable!()
+    };
+    assert_eq!((direct.from, direct.event.as_str()), (ids[2], "psst"));
+
+    // Leaving is heard on the other nodes, and ownership moves with it.
+    alice.leave("hall").await.expect("leave");
+    for client in [&mut bob, &mut carol] {
+        next_matching(client, 5, "alice left", |f| {
+            matches!(f, ServerFrame::Presence(p) if p.session == ids[0] && p.status == PresenceStatus::Left)
+        })
+        .await;
+        let frame = next_matching(client, 5, "the new owner", |f| {
+            matches!(f, ServerFrame::RoomUpdate(_))
+        })
+        .await;
+        let ServerFrame::RoomUpdate(update) = frame else {
+            unreachable!()
+        };
+        assert_eq!(update.owner, Some(ids[1]));
+    }
+
+    // The listing is the cluster's: node a lists the room with its two members.
+    let rooms = alice
+        .list_rooms(RoomFilter::default(), None)
+        .await
+        .expect("list");
+    let hall = rooms
+        .iter()
+        .find(|r| r.room == "hall")
+        .expect("hall listed");
+    assert_eq!(hall.members, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_senders_events_arrive_in_order_on_every_node() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    let mut sender = nodes[0].client().await;
+    sender.join("race").await.expect("join");
+    let mut readers = Vec::new();
+    for node in &nodes[1..] {
+        let mut reader = node.client().await;
+        reader.join("race").await.expect("join");
+        readers.push(reader);
+    }
+    // Fire-and-forget emits, no waiting between them.
+    for n in 0..500 {
+        let frame = parlor_client::emit_frame("race", "n", Value::from(n), false);
+        sender.send(&frame).await.expect("send");
+    }
+    for reader in &mut readers {
+        let mut seen = Vec::new();
+        within(10, "500 events", async {
+            while seen.len() < 500 {
+                if let ServerFrame::Event(e) = reader.next_frame().await.expect("frame") {
+                    seen.push(e.data.as_u64().expect("a number"));
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, (0..500).collect::<Vec<u64>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matchmaking_across_nodes_fills_rooms_exactly() {
+    let (_redis, nodes) = cluster(3, &[]).await;
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let url = nodes[n % 3].ws_url();
+        tasks.push(tokio::spawn(async move {
+            let mut client = parlor_client::Client::connect(&url).await.expect("connect");
+            let joined = client
+                .join_or_create(
+                    RoomFilter {
+                        mode: Some("duel4".into()),
+                        ..RoomFilter::default()
+                    },
+                    RoomOptions {
+                        max_members: Some(4),
+                        ..RoomOptions::default()
+                    },
+                )
+                .await
+                .expect("join_or_create");
+            (client, joined.room)
+        }));
+    }
+    let mut clients = Vec::new();
+    let mut seats: HashMap<String, Vec<SessionId>> = HashMap::new();
+    for task in tasks {
+        let (client, room) = within(30, "matchmaking", task).await.expect("task");
+        seats.entry(room).or_default().push(client.session_id());
+        clients.push(client);
+    }
+    assert_eq!(
+        seats.len(),
+        25,
+        "rooms: {:?}",
+        seats.values().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(seats.values().all(|members| members.len() == 4));
+    // Redis agrees: every room full, none over.
+    let rooms = clients[0]
+        .list_rooms(
+            RoomFilter {
+                mode: Some("duel4".into()),
+                ..RoomFilter::default()
+            },
+            Some(100),
+        )
+        .await
+        .expect("list");
+    assert_eq!(rooms.len(), 25);
+    assert!(rooms.iter().all(|r| r.members == 4 && r.locked));
+}
