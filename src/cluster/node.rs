@@ -94,6 +94,8 @@ pub struct ClusterActor {
     subscriptions_up: bool,
     /// Redis knew this node at its last heartbeat.
     registered: bool,
+    /// Since when Redis has been reachable without a break.
+    up_since: Option<Instant>,
     closing: bool,
     metrics: Arc<Metrics>,
 }
@@ -112,6 +114,7 @@ impl ClusterActor {
             commands_up: false,
             subscriptions_up: false,
             registered: false,
+            up_since: None,
             closing: false,
             metrics,
         }
@@ -419,7 +422,11 @@ impl ClusterActor {
     fn on_link_change(&mut self, ctx: &mut Context<Self>, was_up: bool) {
         let up = self.is_up();
         self.metrics.cluster_up.set(i64::from(up));
+        if !up {
+            self.up_since = None;
+        }
         if up && !was_up {
+            self.up_since = Some(Instant::now());
             tracing::info!("cluster: connected to Redis; catching up");
             self.beat(ctx);
             self.resync(ctx);
@@ -500,7 +507,12 @@ impl ClusterActor {
                 actor.resync(ctx);
             }
             actor.registered = true;
-            if let Some(Reply::Array(dead)) = parts.get(1) {
+            // After an outage longer than node_ttl every heartbeat has expired, live nodes'
+            // too: nobody is taken for dead before the others have had node_ttl to beat again.
+            let settled = actor
+                .up_since
+                .is_some_and(|t| t.elapsed() >= actor.settings.node_ttl);
+            if let (true, Some(Reply::Array(dead))) = (settled, parts.get(1)) {
                 for node in dead.iter().filter_map(wire::text) {
                     if node != actor.settings.link.node {
                         actor.purge(ctx, node);

@@ -84,6 +84,7 @@ async fn redis_going_away_and_coming_back() {
     b.join("lounge").await.expect("join");
 
     redis.stop();
+    let stopped = Instant::now();
     within(10, "node a degraded", nodes[0].wait_for_redis(false)).await;
     assert_eq!(nodes[0].health().await["status"], "degraded");
     let metrics = within(5, "metrics", async {
@@ -105,6 +106,10 @@ async fn redis_going_away_and_coming_back() {
     }
     assert!(a.list_rooms(Default::default(), None).await.is_err());
 
+    // Longer than node_ttl: every heartbeat has expired when Redis is back, and no node may
+    // take the others for dead.
+    let outage_left = (NODE_TTL + Duration::from_secs(1)).saturating_sub(stopped.elapsed());
+    tokio::time::sleep(outage_left).await;
     redis.restart();
     let back = Instant::now();
     within(10, "node a back", nodes[0].wait_for_redis(true)).await;
