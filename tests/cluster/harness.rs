@@ -183,6 +183,44 @@ impl NodeProcess {
         }
     }
 
+    /// SIGTERM: the node shuts down gracefully; waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    /// An HTTP request with a bearer key, as (status, JSON body or null).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = self.http_url(path);
+        let (method, auth) = (method.to_owned(), format!("Bearer {key}"));
+        tokio::task::spawn_blocking(move || {
+            let request = ureq::request(&method, &url).set("authorization", &auth);
+            let response = match body {
+                Some(body) => request.send_json(body),
+                None => request.call(),
+            };
+            let response = match response {
+                Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+                Err(err) => panic!("{method} {url}: {err}"),
+            };
+            let status = response.status();
+            (
+                status,
+                response.into_json().unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .await
+        .expect("request")
+    }
+
     /// SIGKILL: the node vanishes without a word.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

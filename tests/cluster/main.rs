@@ -1,6 +1,7 @@
 //! Cluster tests: a real `redis-server` on a random port and three Parlor nodes, each its own
 //! process (the `parlor` binary), sharing rooms through it.
 
+mod backend;
 mod faults;
 mod harness;
 mod rooms;
