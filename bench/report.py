@@ -273,6 +273,13 @@ def main():
     if os.path.exists(analysis):
         p(open(analysis).read().rstrip())
         p()
+    # bench/cluster's section, from its own run.
+    cluster = "bench/CLUSTER.md"
+    if os.path.exists(cluster):
+        p("<!-- cluster -->")
+        p(open(cluster).read().rstrip())
+        p("<!-- /cluster -->")
+        p()
     p("## How these numbers were made")
     p()
     p("```sh")

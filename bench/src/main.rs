@@ -17,12 +17,14 @@ struct Args {
     /// The protocol the server speaks.
     #[arg(long, value_enum, default_value = "parlor")]
     proto: Proto,
-    /// host:port of the server.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    addr: String,
-    /// The server's process id, to read its CPU time and memory from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// host:port of the server; several, comma-separated, for a cluster (clients are spread
+    /// over them in turn, so every room has members on every node).
+    #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',')]
+    addr: Vec<String>,
+    /// The server's process ids (a cluster's nodes and Redis), comma-separated, to read their
+    /// CPU time and memory from /proc; figures are their sums.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Worker threads of the generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -94,8 +96,8 @@ fn main() -> std::process::ExitCode {
     let target = Target {
         name: args.name,
         proto: args.proto,
-        addr: args.addr,
-        server_pid: args.server_pid,
+        addrs: args.addr,
+        server_pids: args.server_pid,
     };
     let result = runtime.block_on(async {
         match args.scenario {

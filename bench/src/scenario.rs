@@ -17,21 +17,33 @@ use crate::procfs;
 use crate::report::{FanoutReport, IdleReport, StormReport};
 use crate::wire::{Proto, WireError, Ws};
 
-/// A server under test.
+/// A server under test: one address, or several (a cluster's nodes), and the processes whose
+/// CPU time and memory count as the server's (a cluster's nodes and its Redis).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub name: String,
     pub proto: Proto,
-    pub addr: String,
-    pub server_pid: Option<u32>,
+    /// Client `i` connects to `addrs[i % addrs.len()]`.
+    pub addrs: Vec<String>,
+    pub server_pids: Vec<u32>,
 }
 
 impl Target {
+    /// The sum over the server's processes, if every one of them could be read.
     fn server_cpu(&self) -> Option<Duration> {
-        self.server_pid.and_then(procfs::cpu_time)
+        self.sum(procfs::cpu_time)
     }
     fn server_rss(&self) -> Option<u64> {
-        self.server_pid.and_then(procfs::rss_bytes)
+        self.sum(procfs::rss_bytes)
+    }
+    fn sum<T: std::iter::Sum<T>>(&self, read: impl Fn(u32) -> Option<T>) -> Option<T> {
+        if self.server_pids.is_empty() {
+            return None;
+        }
+        self.server_pids.iter().map(|pid| read(*pid)).sum()
+    }
+    fn addr(&self, client: usize) -> String {
+        self.addrs[client % self.addrs.len()].clone()
     }
 }
 
@@ -130,9 +142,9 @@ async fn connect_all(
     let started = Instant::now();
     progress.set_length(rooms.len() as u64);
     let proto = target.proto;
-    let clients: Vec<Result<Ws, WireError>> = stream::iter(rooms)
-        .map(|room| {
-            let addr = target.addr.clone();
+    let clients: Vec<Result<Ws, WireError>> = stream::iter(rooms.into_iter().enumerate())
+        .map(|(i, room)| {
+            let addr = target.addr(i);
             let progress = progress.clone();
             async move {
                 let mut ws = proto.connect(&addr).await?;
@@ -466,7 +478,7 @@ pub async fn storm(
     bar.set_length(connections as u64);
     let tasks: Vec<_> = (0..connections)
         .map(|i| {
-            let (proto, addr, bar) = (target.proto, target.addr.clone(), bar.clone());
+            let (proto, addr, bar) = (target.proto, target.addr(i), bar.clone());
             let room = room_name(i / room_size.max(1));
             tokio::spawn(async move {
                 let mut ws = proto.connect(&addr).await?;

@@ -16,9 +16,9 @@ fn node() -> (parlor::BackgroundNode, Target) {
     let target = Target {
         name: "parlor".into(),
         proto: Proto::Parlor,
-        addr: node.addr.to_string(),
+        addrs: vec![node.addr.to_string()],
         // The node runs in this process.
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
     };
     (node, target)
 }

@@ -565,6 +565,10 @@ fn error_code_names_match_their_wire_form() {
         ErrorCode::InvalidPath,
         ErrorCode::InvalidOptions,
         ErrorCode::RoomLimit,
+        ErrorCode::ResumeFailed,
+        ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::Unavailable,
     ];
     let doc = include_str!("../PROTOCOL.md");
     for code in codes {
@@ -577,6 +581,35 @@ fn error_code_names_match_their_wire_form() {
             doc.contains(&format!("| `{}` |", code.as_str())),
             "PROTOCOL.md lists {}",
             code.as_str()
+        );
+    }
+}
+
+#[test]
+fn leave_reason_names_match_their_wire_form() {
+    use parlor_protocol::LeaveReason;
+    let reasons = [
+        LeaveReason::Leave,
+        LeaveReason::Closed,
+        LeaveReason::Dropped,
+        LeaveReason::Timeout,
+        LeaveReason::SlowConsumer,
+        LeaveReason::ProtocolError,
+        LeaveReason::Kicked,
+        LeaveReason::RateLimited,
+        LeaveReason::NodeLost,
+    ];
+    let doc = include_str!("../PROTOCOL.md");
+    for reason in reasons {
+        let wire = rmp_serde::to_vec(&reason).unwrap();
+        assert_eq!(
+            rmpv::decode::read_value(&mut &wire[..]).unwrap(),
+            Value::from(reason.as_str())
+        );
+        assert!(
+            doc.contains(&format!("| `{}` |", reason.as_str())),
+            "PROTOCOL.md lists {}",
+            reason.as_str()
         );
     }
 }
