@@ -182,28 +182,41 @@ impl LocalRooms {
         local.gap(room)
     }
 
-    /// What a fill read from the stream. Frames still missing after it (the stream no longer
-    /// holds them) are skipped and counted as lost. Returns a further fill if needed.
+    /// What the stream answered to `fill`. Frames of the range asked for that it no longer
+    /// holds are skipped and counted as lost; a gap that opened meanwhile gets a fill of its own
+    /// (returned).
     pub fn on_fill(
         &mut self,
-        room: &str,
+        fill: &Fill,
         messages: Vec<RoomMessage>,
         deliver: &mut impl FnMut(SessionId, &Bytes),
     ) -> Option<Fill> {
-        let local = self.rooms.get_mut(room)?;
+        let local = self.rooms.get_mut(&fill.room)?;
         local.filling = false;
+        let first_read = messages.first().map(|m| m.offset);
         for message in messages {
             if message.offset >= local.next {
                 local.ahead.insert(message.offset, message);
             }
         }
         local.drain(deliver);
-        if let Some((&first, _)) = local.ahead.first_key_value() {
-            self.lost += first - local.next;
-            local.next = first;
+        // What is still missing of the range asked for is gone from the stream: skip to the
+        // next frame held (or past the range), counting what was skipped.
+        let end = match fill.to {
+            Some(to) => to,
+            None => first_read.unwrap_or(local.next),
+        };
+        while local.next < end {
+            let resume_at = local
+                .ahead
+                .keys()
+                .next()
+                .map_or(end, |first| (*first).min(end));
+            self.lost += resume_at - local.next;
+            local.next = resume_at;
             local.drain(deliver);
         }
-        local.gap(room)
+        local.gap(&fill.room)
     }
 
     /// The fill that catches room `room` up with everything its stream holds past what the

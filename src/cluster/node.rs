@@ -343,7 +343,6 @@ impl ClusterActor {
             Some(to) if to > 0 => cmd.arg(wire::stream_id(to - 1)),
             _ => cmd.arg("+"),
         };
-        let room = fill.room;
         self.run(ctx, cmd, move |actor, ctx, reply| {
             let messages = match reply.map(wire::parse_stream) {
                 Ok(Ok(messages)) => messages,
@@ -352,7 +351,7 @@ impl ClusterActor {
                     Vec::new()
                 }
                 Err(_) => {
-                    actor.rooms.fill_failed(&room);
+                    actor.rooms.fill_failed(&fill.room);
                     return;
                 }
             };
@@ -360,7 +359,7 @@ impl ClusterActor {
             let lost_before = actor.rooms.lost;
             let more = actor
                 .rooms
-                .on_fill(&room, messages, &mut |id, frame: &Bytes| {
+                .on_fill(&fill, messages, &mut |id, frame: &Bytes| {
                     deliveries.push((id, frame.clone()));
                 });
             actor.note_lost(lost_before);

@@ -69,8 +69,9 @@ fn a_gap_is_filled_before_later_frames_go_out() {
         "one fill at a time"
     );
     assert!(seen.take().is_empty());
+    let fill = fill.expect("a fill");
     let more = rooms.on_fill(
-        "r",
+        &fill,
         vec![msg(0, None), msg(1, None), msg(2, None)],
         &mut seen.sink(),
     );
@@ -84,8 +85,10 @@ fn frames_the_stream_no_longer_holds_are_skipped_and_counted() {
     let mut rooms = LocalRooms::default();
     let mut seen = Seen::default();
     rooms.add_member("r", id(1), 0, &mut seen.sink());
-    rooms.on_frame("r", msg(10, None), &mut seen.sink());
-    rooms.on_fill("r", vec![msg(8, None), msg(9, None)], &mut seen.sink());
+    let fill = rooms
+        .on_frame("r", msg(10, None), &mut seen.sink())
+        .expect("a fill");
+    rooms.on_fill(&fill, vec![msg(8, None), msg(9, None)], &mut seen.sink());
     assert_eq!(seen.take(), ["1:f8", "1:f9", "1:f10"]);
     assert_eq!(rooms.lost, 8);
     assert_eq!(rooms.next_offset("r"), Some(11));
@@ -149,7 +152,112 @@ fn catching_up_reads_to_the_end_once() {
         })
     );
     assert_eq!(rooms.catch_up("r"), None);
-    rooms.on_fill("r", vec![msg(7, None)], &mut seen.sink());
+    let fill = fill.expect("a fill");
+    rooms.on_fill(&fill, vec![msg(7, None)], &mut seen.sink());
     assert_eq!(seen.take(), ["1:f7"]);
     assert!(rooms.catch_up("r").is_some());
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What one run of the property does: the frames 0..total are published; the channel
+    /// brings the node those not in `dropped`, in order; every fill asked for is answered,
+    /// after `delay` more channel messages, from a stream that no longer holds offsets below
+    /// `trimmed`; at the end the node catches up with the stream.
+    fn run(
+        total: u64,
+        dropped: &[bool],
+        delay: usize,
+        trimmed: u64,
+        froms: &[u64],
+    ) -> (Vec<Vec<u64>>, u64) {
+        let mut rooms = LocalRooms::default();
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); froms.len()];
+        let mut record = |to: SessionId, frame: &Bytes| {
+            let text = String::from_utf8_lossy(frame);
+            let offset: u64 = text.trim_start_matches('f').parse().expect("an offset");
+            got[to.as_uuid().as_u128() as usize].push(offset);
+        };
+        for (i, from) in froms.iter().enumerate() {
+            rooms.add_member("r", id(i as u128), *from, &mut record);
+        }
+        let stream = |from: u64, to: Option<u64>| -> Vec<RoomMessage> {
+            (from.max(trimmed)..to.unwrap_or(total).min(total))
+                .map(|o| msg(o, None))
+                .collect()
+        };
+        let mut pending: Vec<(usize, Fill)> = Vec::new();
+        let mut step = 0;
+        for offset in 0..total {
+            step += 1;
+            if !dropped.get(offset as usize).copied().unwrap_or(false) {
+                if let Some(fill) = rooms.on_frame("r", msg(offset, None), &mut record) {
+                    pending.push((step + delay, fill));
+                }
+            }
+            while let Some(index) = pending.iter().position(|(due, _)| *due <= step) {
+                let (_, fill) = pending.remove(index);
+                if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+                    pending.push((step + delay, more));
+                }
+            }
+        }
+        for (_, fill) in std::mem::take(&mut pending) {
+            if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+                pending.push((0, more));
+            }
+        }
+        while let Some((_, fill)) = pending.pop() {
+            if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+                pending.push((0, more));
+            }
+        }
+        if let Some(fill) = rooms.catch_up("r") {
+            rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record);
+        }
+        (got, rooms.lost)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// With every frame still in the stream, each member gets every offset from its own
+        /// on, once, in order, however many the channel dropped and however late fills come.
+        #[test]
+        fn nothing_is_lost_while_the_stream_holds_it(
+            total in 1u64..60,
+            dropped in proptest::collection::vec(any::<bool>(), 60),
+            delay in 0usize..5,
+            mut froms in proptest::collection::vec(0u64..5, 1..4),
+        ) {
+            // Redis answers a node's joins in order, so later members have later snapshots.
+            froms.sort_unstable();
+            let (got, lost) = run(total, &dropped, delay, 0, &froms);
+            prop_assert_eq!(lost, 0);
+            let start = froms[0];
+            for (member, from) in froms.iter().enumerate() {
+                let want: Vec<u64> = ((*from).max(start)..total).collect();
+                prop_assert_eq!(&got[member], &want, "member {} from {}", member, from);
+            }
+        }
+
+        /// With the stream trimmed, what a member gets still only goes up, and every frame it
+        /// does not get is counted as lost.
+        #[test]
+        fn what_the_stream_lost_is_counted(
+            total in 1u64..60,
+            dropped in proptest::collection::vec(any::<bool>(), 60),
+            delay in 0usize..5,
+            trimmed in 0u64..60,
+        ) {
+            // The stream always keeps the newest frame.
+            let trimmed = trimmed.min(total - 1);
+            let (got, lost) = run(total, &dropped, delay, trimmed, &[0]);
+            prop_assert!(got[0].windows(2).all(|w| w[0] < w[1]));
+            prop_assert_eq!(got[0].len() as u64 + lost, total);
+        }
+    }
 }
