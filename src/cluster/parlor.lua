@@ -723,3 +723,65 @@ redis.register_function('parlor_rooms', function(_, a)
   end
   return out
 end)
+
+-- audit(): every broken rule of the data model, as text (none: an empty list). For tests.
+redis.register_function('parlor_audit', function(_, a)
+  local P = common(a)
+  local bad = {}
+  local function report(text)
+    bad[#bad + 1] = text
+  end
+  for _, room in ipairs(redis.call('ZRANGE', P .. 'rooms', 0, -1)) do
+    local f = redis.call('HMGET', P .. 'r:' .. room, 'n', 'max', 'own', 'dsp', 'prv', 'pw', 'hl', 'mode')
+    local n, max = tonumber(f[1]), tonumber(f[2])
+    if not n then
+      report('room ' .. room .. ' is listed but has no record')
+    else
+      if redis.call('HLEN', P .. 'rm:' .. room) ~= n then
+        report('room ' .. room .. ' counts ' .. n .. ' members but lists another number')
+      end
+      if n > max then
+        report('room ' .. room .. ' is over its seats')
+      end
+      if n == 0 and f[4] == '1' then
+        report('room ' .. room .. ' is empty but still exists')
+      end
+      if (n == 0) ~= (f[3] == '') or (n > 0 and not member_of(P, room, f[3])) then
+        report('room ' .. room .. ' has owner ' .. tostring(f[3]) .. ' with ' .. n .. ' members')
+      end
+      local open = f[5] ~= '1' and not f[6] and not is_locked(f[7], f[1], f[2])
+      if open ~= (redis.call('ZSCORE', P .. 'open', room) ~= false) then
+        report('room ' .. room .. ' is wrongly in or out of the matchmaking index')
+      end
+      local members = redis.call('HKEYS', P .. 'rm:' .. room)
+      for _, sid in ipairs(members) do
+        if redis.call('SISMEMBER', P .. 'sr:' .. sid, room) == 0 then
+          report(sid .. ' is in room ' .. room .. ' but does not list it')
+        end
+        if redis.call('EXISTS', P .. 's:' .. sid) == 0 then
+          report(sid .. ' is in room ' .. room .. ' but is no session')
+        end
+      end
+    end
+  end
+  local function check_session(sid, node)
+    local owner = redis.call('HGET', P .. 's:' .. sid, 'node')
+    if owner ~= node then
+      report(sid .. ' is filed under node ' .. node .. ' but is on ' .. tostring(owner))
+    end
+    for _, room in ipairs(redis.call('SMEMBERS', P .. 'sr:' .. sid)) do
+      if not member_of(P, room, sid) then
+        report(sid .. ' lists room ' .. room .. ' but is not a member')
+      end
+    end
+  end
+  for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+    for _, sid in ipairs(redis.call('SMEMBERS', P .. 'ns:' .. node)) do
+      check_session(sid, node)
+    end
+  end
+  for _, sid in ipairs(redis.call('ZRANGE', P .. 'orphans', 0, -1)) do
+    check_session(sid, '')
+  end
+  return bad
+end)

@@ -13,7 +13,7 @@ const KEY: &str = "backend-key-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lobby_kick_and_lock_span_nodes() {
-    let (_redis, nodes) = cluster(3, &[]).await;
+    let (redis, nodes) = cluster(3, &[]).await;
     let mut owner = nodes[0].client().await;
     let mut guest = nodes[1].client().await;
     let mut watcher = nodes[2].client().await;
@@ -75,11 +75,12 @@ async fn lobby_kick_and_lock_span_nodes() {
         late.join("pit").await.is_err(),
         "a locked room takes nobody"
     );
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backend_api_on_any_node_sees_the_whole_cluster() {
-    let (_redis, nodes) = cluster(3, &[("PARLOR_API_KEY", KEY)]).await;
+    let (redis, nodes) = cluster(3, &[("PARLOR_API_KEY", KEY)]).await;
     let mut alice = nodes[0].client().await;
     let mut bob = nodes[1].client().await;
     alice.join("table").await.expect("join");
@@ -126,11 +127,12 @@ async fn the_backend_api_on_any_node_sees_the_whole_cluster() {
         matches!(f, ServerFrame::Presence(p) if p.status == PresenceStatus::Left && p.reason == Some(LeaveReason::Kicked))
     })
     .await;
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_shutting_down_hands_its_sessions_to_the_others() {
-    let (_redis, mut nodes) = cluster(2, &[("PARLOR_SESSION_RECONNECT_GRACE_MS", "20000")]).await;
+    let (redis, mut nodes) = cluster(2, &[("PARLOR_SESSION_RECONNECT_GRACE_MS", "20000")]).await;
     let mut player = nodes[0].client().await;
     let joined = player.join_room("match", None).await.expect("join");
     let (session, token) = (player.session_id(), player.welcome().resume_token.clone());
@@ -172,4 +174,5 @@ async fn a_node_shutting_down_hands_its_sessions_to_the_others() {
         matches!(f, ServerFrame::Presence(p) if p.session == session && p.status == PresenceStatus::Back)
     })
     .await;
+    redis.assert_consistent();
 }

@@ -16,7 +16,7 @@ const NODE_TTL: Duration = Duration::from_millis(3000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_members_are_purged_by_the_survivors() {
-    let (_redis, mut nodes) = cluster(3, &[]).await;
+    let (redis, mut nodes) = cluster(3, &[]).await;
     let mut doomed = Vec::new();
     let mut doomed_clients = Vec::new();
     for _ in 0..3 {
@@ -73,6 +73,7 @@ async fn a_killed_nodes_members_are_purged_by_the_survivors() {
         .await
         .expect("join");
     assert_eq!(joined.members.len(), 3);
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,11 +140,12 @@ async fn redis_going_away_and_coming_back() {
         "took {:?}",
         back.elapsed()
     );
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_dropped_on_one_node_resumes_on_another() {
-    let (_redis, nodes) = cluster(2, &[("PARLOR_SESSION_RECONNECT_GRACE_MS", "20000")]).await;
+    let (redis, nodes) = cluster(2, &[("PARLOR_SESSION_RECONNECT_GRACE_MS", "20000")]).await;
     let mut writer = nodes[0].client().await;
     writer.join("feed").await.expect("join");
     let mut reader = nodes[0].client().await;
@@ -209,4 +211,5 @@ async fn a_session_dropped_on_one_node_resumes_on_another() {
         matches!(f, ServerFrame::Presence(p) if p.session == session && p.status == PresenceStatus::Back)
     })
     .await;
+    redis.assert_consistent();
 }

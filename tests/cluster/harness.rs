@@ -86,6 +86,31 @@ impl Redis {
         }
     }
 
+    /// Fails the test if the cluster's data in Redis breaks a rule of its model (`parlor_audit`
+    /// in `parlor.lua`: member counts, owners, both directions of membership, the matchmaking
+    /// index, sessions filed under their node).
+    pub fn assert_consistent(&self) {
+        let output = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "FCALL",
+                "parlor_audit",
+                "0",
+                "parlor:",
+                "0",
+                "-",
+            ])
+            .output()
+            .expect("run redis-cli");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "redis-cli failed");
+        assert!(
+            text.trim().is_empty() || text.trim() == "(empty array)",
+            "the cluster's data is inconsistent:\n{text}"
+        );
+    }
+
     /// Starts Redis again on the same port, with what it wrote.
     pub fn restart(&mut self) {
         self.stop();

@@ -12,7 +12,7 @@ use crate::harness::{cluster, next_matching, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_nodes() {
-    let (_redis, nodes) = cluster(3, &[]).await;
+    let (redis, nodes) = cluster(3, &[]).await;
     let mut alice = nodes[0].client().await;
     let mut bob = nodes[1].client().await;
     let mut carol = nodes[2].client().await;
@@ -93,11 +93,12 @@ async fn a_room_spans_nodes() {
         .find(|r| r.room == "hall")
         .expect("hall listed");
     assert_eq!(hall.members, 2);
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_senders_events_arrive_in_order_on_every_node() {
-    let (_redis, nodes) = cluster(3, &[]).await;
+    let (redis, nodes) = cluster(3, &[]).await;
     let mut sender = nodes[0].client().await;
     sender.join("race").await.expect("join");
     let mut readers = Vec::new();
@@ -123,11 +124,12 @@ async fn one_senders_events_arrive_in_order_on_every_node() {
         .await;
         assert_eq!(seen, (0..500).collect::<Vec<u64>>());
     }
+    redis.assert_consistent();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matchmaking_across_nodes_fills_rooms_exactly() {
-    let (_redis, nodes) = cluster(3, &[]).await;
+    let (redis, nodes) = cluster(3, &[]).await;
     let mut tasks = Vec::new();
     for n in 0..100 {
         let url = nodes[n % 3].ws_url();
@@ -176,4 +178,5 @@ async fn matchmaking_across_nodes_fills_rooms_exactly() {
         .expect("list");
     assert_eq!(rooms.len(), 25);
     assert!(rooms.iter().all(|r| r.members == 4 && r.locked));
+    redis.assert_consistent();
 }

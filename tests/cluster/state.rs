@@ -9,7 +9,7 @@ use crate::harness::{cluster, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_writers_on_three_nodes_converge() {
-    let (_redis, nodes) = cluster(3, &[]).await;
+    let (redis, nodes) = cluster(3, &[]).await;
     let mut clients = Vec::new();
     let mut mirrors = Vec::new();
     for n in 0..30 {
@@ -81,6 +81,7 @@ async fn thirty_writers_on_three_nodes_converge() {
             "patches arrive in one order on every node"
         );
     }
+    redis.assert_consistent();
 }
 
 fn apply(mirror: &mut StateMirror, frame: &ServerFrame, order: &mut Vec<u64>) {
