@@ -98,6 +98,12 @@ async fn redis_going_away_and_coming_back() {
     .await
     .expect("metrics");
     assert!(metrics.contains("parlor_cluster_up 0"), "{metrics}");
+    for family in [
+        "parlor_cluster_frames_lost_total",
+        "parlor_cluster_messages_dropped_total",
+    ] {
+        assert!(metrics.contains(family), "{family} in {metrics}");
+    }
 
     // The node keeps its sessions; what needs Redis is refused, clearly, and counted.
     let refused = a.emit("lounge", "during", Value::Nil, false).await;
@@ -105,6 +111,17 @@ async fn redis_going_away_and_coming_back() {
         Err(ClientError::Refused(frame)) => assert_eq!(frame.code, ErrorCode::Unavailable),
         other => panic!("expected unavailable, got {other:?}"),
     }
+    let url = nodes[0].http_url("/metrics");
+    let counted =
+        tokio::task::spawn_blocking(move || ureq::get(&url).call().ok()?.into_string().ok())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    assert!(
+        counted.contains("parlor_errors_total{code=\"unavailable\"} 1"),
+        "the refusal is counted: {counted}"
+    );
     assert!(a.list_rooms(Default::default(), None).await.is_err());
 
     // Longer than node_ttl: every heartbeat has expired when Redis is back, and no node may

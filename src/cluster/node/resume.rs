@@ -94,7 +94,6 @@ impl ClusterActor {
                 outlet.close(Close::Replaced);
             }
         }
-        let fresh = self.sessions.remove(&msg.current);
         let calls: Vec<_> = rooms
             .iter()
             .map(|(room, epoch, offset)| {
@@ -135,7 +134,12 @@ impl ClusterActor {
             out
         };
         Box::pin(reads.into_actor(self).map(move |reads, actor, ctx| {
-            let mut fresh = fresh?;
+            // The connection stays the fresh session until the reads are in; if it ended
+            // meanwhile, the session Redis handed over is away again, here.
+            let Some(mut fresh) = actor.sessions.remove(&msg.current) else {
+                actor.lost_during_resume(ctx, session, &rooms);
+                return None;
+            };
             fresh.connection = msg.current;
             let mut budget = actor.limits().replay_budget_bytes;
             let mut plans = Vec::new();
@@ -224,6 +228,32 @@ impl ClusterActor {
             }
             Some(session)
         }))
+    }
+
+    /// The connection ended while its resume was read: the session is away on this node, for
+    /// its grace, as if it had dropped here.
+    fn lost_during_resume(
+        &mut self,
+        ctx: &mut Context<Self>,
+        session: SessionId,
+        rooms: &[(String, String, u64)],
+    ) {
+        self.sessions.insert(
+            session,
+            LocalSession {
+                outlet: None,
+                connection: session,
+                profile: Profile::default(),
+                rooms: rooms.iter().map(|(room, _, _)| room.clone()).collect(),
+                joining: 0,
+                away_since: Some(Instant::now()),
+                lobby: None,
+            },
+        );
+        self.away.insert(session);
+        let mut cmd = self.function("parlor_presence");
+        cmd.arg(session.to_string()).arg("away");
+        self.run(ctx, cmd, |_, _, _| {});
     }
 
     fn finish_resume(
