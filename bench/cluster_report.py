@@ -18,11 +18,14 @@ def main():
     p()
     p("`bench/cluster` runs the same fan-out (10 rooms × 50 members, every member sending, 64 B)")
     p("against one node and against three nodes sharing rooms through one `redis-server`, in one")
-    p("run, alternating. The generator spreads clients over the three nodes in turn, so every room")
-    p("has members on every node and every frame goes through Redis: the cluster's worst case.")
-    p("Server CPU and memory are summed over every server process (one node; or three nodes and")
-    p("Redis). All of it shares this machine's 2 cores with the generator, so this measures what")
-    p("clustering costs, not how far it scales: on one machine three nodes can only add work.")
+    p("run, alternating. `cluster-3` spreads the clients over the nodes one by one, so every room")
+    p("has members on every node and every frame goes to all three: the worst case, and what a")
+    p("load balancer without affinity gives. `cluster-3-by-room` puts each room's members on one")
+    p("node (as a balancer hashing the room name would): frames still go through Redis, to one")
+    p("node. Server CPU and memory are summed over every server process (one node; or three")
+    p("nodes and Redis). Everything shares this machine's 2 cores with the generator, so this")
+    p("measures what clustering costs per delivery, not how far it scales: on one machine three")
+    p("nodes can only add work. Across machines, each node's share of the cost is what divides.")
     p()
     for load, label in [("rate", "6 msg/s per member (147,000 offered deliveries/s)"), ("saturate", "saturating (4 in flight per sender)")]:
         picked = [r for r in rows if (r["rate"] is not None) == (load == "rate")]
@@ -40,13 +43,17 @@ def main():
               f"{lat['p50'] / 1000:.1f} / {lat['p99'] / 1000:.1f} | {r['server_cpu_us_per_delivery']:.2f} | "
               f"{r['server_rss_end'] / 2**20:.1f} |")
         p()
-        mean = lambda t, k: sum(r[k] for r in picked if r["target"] == t) / max(1, seen.get(t, 0))
-        if "single" in seen and "cluster-3" in seen:
-            p(f"Cluster ÷ single, means of the rounds: deliveries/s "
-              f"{mean('cluster-3', 'achieved_per_sec') / mean('single', 'achieved_per_sec'):.2f}×, "
-              f"server CPU per delivery "
-              f"{mean('cluster-3', 'server_cpu_us_per_delivery') / mean('single', 'server_cpu_us_per_delivery'):.2f}×.")
-            p()
+        def mean(target, key):
+            return sum(key(r) for r in picked if r["target"] == target) / seen[target]
+
+        for cluster in ["cluster-3", "cluster-3-by-room"]:
+            if "single" in seen and cluster in seen:
+                rate = mean(cluster, lambda r: r["achieved_per_sec"]) / mean("single", lambda r: r["achieved_per_sec"])
+                cpu = mean(cluster, lambda r: r["server_cpu_us_per_delivery"]) / mean("single", lambda r: r["server_cpu_us_per_delivery"])
+                p50 = lambda t: mean(t, lambda r: r["latency_us"]["p50"]) / 1000
+                p(f"`{cluster}` ÷ `single`, means of the rounds: deliveries/s {rate:.2f}×, server CPU per "
+                  f"delivery {cpu:.2f}×; latency p50 {p50(cluster):.1f} ms against {p50('single'):.1f} ms.")
+                p()
     print("\n".join(out).rstrip())
 
 

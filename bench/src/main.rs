@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use parlor_bench::report::Report;
-use parlor_bench::scenario::{self, FanoutSpec, Target};
+use parlor_bench::scenario::{self, FanoutSpec, Spread, Target};
 use parlor_bench::wire::Proto;
 
 #[derive(Parser)]
@@ -25,6 +25,10 @@ struct Args {
     /// CPU time and memory from /proc; figures are their sums.
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// With several addresses: spread clients one by one (every room on every node) or room by
+    /// room (each room on one node).
+    #[arg(long, value_enum, default_value = "clients")]
+    spread: Spread,
     /// Worker threads of the generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
         proto: args.proto,
         addrs: args.addr,
         server_pids: args.server_pid,
+        spread: args.spread,
     };
     let result = runtime.block_on(async {
         match args.scenario {

@@ -26,6 +26,17 @@ pub struct Target {
     /// Client `i` connects to `addrs[i % addrs.len()]`.
     pub addrs: Vec<String>,
     pub server_pids: Vec<u32>,
+    pub spread: Spread,
+}
+
+/// How clients are spread over several addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spread {
+    /// Client after client: every room has members on every node.
+    #[default]
+    Clients,
+    /// Room by room: all of a room's members on one node.
+    Rooms,
 }
 
 impl Target {
@@ -42,8 +53,16 @@ impl Target {
         }
         self.server_pids.iter().map(|pid| read(*pid)).sum()
     }
-    fn addr(&self, client: usize) -> String {
-        self.addrs[client % self.addrs.len()].clone()
+    fn addr(&self, client: usize, room: &str) -> String {
+        let slot = match self.spread {
+            Spread::Clients => client,
+            Spread::Rooms => room
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(client),
+        };
+        self.addrs[slot % self.addrs.len()].clone()
     }
 }
 
@@ -144,7 +163,7 @@ async fn connect_all(
     let proto = target.proto;
     let clients: Vec<Result<Ws, WireError>> = stream::iter(rooms.into_iter().enumerate())
         .map(|(i, room)| {
-            let addr = target.addr(i);
+            let addr = target.addr(i, &room);
             let progress = progress.clone();
             async move {
                 let mut ws = proto.connect(&addr).await?;
@@ -478,8 +497,8 @@ pub async fn storm(
     bar.set_length(connections as u64);
     let tasks: Vec<_> = (0..connections)
         .map(|i| {
-            let (proto, addr, bar) = (target.proto, target.addr(i), bar.clone());
             let room = room_name(i / room_size.max(1));
+            let (proto, addr, bar) = (target.proto, target.addr(i, &room), bar.clone());
             tokio::spawn(async move {
                 let mut ws = proto.connect(&addr).await?;
                 proto.join(&mut ws, &room).await?;

@@ -19,6 +19,7 @@ fn node() -> (parlor::BackgroundNode, Target) {
         addrs: vec![node.addr.to_string()],
         // The node runs in this process.
         server_pids: vec![std::process::id()],
+        spread: Default::default(),
     };
     (node, target)
 }

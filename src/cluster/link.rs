@@ -83,9 +83,43 @@ impl LinkConfig {
     }
 }
 
+/// Where a call's reply goes: to a waiting future, or, by token, into the node's reply stream
+/// (one stream the actor drains, rather than one future per call for it to poll).
+enum Answer {
+    Oneshot(oneshot::Sender<Result<Reply, LinkError>>),
+    Token(u64),
+}
+
 struct Call {
     cmd: redis::Cmd,
-    reply: oneshot::Sender<Result<Reply, LinkError>>,
+    answer: Answer,
+}
+
+/// A call's reply, for the call with this token.
+#[derive(Debug)]
+pub struct Replied {
+    pub token: u64,
+    pub reply: Result<Reply, LinkError>,
+}
+
+/// Replies waiting for the node; when it is full, the command task waits for it.
+pub const REPLY_QUEUE: usize = 4096;
+
+impl Call {
+    /// Hands over the reply; false if the node has gone.
+    async fn answer(
+        self,
+        reply: Result<Reply, LinkError>,
+        replies: &mpsc::Sender<Replied>,
+    ) -> bool {
+        match self.answer {
+            Answer::Oneshot(tx) => {
+                let _ = tx.send(reply);
+                true
+            }
+            Answer::Token(token) => replies.send(Replied { token, reply }).await.is_ok(),
+        }
+    }
 }
 
 enum Subscription {
@@ -103,8 +137,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts the link's tasks on the current (actix) runtime; events go to `events`.
-    pub fn start(config: LinkConfig, events: mpsc::Sender<LinkEvent>) -> Result<Self, String> {
+    /// Starts the link's tasks on the current (actix) runtime; events go to `events`, the
+    /// replies to `call_with_token` to `replies`.
+    pub fn start(
+        config: LinkConfig,
+        events: mpsc::Sender<LinkEvent>,
+        replies: mpsc::Sender<Replied>,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| format!("cluster.redis_url: {e}"))?;
         let (calls, call_queue) = mpsc::channel(CALL_QUEUE);
@@ -117,6 +156,7 @@ impl Link {
             call_queue,
             Arc::clone(&commands_up),
             events.clone(),
+            replies,
         ));
         actix::spawn(run_subscriptions(
             client,
@@ -140,20 +180,29 @@ impl Link {
         cmd: redis::Cmd,
     ) -> impl std::future::Future<Output = Result<Reply, LinkError>> + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = if self.commands_up.load(Ordering::Acquire) {
-            self.calls
-                .try_send(Call { cmd, reply })
-                .map_err(|err| match err {
-                    mpsc::error::TrySendError::Full(_) => LinkError::Busy,
-                    mpsc::error::TrySendError::Closed(_) => LinkError::Down,
-                })
-        } else {
-            Err(LinkError::Down)
-        };
+        let queued = self.queue(cmd, Answer::Oneshot(reply));
         async move {
             queued?;
             answer.await.unwrap_or(Err(LinkError::Down))
         }
+    }
+
+    /// Queues `cmd` now; its reply comes back on the reply stream with `token`. Refused at once
+    /// (and nothing comes back) while Redis is down or the queue is full.
+    pub fn call_with_token(&self, cmd: redis::Cmd, token: u64) -> Result<(), LinkError> {
+        self.queue(cmd, Answer::Token(token))
+    }
+
+    fn queue(&self, cmd: redis::Cmd, answer: Answer) -> Result<(), LinkError> {
+        if !self.commands_up.load(Ordering::Acquire) {
+            return Err(LinkError::Down);
+        }
+        self.calls
+            .try_send(Call { cmd, answer })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => LinkError::Busy,
+                mpsc::error::TrySendError::Closed(_) => LinkError::Down,
+            })
     }
 
     pub fn subscribe(&self, channel: String) {
@@ -171,6 +220,7 @@ async fn run_commands(
     mut queue: mpsc::Receiver<Call>,
     up: Arc<AtomicBool>,
     events: mpsc::Sender<LinkEvent>,
+    replies: mpsc::Sender<Replied>,
 ) {
     let mut retry = RETRY_FIRST;
     loop {
@@ -179,7 +229,9 @@ async fn run_commands(
             Ok(connection) => connection,
             Err(err) => {
                 tracing::debug!("cluster: cannot reach Redis for commands: {err}");
-                fail_queued(&mut queue);
+                if !fail_queued(&mut queue, &replies).await {
+                    return;
+                }
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
@@ -191,10 +243,12 @@ async fn run_commands(
             return;
         }
         tracing::info!("cluster: command connection to Redis is up");
-        let ended = serve_commands(&mut connection, &mut queue).await;
+        let ended = serve_commands(&mut connection, &mut queue, &replies).await;
         up.store(false, Ordering::Release);
-        fail_queued(&mut queue);
-        if ended || events.send(LinkEvent::Commands(false)).await.is_err() {
+        if ended
+            || !fail_queued(&mut queue, &replies).await
+            || events.send(LinkEvent::Commands(false)).await.is_err()
+        {
             return;
         }
         tracing::warn!("cluster: lost the command connection to Redis");
@@ -225,6 +279,7 @@ async fn connect_commands(
 async fn serve_commands(
     connection: &mut redis::aio::MultiplexedConnection,
     queue: &mut mpsc::Receiver<Call>,
+    replies: &mpsc::Sender<Replied>,
 ) -> bool {
     let mut batch = Vec::with_capacity(PIPELINE);
     loop {
@@ -236,40 +291,41 @@ async fn serve_commands(
         for call in &batch {
             pipe.add_command(call.cmd.clone());
         }
-        match pipe
+        let results = pipe
             .query_async::<Vec<redis::RedisResult<Reply>>>(connection)
-            .await
-        {
-            Ok(replies) if replies.len() == batch.len() => {
-                for (call, reply) in batch.drain(..).zip(replies) {
-                    let _ = call
-                        .reply
-                        .send(reply.map_err(|e| LinkError::Refused(e.to_string())));
+            .await;
+        match results {
+            Ok(results) if results.len() == batch.len() => {
+                for (call, reply) in batch.drain(..).zip(results) {
+                    let reply = reply.map_err(|e| LinkError::Refused(e.to_string()));
+                    if !call.answer(reply, replies).await {
+                        return true;
+                    }
                 }
             }
-            Ok(_) => {
-                fail(&mut batch);
-                return false;
-            }
-            Err(err) => {
-                tracing::debug!("cluster: pipeline failed: {err}");
-                fail(&mut batch);
+            other => {
+                if let Err(err) = other {
+                    tracing::debug!("cluster: pipeline failed: {err}");
+                }
+                for call in batch.drain(..) {
+                    if !call.answer(Err(LinkError::Down), replies).await {
+                        return true;
+                    }
+                }
                 return false;
             }
         }
     }
 }
 
-fn fail(batch: &mut Vec<Call>) {
-    for call in batch.drain(..) {
-        let _ = call.reply.send(Err(LinkError::Down));
-    }
-}
-
-fn fail_queued(queue: &mut mpsc::Receiver<Call>) {
+/// Fails every queued call; false if the node has gone.
+async fn fail_queued(queue: &mut mpsc::Receiver<Call>, replies: &mpsc::Sender<Replied>) -> bool {
     while let Ok(call) = queue.try_recv() {
-        let _ = call.reply.send(Err(LinkError::Down));
+        if !call.answer(Err(LinkError::Down), replies).await {
+            return false;
+        }
     }
+    true
 }
 
 async fn run_subscriptions(

@@ -26,7 +26,7 @@ use redis::Value as Reply;
 use tokio::sync::mpsc;
 
 use super::fanout::{Fill, LocalRooms};
-use super::link::{Link, LinkConfig, LinkError, LinkEvent};
+use super::link::{Link, LinkConfig, LinkError, LinkEvent, Replied, REPLY_QUEUE};
 use super::wire::{self, Answer, InboxMessage, Snapshot};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::registry::actor::{
@@ -66,6 +66,10 @@ pub struct ClusterSettings {
     pub clock_interval: Duration,
 }
 
+/// What a call does with its reply.
+type Pending =
+    Box<dyn FnOnce(&mut ClusterActor, &mut Context<ClusterActor>, Result<Reply, LinkError>)>;
+
 struct LocalSession {
     /// `None` while the session is away.
     outlet: Option<SessionOutlet>,
@@ -96,6 +100,9 @@ pub struct ClusterActor {
     registered: bool,
     /// Since when Redis has been reachable without a break.
     up_since: Option<Instant>,
+    /// What to do with each call's reply, by token; at most the link's queues' worth.
+    pending: HashMap<u64, Pending>,
+    next_token: u64,
     closing: bool,
     metrics: Arc<Metrics>,
 }
@@ -115,6 +122,8 @@ impl ClusterActor {
             subscriptions_up: false,
             registered: false,
             up_since: None,
+            pending: HashMap::new(),
+            next_token: 0,
             closing: false,
             metrics,
         }
@@ -139,26 +148,31 @@ impl ClusterActor {
         cmd
     }
 
-    /// Sends `cmd` now and runs `then` with the reply, on this actor.
+    /// Sends `cmd` now and runs `then` with the reply, on this actor. Refused at once (Redis
+    /// down, queue full): `then` runs now, with the refusal.
     fn run(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         cmd: redis::Cmd,
         then: impl FnOnce(&mut Self, &mut Context<Self>, Result<Reply, LinkError>) + 'static,
     ) {
         let Some(link) = &self.link else {
-            return;
+            return then(self, ctx, Err(LinkError::Down));
         };
-        let reply = link.call(cmd);
-        ctx.spawn(reply.into_actor(self).map(move |reply, actor, ctx| {
-            then(actor, ctx, reply);
-        }));
+        let token = self.next_token;
+        self.next_token += 1;
+        match link.call_with_token(cmd, token) {
+            Ok(()) => {
+                self.pending.insert(token, Box::new(then));
+            }
+            Err(err) => then(self, ctx, Err(err)),
+        }
     }
 
     /// Like `run`, for the functions answering `{'ok'...}`, `{'err'...}`: `then` gets the
     /// `ok` rest, or the refusal to send (unreachable Redis and unreadable answers included).
     fn run_request(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         cmd: redis::Cmd,
         then: impl FnOnce(&mut Self, &mut Context<Self>, Result<Vec<Reply>, RequestError>) + 'static,
@@ -291,7 +305,7 @@ impl ClusterActor {
     }
 
     fn remove_in_redis(
-        &self,
+        &mut self,
         ctx: &mut Context<Self>,
         id: SessionId,
         session: &LocalSession,
@@ -570,7 +584,8 @@ impl Actor for ClusterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let (events, queue) = mpsc::channel(EVENT_QUEUE);
-        match Link::start(self.settings.link.clone(), events) {
+        let (replies, replied) = mpsc::channel(REPLY_QUEUE);
+        match Link::start(self.settings.link.clone(), events, replies) {
             Ok(link) => self.link = Some(link),
             Err(err) => {
                 tracing::error!("cluster: {err}");
@@ -578,6 +593,7 @@ impl Actor for ClusterActor {
             }
         }
         ctx.add_stream(tokio_stream::wrappers::ReceiverStream::new(queue));
+        ctx.add_stream(tokio_stream::wrappers::ReceiverStream::new(replied));
         let beat_every = (self.settings.node_ttl / 3).min(Duration::from_secs(1));
         ctx.run_interval(beat_every, |actor, ctx| actor.beat(ctx));
         ctx.run_interval(self.settings.clock_interval, |actor, ctx| {
@@ -618,6 +634,16 @@ impl StreamHandler<LinkEvent> for ClusterActor {
                 self.subscriptions_up = up;
                 self.on_link_change(ctx, was);
             }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl StreamHandler<Replied> for ClusterActor {
+    fn handle(&mut self, replied: Replied, ctx: &mut Context<Self>) {
+        if let Some(then) = self.pending.remove(&replied.token) {
+            then(self, ctx, replied.reply);
         }
     }
 
