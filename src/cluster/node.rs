@@ -181,9 +181,9 @@ impl ClusterActor {
             let result = match reply.map(wire::answer) {
                 Ok(Ok(Answer::Ok(rest))) => Ok(rest),
                 Ok(Ok(Answer::Refused(err))) => Err(err),
-                Ok(Ok(Answer::Conflict { .. })) => Err(RequestError::Unavailable(
-                    "an unexpected state conflict".into(),
-                )),
+                Ok(Ok(Answer::Conflict { .. } | Answer::Gone(_))) => Err(
+                    RequestError::Unavailable("an answer this request does not take".into()),
+                ),
                 Ok(Err(err)) => {
                     tracing::error!("cluster: {err}");
                     Err(RequestError::Unavailable(err.to_string()))

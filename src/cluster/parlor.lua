@@ -425,22 +425,30 @@ redis.register_function('parlor_emit', function(_, a)
   return { 'ok', int(off) }
 end)
 
--- state(sid, room, version the new state was made from, new state, patch frame with offset 0,
--- writes in it): stores the state if it is still at that version, else answers the state as it
--- is now. A node sends its writes to one room one batch at a time, all in one frame.
+-- state(room, version the new state was made from, new state, patch frame with offset 0,
+-- writes in it, the writers' sids...): stores the state if it is still at that version and
+-- every writer is still a member; else answers the state as it is now ({'conflict'...}) or the
+-- writers who are not ({'gone'...}). A node sends its writes to one room one batch at a time,
+-- all in one frame. From version -1 it only reads.
 redis.register_function('parlor_state', function(_, a)
   local P, hist = common(a)
-  local sid, room, from, state, body, count = a[4], a[5], tonumber(a[6]), a[7], a[8], tonumber(a[9])
-  if sid ~= '' and not member_of(P, room, sid) then
-    return { 'err', 'not_in_room', room }
-  end
+  local room, from, state, body, count = a[4], tonumber(a[5]), a[6], a[7], tonumber(a[8])
   local rk = P .. 'r:' .. room
   local f = redis.call('HMGET', rk, 'ver', 'st')
   if not f[1] then
-    return { 'err', 'no_room', room }
+    return { 'err', 'not_in_room', room }
   end
   if tonumber(f[1]) ~= from then
     return { 'conflict', f[1], f[2] }
+  end
+  local gone = { 'gone' }
+  for i = 9, #a do
+    if not member_of(P, room, a[i]) then
+      gone[#gone + 1] = a[i]
+    end
+  end
+  if #gone > 1 then
+    return gone
   end
   redis.call('HSET', rk, 'ver', from + count, 'st', state)
   local off = append(P, hist, room, function(o)

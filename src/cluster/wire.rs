@@ -159,9 +159,12 @@ pub enum Answer {
     Refused(RequestError),
     /// `parlor_state`: the state moved on; here it is now, with its version.
     Conflict { version: u64, state: Bytes },
+    /// `parlor_state`: these writers are no longer members of the room.
+    Gone(Vec<SessionId>),
 }
 
-/// Reads `{'ok', ...}`, `{'err', code, args...}` or `{'conflict', version, state}`.
+/// Reads `{'ok', ...}`, `{'err', code, args...}`, `{'conflict', version, state}` or
+/// `{'gone', session...}`.
 pub fn answer(reply: Reply) -> Result<Answer, WireError> {
     let Reply::Array(mut items) = reply else {
         return Err(bad("not an array"));
@@ -181,6 +184,9 @@ pub fn answer(reply: Reply) -> Result<Answer, WireError> {
             state: rest.get(1).and_then(bytes).ok_or_else(|| bad("state"))?,
         }),
         "err" => Ok(Answer::Refused(refusal(&rest)?)),
+        "gone" => Ok(Answer::Gone(
+            rest.iter().filter_map(|r| text(r)?.parse().ok()).collect(),
+        )),
         other => Err(WireError(format!("answer kind {other:?}"))),
     }
 }

@@ -111,6 +111,27 @@ impl Redis {
         );
     }
 
+    /// Calls one of the cluster's functions as a node named `-` would, with the default key
+    /// prefix and history; answers `redis-cli`'s text.
+    pub fn call_function(&self, name: &str, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "FCALL",
+                name,
+                "0",
+                "parlor:",
+                "100",
+                "-",
+            ])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(output.status.success(), "redis-cli failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Starts Redis again on the same port, with what it wrote.
     pub fn restart(&mut self) {
         self.stop();

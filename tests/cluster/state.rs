@@ -2,7 +2,7 @@
 //! every member ends with the same state at the same version, and every patch arrives in the
 //! same order everywhere.
 
-use parlor_client::protocol::{ServerFrame, StateOp, Value};
+use parlor_client::protocol::{ServerFrame, SessionId, StateOp, Value};
 use parlor_client::StateMirror;
 
 use crate::harness::{cluster, within};
@@ -81,6 +81,44 @@ async fn thirty_writers_on_three_nodes_converge() {
             "patches arrive in one order on every node"
         );
     }
+    redis.assert_consistent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_a_session_no_longer_in_the_room_is_not_stored() {
+    let (redis, nodes) = cluster(1, &[]).await;
+    let mut member = nodes[0].client().await;
+    member.join_room("doc", None).await.expect("join");
+    let stranger = SessionId::new_random().to_string();
+    // A batch at version 0 naming a writer who is no member (state and frame never read).
+    let answer = redis.call_function(
+        "parlor_state",
+        &[
+            "doc",
+            "0",
+            "-",
+            "-",
+            "1",
+            &member.session_id().to_string(),
+            &stranger,
+        ],
+    );
+    assert_eq!(
+        answer.split_whitespace().collect::<Vec<_>>(),
+        ["gone", stranger.as_str()]
+    );
+    // Nothing was stored: the member's own write still starts from version 0.
+    member
+        .update_state(
+            "doc",
+            vec![StateOp::Set {
+                path: vec!["k".into()],
+                value: Value::from(1),
+            }],
+            Some(0),
+        )
+        .await
+        .expect("write at version 0");
     redis.assert_consistent();
 }
 

@@ -37,7 +37,7 @@ impl Handler<Resume> for ClusterActor {
             let rooms = match reply.map(wire::answer) {
                 Ok(Ok(Answer::Ok(rest))) => taken_rooms(&rest),
                 Ok(Ok(Answer::Refused(err))) => Err(err),
-                Ok(Ok(Answer::Conflict { .. })) | Ok(Err(_)) => {
+                Ok(Ok(Answer::Conflict { .. } | Answer::Gone(_))) | Ok(Err(_)) => {
                     Err(RequestError::Unavailable("an unexpected answer".into()))
                 }
                 Err(err) => Err(RequestError::Unavailable(err.to_string())),

@@ -140,8 +140,7 @@ impl ClusterActor {
     ) {
         let count = batch.len();
         let mut cmd = self.function("parlor_state");
-        cmd.arg("")
-            .arg(&room)
+        cmd.arg(&room)
             .arg(if from == u64::MAX {
                 "-1".to_owned()
             } else {
@@ -150,6 +149,9 @@ impl ClusterActor {
             .arg(&parlor_protocol::encode_value(&state)[..])
             .arg(&frame[..])
             .arg(count);
+        for write in &batch {
+            cmd.arg(write.id.to_string());
+        }
         self.run(ctx, cmd, move |actor, ctx, reply| {
             let failure = match reply.map(wire::answer) {
                 Ok(Ok(Answer::Ok(_))) => {
@@ -188,6 +190,29 @@ impl ClusterActor {
                     },
                     Err(err) => RequestError::Unavailable(format!("an unreadable state: {err}")),
                 },
+                Ok(Ok(Answer::Gone(gone))) => {
+                    // Writers who left (or were kicked) since they wrote are refused; the rest
+                    // are applied again, to the state as Redis holds it.
+                    let (refused, kept): (Vec<_>, Vec<_>) =
+                        batch.into_iter().partition(|w| gone.contains(&w.id));
+                    for write in refused {
+                        let err = RequestError::NotInRoom(room.clone());
+                        actor.send_error(ctx, write.id, write.reference, &err);
+                    }
+                    if kept.is_empty() {
+                        return actor.writes_done(ctx, room);
+                    }
+                    let read = (Document::new(), u64::MAX);
+                    return actor.store_state(
+                        ctx,
+                        room,
+                        kept,
+                        read.1,
+                        read.0,
+                        Bytes::new(),
+                        attempts,
+                    );
+                }
                 Ok(Ok(Answer::Refused(err))) => err,
                 Ok(Err(err)) => RequestError::Unavailable(err.to_string()),
                 Err(err) => RequestError::Unavailable(err.to_string()),
