@@ -34,8 +34,8 @@ use crate::registry::actor::{
     Publish, ReadRoom, RegistryStats, Resume, ShutDown,
 };
 use crate::registry::{
-    new_room_id, Close, Outlet, Profile, RegistryLimits, RequestError, RoomDetail, RoomRules,
-    BACKEND, DEFAULT_LISTED_ROOMS,
+    graces_over, new_room_id, Close, Outlet, Profile, RegistryLimits, RequestError, RoomDetail,
+    RoomRules, BACKEND, DEFAULT_LISTED_ROOMS,
 };
 use crate::session::outbox::SessionOutlet;
 
@@ -559,18 +559,9 @@ impl ClusterActor {
     /// Away sessions past their grace leave their rooms (reason `timeout`).
     fn expire_away(&mut self, ctx: &mut Context<Self>) {
         let grace = self.limits().reconnect_grace;
-        let now = Instant::now();
-        let expired: Vec<SessionId> = self
-            .away
-            .iter()
-            .filter(|id| {
-                self.sessions
-                    .get(id)
-                    .and_then(|s| s.away_since)
-                    .is_some_and(|t| now.duration_since(t) >= grace)
-            })
-            .copied()
-            .collect();
+        let expired = graces_over(&self.away, Instant::now(), grace, |id| {
+            self.sessions.get(id).and_then(|s| s.away_since)
+        });
         for id in expired {
             if let Some(session) = self.forget(id) {
                 self.remove_in_redis(ctx, id, &session, LeaveReason::Timeout, true);

@@ -422,18 +422,9 @@ impl<O: Outlet> Registry<O> {
     /// (their rooms hear `left`, reason `timeout`).
     pub fn advance(&mut self, now: Instant) {
         self.now = now;
-        let grace = self.limits.reconnect_grace;
-        let expired: Vec<SessionId> = self
-            .away
-            .iter()
-            .filter(|id| {
-                self.sessions
-                    .get(id)
-                    .and_then(|e| e.away_since)
-                    .is_some_and(|t| now.duration_since(t) >= grace)
-            })
-            .copied()
-            .collect();
+        let expired = graces_over(&self.away, now, self.limits.reconnect_grace, |id| {
+            self.sessions.get(id).and_then(|e| e.away_since)
+        });
         for id in expired {
             self.remove_session(id, LeaveReason::Timeout);
         }
@@ -1540,6 +1531,19 @@ fn deliver_all<O: Outlet>(
         }
     }
     delivered
+}
+
+/// The sessions among `away` that went away (`since`) at least `grace` before `now`.
+pub(crate) fn graces_over(
+    away: &HashSet<SessionId>,
+    now: Instant,
+    grace: Duration,
+    since: impl Fn(&SessionId) -> Option<Instant>,
+) -> Vec<SessionId> {
+    away.iter()
+        .filter(|id| since(id).is_some_and(|t| now.duration_since(t) >= grace))
+        .copied()
+        .collect()
 }
 
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).

@@ -9,7 +9,7 @@ mod room;
 #[cfg(any(test, feature = "script"))]
 pub mod script;
 
-pub(crate) use self::core::new_room_id;
+pub(crate) use self::core::{graces_over, new_room_id};
 pub use self::core::{
     Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,
     RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,

@@ -50,20 +50,34 @@ impl Handler<ReadRoom> for ClusterActor {
     }
 }
 
+impl ClusterActor {
+    /// Every room as Redis lists it, oldest first; nothing when Redis cannot be read.
+    fn every_room(&self) -> impl std::future::Future<Output = Vec<wire::Listed>> + 'static {
+        let reply = self
+            .link
+            .as_ref()
+            .map(|l| l.call(self.function("parlor_rooms")));
+        async move {
+            let Some(reply) = reply else {
+                return Vec::new();
+            };
+            reply
+                .await
+                .ok()
+                .and_then(|r| wire::parse_rooms(r).ok())
+                .unwrap_or_default()
+        }
+    }
+}
+
 impl Handler<AllRooms> for ClusterActor {
     type Result = ResponseActFuture<Self, Vec<RoomInfo>>;
     fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
-        let cmd = self.function("parlor_rooms");
-        let reply = self.link.as_ref().map(|l| l.call(cmd));
+        let rooms = self.every_room();
         Box::pin(
             async move {
-                let Some(reply) = reply else {
-                    return Vec::new();
-                };
-                match reply.await.map(wire::parse_rooms) {
-                    Ok(Ok(listed)) => listed.into_iter().take(msg.limit).map(|l| l.info).collect(),
-                    _ => Vec::new(),
-                }
+                let listed = rooms.await;
+                listed.into_iter().take(msg.limit).map(|l| l.info).collect()
             }
             .into_actor(self),
         )
@@ -73,20 +87,8 @@ impl Handler<AllRooms> for ClusterActor {
 impl Handler<ListRooms> for ClusterActor {
     type Result = ResponseActFuture<Self, Vec<RoomInfo>>;
     fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
-        let cmd = self.function("parlor_rooms");
-        let reply = self.link.as_ref().map(|l| l.call(cmd));
-        Box::pin(
-            async move {
-                let Some(reply) = reply else {
-                    return Vec::new();
-                };
-                match reply.await.map(wire::parse_rooms) {
-                    Ok(Ok(listed)) => filtered(listed, &msg.filter, msg.limit),
-                    _ => Vec::new(),
-                }
-            }
-            .into_actor(self),
-        )
+        let rooms = self.every_room();
+        Box::pin(async move { filtered(rooms.await, &msg.filter, msg.limit) }.into_actor(self))
     }
 }
 
