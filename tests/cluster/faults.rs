@@ -80,8 +80,10 @@ async fn a_killed_nodes_members_are_purged_by_the_survivors() {
 async fn redis_going_away_and_coming_back() {
     let (mut redis, nodes) = cluster(2, &[]).await;
     let mut a = nodes[0].client().await;
+    let mut neighbour = nodes[0].client().await;
     let mut b = nodes[1].client().await;
     a.join("lounge").await.expect("join");
+    neighbour.join("lounge").await.expect("join");
     b.join("lounge").await.expect("join");
 
     redis.stop();
@@ -123,6 +125,17 @@ async fn redis_going_away_and_coming_back() {
         "the refusal is counted: {counted}"
     );
     assert!(a.list_rooms(Default::default(), None).await.is_err());
+    // Two members on the same node still reach each other directly.
+    a.send_direct(neighbour.session_id(), "psst", Value::from(1))
+        .await
+        .expect("a direct send on one node");
+    next_matching(
+        &mut neighbour,
+        5,
+        "the direct send during the outage",
+        |f| matches!(f, ServerFrame::Direct(d) if d.event == "psst"),
+    )
+    .await;
 
     // Longer than node_ttl: every heartbeat has expired when Redis is back, and no node may
     // take the others for dead.

@@ -399,6 +399,17 @@ impl ClusterActor {
             event,
             data,
         }));
+        // Two sessions of this node that share a room need no Redis (and still reach each
+        // other while Redis is away); as on one node, an away target gets nothing.
+        let shared_here = match (self.sessions.get(&id), self.sessions.get(&to)) {
+            (Some(from), Some(target)) => from.rooms.iter().any(|r| target.rooms.contains(r)),
+            _ => false,
+        };
+        if shared_here {
+            self.deliver(ctx, to, frame);
+            self.send_ok(ctx, id, reference);
+            return Ok(());
+        }
         let mut cmd = self.function("parlor_direct");
         cmd.arg(id.to_string()).arg(to.to_string()).arg(&frame[..]);
         self.run_request(ctx, cmd, move |actor, ctx, result| {
