@@ -243,3 +243,70 @@ async fn a_session_dropped_on_one_node_resumes_on_another() {
     .await;
     redis.assert_consistent();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_a_killed_node_resumes_elsewhere_before_the_purge() {
+    let (redis, mut nodes) = cluster(2, &[]).await;
+    let mut writer = nodes[0].client().await;
+    writer.join("feed").await.expect("join");
+    let mut reader = nodes[1].client().await;
+    let joined = reader.join_room("feed", None).await.expect("join");
+    let (session, token) = (reader.session_id(), reader.welcome().resume_token.clone());
+    let mut position = RoomPosition::from_joined(&joined);
+    for n in 0..5 {
+        writer
+            .emit("feed", "n", Value::from(n), false)
+            .await
+            .expect("emit");
+    }
+    let mut seen = Vec::new();
+    within(5, "the first events", async {
+        while seen.len() < 5 {
+            let frame = reader.next_frame().await.expect("frame");
+            position.advance(&frame).expect("in order");
+            if let ServerFrame::Event(e) = frame {
+                seen.push(e.data.as_u64().expect("number"));
+            }
+        }
+    })
+    .await;
+    // The reader's node dies; before the survivors notice, the reader is back on node a.
+    nodes[1].kill();
+    for n in 5..10 {
+        writer
+            .emit("feed", "n", Value::from(n), false)
+            .await
+            .expect("emit");
+    }
+    let mut again = nodes[0].client().await;
+    let resumed = again
+        .resume(session, &token, vec![position.clone()])
+        .await
+        .expect("resume before the purge");
+    assert!(resumed.rooms.iter().all(|r| r.recovered));
+    within(5, "the events it missed", async {
+        while seen.len() < 10 {
+            let frame = again.next_frame().await.expect("frame");
+            position.advance(&frame).expect("once each, in order");
+            if let ServerFrame::Event(e) = frame {
+                seen.push(e.data.as_u64().expect("number"));
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen, (0..10).collect::<Vec<u64>>());
+    // The purge of the dead node, once it comes, does not take the resumed session: the
+    // writer hears the reader's next event, and no `left` for it before.
+    tokio::time::sleep(NODE_TTL + Duration::from_secs(2)).await;
+    again
+        .emit("feed", "still-here", Value::Nil, false)
+        .await
+        .expect("emit");
+    let frame = next_matching(&mut writer, 5, "the reader's event, or its purge", |f| {
+        matches!(f, ServerFrame::Event(e) if e.from == session)
+            || matches!(f, ServerFrame::Presence(p) if p.session == session && p.status == PresenceStatus::Left)
+    })
+    .await;
+    assert!(matches!(frame, ServerFrame::Event(_)), "{frame:?}");
+    redis.assert_consistent();
+}
