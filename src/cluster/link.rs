@@ -288,8 +288,9 @@ async fn serve_commands(
         }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for call in &batch {
-            pipe.add_command(call.cmd.clone());
+        for call in &mut batch {
+            // The pipeline takes the command; the call keeps only where its answer goes.
+            pipe.add_command(std::mem::replace(&mut call.cmd, redis::Cmd::new()));
         }
         let results = pipe
             .query_async::<Vec<redis::RedisResult<Reply>>>(connection)
