@@ -24,14 +24,16 @@ pub struct Fill {
     pub to: Option<u64>,
 }
 
-struct LocalMember {
+struct LocalMember<O> {
     id: SessionId,
+    /// How the member is reached: frames go straight to it, with no lookup per recipient.
+    outlet: O,
     /// The first offset this member gets; earlier frames are in its snapshot or replay.
     from: u64,
 }
 
-struct LocalRoom {
-    members: Vec<LocalMember>,
+struct LocalRoom<O> {
+    members: Vec<LocalMember<O>>,
     /// The offset of the next frame to hand out.
     next: u64,
     /// Frames that arrived ahead of `next`, waiting for the gap before them to be filled.
@@ -41,7 +43,7 @@ struct LocalRoom {
     recent: VecDeque<RoomMessage>,
 }
 
-impl LocalRoom {
+impl<O> LocalRoom<O> {
     fn new(next: u64) -> Self {
         Self {
             members: Vec::new(),
@@ -53,11 +55,11 @@ impl LocalRoom {
     }
 
     /// Hands out every frame that is next in line.
-    fn drain(&mut self, deliver: &mut impl FnMut(SessionId, &Bytes)) {
+    fn drain(&mut self, deliver: &mut impl FnMut(SessionId, &O, &Bytes)) {
         while let Some(message) = self.ahead.remove(&self.next) {
             for member in &self.members {
                 if member.from <= message.offset && Some(member.id) != message.skip {
-                    deliver(member.id, &message.frame);
+                    deliver(member.id, &member.outlet, &message.frame);
                 }
             }
             self.next += 1;
@@ -93,14 +95,26 @@ pub struct Added {
     pub lost: u64,
 }
 
-#[derive(Default)]
-pub struct LocalRooms {
-    rooms: HashMap<String, LocalRoom>,
+pub struct LocalRooms<O> {
+    rooms: HashMap<String, LocalRoom<O>>,
     /// Frames never delivered because Redis no longer held them.
     pub lost: u64,
 }
 
-impl LocalRooms {
+impl<O> Default for LocalRooms<O> {
+    fn default() -> Self {
+        Self {
+            rooms: HashMap::new(),
+            lost: 0,
+        }
+    }
+}
+
+/// What a frame's delivery calls for each recipient: its id, its outlet, the frame.
+pub trait Deliver<O>: FnMut(SessionId, &O, &Bytes) {}
+impl<O, F: FnMut(SessionId, &O, &Bytes)> Deliver<O> for F {}
+
+impl<O> LocalRooms<O> {
     pub fn len(&self) -> usize {
         self.rooms.len()
     }
@@ -115,14 +129,16 @@ impl LocalRooms {
         self.rooms.get(room).map(|r| r.next)
     }
 
-    /// Makes `id` a local member of `room` from offset `from` on (its snapshot's or replay's
-    /// end). Frames from `from` that the node has already handed out go to it at once.
+    /// Makes `id`, reached through `outlet`, a local member of `room` from offset `from` on
+    /// (its snapshot's or replay's end). Frames from `from` that the node has already handed
+    /// out go to it at once.
     pub fn add_member(
         &mut self,
         room: &str,
         id: SessionId,
+        outlet: O,
         from: u64,
-        deliver: &mut impl FnMut(SessionId, &Bytes),
+        deliver: &mut impl Deliver<O>,
     ) -> Added {
         let mut added = Added {
             subscribe: false,
@@ -140,12 +156,13 @@ impl LocalRooms {
             }
             for message in &local.recent {
                 if message.offset >= from && Some(id) != message.skip {
-                    deliver(id, &message.frame);
+                    deliver(id, &outlet, &message.frame);
                 }
             }
         }
         local.members.push(LocalMember {
             id,
+            outlet,
             from: from.max(local.next),
         });
         self.lost += added.lost;
@@ -171,7 +188,7 @@ impl LocalRooms {
         &mut self,
         room: &str,
         message: RoomMessage,
-        deliver: &mut impl FnMut(SessionId, &Bytes),
+        deliver: &mut impl Deliver<O>,
     ) -> Option<Fill> {
         let local = self.rooms.get_mut(room)?;
         if message.offset < local.next {
@@ -189,7 +206,7 @@ impl LocalRooms {
         &mut self,
         fill: &Fill,
         messages: Vec<RoomMessage>,
-        deliver: &mut impl FnMut(SessionId, &Bytes),
+        deliver: &mut impl Deliver<O>,
     ) -> Option<Fill> {
         let local = self.rooms.get_mut(&fill.room)?;
         local.filling = false;

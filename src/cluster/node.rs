@@ -66,6 +66,25 @@ pub struct ClusterSettings {
     pub clock_interval: Duration,
 }
 
+/// Frames handed to local outlets: how many, how many bytes, and who overflowed.
+#[derive(Default)]
+struct Handout {
+    sent: u64,
+    bytes: u64,
+    overflowed: Vec<SessionId>,
+}
+
+impl Handout {
+    fn give(&mut self, id: SessionId, outlet: &SessionOutlet, frame: &Bytes) {
+        if outlet.deliver(frame.clone()).is_ok() {
+            self.sent += 1;
+            self.bytes += frame.len() as u64;
+        } else {
+            self.overflowed.push(id);
+        }
+    }
+}
+
 /// What a call does with its reply.
 type Pending =
     Box<dyn FnOnce(&mut ClusterActor, &mut Context<ClusterActor>, Result<Reply, LinkError>)>;
@@ -87,7 +106,7 @@ pub struct ClusterActor {
     settings: Arc<ClusterSettings>,
     link: Option<Link>,
     sessions: HashMap<SessionId, LocalSession>,
-    rooms: LocalRooms,
+    rooms: LocalRooms<SessionOutlet>,
     /// The last state and version this node saw of each local room: where state writes start.
     states: HashMap<String, (Document, u64)>,
     /// State writes waiting, per room.
@@ -250,6 +269,14 @@ impl ClusterActor {
         }
     }
 
+    /// Counts what a `Handout` delivered and evicts the sessions that overflowed.
+    fn settle(&mut self, ctx: &mut Context<Self>, handout: Handout) {
+        self.metrics.sent_total(handout.sent, handout.bytes);
+        for id in handout.overflowed {
+            self.evict(ctx, id);
+        }
+    }
+
     /// Hands a batch of frames to their local recipients, then evicts the ones who overflowed.
     fn deliver_all(&mut self, ctx: &mut Context<Self>, deliveries: Vec<(SessionId, Bytes)>) {
         let mut overflowed = Vec::new();
@@ -335,14 +362,14 @@ impl ClusterActor {
             tracing::error!("cluster: unreadable frame on room {room:?}");
             return;
         };
-        let mut deliveries = Vec::new();
-        let fill = self
-            .rooms
-            .on_frame(&room, message, &mut |id, frame: &Bytes| {
-                deliveries.push((id, frame.clone()));
-            });
-        self.metrics.fanout.observe(deliveries.len() as f64);
-        self.deliver_all(ctx, deliveries);
+        let mut handout = Handout::default();
+        let fill = self.rooms.on_frame(
+            &room,
+            message,
+            &mut |id, outlet: &SessionOutlet, frame: &Bytes| handout.give(id, outlet, frame),
+        );
+        self.metrics.fanout.observe(handout.sent as f64);
+        self.settle(ctx, handout);
         if let Some(fill) = fill {
             self.fill(ctx, fill);
         }
@@ -369,15 +396,15 @@ impl ClusterActor {
                     return;
                 }
             };
-            let mut deliveries = Vec::new();
+            let mut handout = Handout::default();
             let lost_before = actor.rooms.lost;
-            let more = actor
-                .rooms
-                .on_fill(&fill, messages, &mut |id, frame: &Bytes| {
-                    deliveries.push((id, frame.clone()));
-                });
+            let more = actor.rooms.on_fill(
+                &fill,
+                messages,
+                &mut |id, outlet: &SessionOutlet, frame: &Bytes| handout.give(id, outlet, frame),
+            );
             actor.note_lost(lost_before);
-            actor.deliver_all(ctx, deliveries);
+            actor.settle(ctx, handout);
             if let Some(more) = more {
                 actor.fill(ctx, more);
             }

@@ -17,8 +17,8 @@ fn msg(offset: u64, skip: Option<SessionId>) -> RoomMessage {
 struct Seen(Vec<String>);
 
 impl Seen {
-    fn sink(&mut self) -> impl FnMut(SessionId, &Bytes) + '_ {
-        |to, frame| {
+    fn sink(&mut self) -> impl FnMut(SessionId, &(), &Bytes) + '_ {
+        |to, _, frame| {
             let n = to.as_uuid().as_u128();
             self.0
                 .push(format!("{n}:{}", String::from_utf8_lossy(frame)));
@@ -31,11 +31,11 @@ impl Seen {
 
 #[test]
 fn frames_go_once_in_order_and_skip_their_sender() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    let added = rooms.add_member("r", id(1), 5, &mut seen.sink());
+    let added = rooms.add_member("r", id(1), (), 5, &mut seen.sink());
     assert!(added.subscribe);
-    rooms.add_member("r", id(2), 5, &mut seen.sink());
+    rooms.add_member("r", id(2), (), 5, &mut seen.sink());
     assert_eq!(
         rooms.on_frame("r", msg(5, Some(id(1))), &mut seen.sink()),
         None
@@ -51,9 +51,9 @@ fn frames_go_once_in_order_and_skip_their_sender() {
 
 #[test]
 fn a_gap_is_filled_before_later_frames_go_out() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 0, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
     let fill = rooms.on_frame("r", msg(3, None), &mut seen.sink());
     assert_eq!(
         fill,
@@ -82,9 +82,9 @@ fn a_gap_is_filled_before_later_frames_go_out() {
 
 #[test]
 fn frames_the_stream_no_longer_holds_are_skipped_and_counted() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 0, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
     let fill = rooms
         .on_frame("r", msg(10, None), &mut seen.sink())
         .expect("a fill");
@@ -96,16 +96,16 @@ fn frames_the_stream_no_longer_holds_are_skipped_and_counted() {
 
 #[test]
 fn a_member_joining_behind_the_node_gets_the_frames_since_its_snapshot() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 0, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
     for offset in 0..4 {
         rooms.on_frame("r", msg(offset, Some(id(2))), &mut seen.sink());
     }
     rooms.on_frame("r", msg(4, None), &mut seen.sink());
     seen.take();
     // Member 2's snapshot was taken at offset 2; frames 2 and 3 skip it, 4 does not.
-    let added = rooms.add_member("r", id(2), 2, &mut seen.sink());
+    let added = rooms.add_member("r", id(2), (), 2, &mut seen.sink());
     assert!(!added.subscribe);
     assert_eq!(seen.take(), ["2:f4"]);
     rooms.on_frame("r", msg(5, None), &mut seen.sink());
@@ -114,10 +114,10 @@ fn a_member_joining_behind_the_node_gets_the_frames_since_its_snapshot() {
 
 #[test]
 fn a_member_joining_ahead_of_the_node_waits_for_its_offset() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 0, &mut seen.sink());
-    rooms.add_member("r", id(2), 2, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", id(2), (), 2, &mut seen.sink());
     for offset in 0..3 {
         rooms.on_frame("r", msg(offset, None), &mut seen.sink());
     }
@@ -126,10 +126,10 @@ fn a_member_joining_ahead_of_the_node_waits_for_its_offset() {
 
 #[test]
 fn the_last_member_leaving_forgets_the_room() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 0, &mut seen.sink());
-    rooms.add_member("r", id(2), 0, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", id(2), (), 0, &mut seen.sink());
     assert!(!rooms.remove_member("r", id(1)));
     assert!(rooms.remove_member("r", id(2)));
     assert!(rooms.is_empty());
@@ -139,9 +139,9 @@ fn the_last_member_leaving_forgets_the_room() {
 
 #[test]
 fn catching_up_reads_to_the_end_once() {
-    let mut rooms = LocalRooms::default();
+    let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), 7, &mut seen.sink());
+    rooms.add_member("r", id(1), (), 7, &mut seen.sink());
     let fill = rooms.catch_up("r");
     assert_eq!(
         fill,
@@ -174,15 +174,15 @@ mod props {
         trimmed: u64,
         froms: &[u64],
     ) -> (Vec<Vec<u64>>, u64) {
-        let mut rooms = LocalRooms::default();
+        let mut rooms = LocalRooms::<()>::default();
         let mut got: Vec<Vec<u64>> = vec![Vec::new(); froms.len()];
-        let mut record = |to: SessionId, frame: &Bytes| {
+        let mut record = |to: SessionId, _: &(), frame: &Bytes| {
             let text = String::from_utf8_lossy(frame);
             let offset: u64 = text.trim_start_matches('f').parse().expect("an offset");
             got[to.as_uuid().as_u128() as usize].push(offset);
         };
         for (i, from) in froms.iter().enumerate() {
-            rooms.add_member("r", id(i as u128), *from, &mut record);
+            rooms.add_member("r", id(i as u128), (), *from, &mut record);
         }
         let stream = |from: u64, to: Option<u64>| -> Vec<RoomMessage> {
             (from.max(trimmed)..to.unwrap_or(total).min(total))

@@ -288,17 +288,22 @@ impl ClusterActor {
     }
 
     /// Makes `id` a local member of `room` from `from` on, subscribing when the room is new
-    /// here.
+    /// here. A session with no outlet (away) is not attached.
     pub(super) fn attach(&mut self, ctx: &mut Context<Self>, room: &str, id: SessionId, from: u64) {
-        let mut deliveries = Vec::new();
+        let Some(outlet) = self.sessions.get(&id).and_then(|s| s.outlet.clone()) else {
+            return;
+        };
+        let mut handout = Handout::default();
         let lost_before = self.rooms.lost;
-        let added = self
-            .rooms
-            .add_member(room, id, from, &mut |to, frame: &Bytes| {
-                deliveries.push((to, frame.clone()));
-            });
+        let added = self.rooms.add_member(
+            room,
+            id,
+            outlet,
+            from,
+            &mut |to, outlet: &SessionOutlet, frame: &Bytes| handout.give(to, outlet, frame),
+        );
         self.note_lost(lost_before);
-        self.deliver_all(ctx, deliveries);
+        self.settle(ctx, handout);
         if added.subscribe {
             if let Some(link) = &self.link {
                 link.subscribe(self.settings.link.room_channel(room));
