@@ -8,7 +8,7 @@
 //! It answers the same messages as the single-node `RegistryActor`, so sessions and the HTTP
 //! handlers do not know which one they talk to.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,8 @@ use crate::registry::actor::{
     Publish, ReadRoom, RegistryStats, Resume, ShutDown,
 };
 use crate::registry::{
-    graces_over, new_room_id, Close, Outlet, Profile, RegistryLimits, RequestError, RoomDetail,
-    RoomRules, BACKEND, DEFAULT_LISTED_ROOMS,
+    graces_over, new_room_id, Close, Listing, Lobby, Outlet, Profile, RegistryLimits, RequestError,
+    RoomDetail, RoomRules, BACKEND, DEFAULT_LISTED_ROOMS,
 };
 use crate::session::outbox::SessionOutlet;
 
@@ -99,7 +99,6 @@ struct LocalSession {
     /// Joins asked of Redis and not answered yet (they count against the room limit).
     joining: usize,
     away_since: Option<Instant>,
-    lobby: Option<RoomFilter>,
 }
 
 pub struct ClusterActor {
@@ -112,7 +111,7 @@ pub struct ClusterActor {
     /// State writes waiting, per room.
     writes: HashMap<String, state::RoomWrites>,
     away: HashSet<SessionId>,
-    lobby_dirty: BTreeSet<String>,
+    lobby: Lobby,
     commands_up: bool,
     subscriptions_up: bool,
     /// Redis knew this node at its last heartbeat.
@@ -136,7 +135,7 @@ impl ClusterActor {
             states: HashMap::new(),
             writes: HashMap::new(),
             away: HashSet::new(),
-            lobby_dirty: BTreeSet::new(),
+            lobby: Lobby::default(),
             commands_up: false,
             subscriptions_up: false,
             registered: false,
@@ -316,6 +315,7 @@ impl ClusterActor {
     fn forget(&mut self, id: SessionId) -> Option<LocalSession> {
         let session = self.sessions.remove(&id)?;
         self.away.remove(&id);
+        self.unsubscribe_lobby(id);
         for room in &session.rooms {
             self.leave_locally(room, id);
         }
@@ -632,11 +632,7 @@ impl StreamHandler<LinkEvent> for ClusterActor {
         match event {
             LinkEvent::Room(room, payload) => self.on_room_frame(ctx, room, payload),
             LinkEvent::Inbox(payload) => self.on_inbox(ctx, payload),
-            LinkEvent::Lobby(room) => {
-                if self.lobby_watchers() > 0 {
-                    self.lobby_dirty.insert(room);
-                }
-            }
+            LinkEvent::Lobby(room) => self.lobby.changed(&room),
             LinkEvent::Subscribed(room) => {
                 if let Some(fill) = self.rooms.catch_up(&room) {
                     self.fill(ctx, fill);
@@ -680,7 +676,6 @@ impl Handler<Connect> for ClusterActor {
                 rooms: Vec::new(),
                 joining: 0,
                 away_since: None,
-                lobby: None,
             },
         );
     }

@@ -11,7 +11,7 @@ use parlor_protocol::{
 };
 use redis::Value as Reply;
 
-use crate::registry::{MemberDetail, RequestError, RoomDetail};
+use crate::registry::{Listing, MemberDetail, RequestError, RoomDetail};
 
 /// An answer from Redis that is not what `parlor.lua` gives: a bug, or another program's keys.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -350,14 +350,8 @@ pub fn snapshot_has_password(rest: &[Reply]) -> bool {
     matches!(rest.get(1), Some(Reply::Array(f)) if f.get(10).and_then(number) == Some(1))
 }
 
-/// A room as `parlor_rooms` lists it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Listed {
-    pub info: RoomInfo,
-    pub private: bool,
-}
-
-pub fn parse_rooms(reply: Reply) -> Result<Vec<Listed>, WireError> {
+/// The rooms as `parlor_rooms` lists them.
+pub fn parse_rooms(reply: Reply) -> Result<Vec<Listing>, WireError> {
     let Reply::Array(rooms) = reply else {
         return Err(bad("rooms: not an array"));
     };
@@ -375,7 +369,7 @@ pub fn parse_rooms(reply: Reply) -> Result<Vec<Listed>, WireError> {
                 .and_then(bytes)
                 .and_then(|b| decode_value(&b, 64).ok())
                 .ok_or_else(|| bad("metadata"))?;
-            Ok(Listed {
+            Ok(Listing {
                 info: RoomInfo {
                     room: f.first().and_then(text).ok_or_else(|| bad("name"))?,
                     members: u32::try_from(members).unwrap_or(u32::MAX),

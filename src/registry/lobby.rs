@@ -1,13 +1,15 @@
 //! Lobby subscriptions: who watches the public rooms and through which filter, which rooms
 //! changed since the last update, and the coalesced `lobby` frames a flush produces. One frame
-//! is encoded per distinct filter and shared by every subscriber using it.
+//! is encoded per distinct filter and shared by every subscriber using it. The single-node
+//! registry and a cluster node both use it; they differ only in where a room's `Listing` comes
+//! from (its `Room`, or Redis).
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use parlor_protocol::{encode_server, LobbyFrame, RoomFilter, ServerFrame, SessionId};
 
-use super::room::Room;
+use super::room::{Listing, Room};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Change {
@@ -41,6 +43,10 @@ impl Lobby {
 
     pub(crate) fn is_subscribed(&self, id: SessionId) -> bool {
         self.subscribers.contains_key(&id)
+    }
+
+    pub(crate) fn has_subscribers(&self) -> bool {
+        !self.subscribers.is_empty()
     }
 
     pub(crate) fn subscriber_ids(&self) -> impl Iterator<Item = &SessionId> {
@@ -87,10 +93,29 @@ impl Lobby {
         &mut self,
         rooms: &HashMap<String, Room<O>>,
     ) -> Vec<(Bytes, Vec<SessionId>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        if dirty.is_empty() {
+        let changes = self.take_changes();
+        self.frames(&changes, |name| rooms.get(name).map(|r| r.listing(name)))
+    }
+
+    /// The rooms changed since the last call, forgotten here.
+    pub(crate) fn take_changes(&mut self) -> Changes {
+        Changes(std::mem::take(&mut self.dirty))
+    }
+
+    /// The `lobby` frames for `changes`, given how each changed room lists now (`None`: gone).
+    pub(crate) fn frames(
+        &self,
+        changes: &Changes,
+        listing: impl Fn(&str) -> Option<Listing>,
+    ) -> Vec<(Bytes, Vec<SessionId>)> {
+        if changes.0.is_empty() {
             return Vec::new();
         }
+        let now: Vec<(&String, Change, Option<Listing>)> = changes
+            .0
+            .iter()
+            .map(|(name, change)| (name, *change, listing(name)))
+            .collect();
         let mut groups: HashMap<&Bytes, (&RoomFilter, Vec<SessionId>)> = HashMap::new();
         for (id, sub) in &self.subscribers {
             groups
@@ -102,19 +127,18 @@ impl Lobby {
         let mut out = Vec::with_capacity(groups.len());
         for (filter, subscribers) in groups.into_values() {
             let mut frame = LobbyFrame::default();
-            for (name, change) in &dirty {
-                match rooms.get(name) {
+            for (name, change, listing) in &now {
+                match listing {
                     Some(room) if *change != Change::Removed && room.matches(filter) => {
-                        let info = room.info(name);
                         match change {
-                            Change::Added => frame.added.push(info),
-                            _ => frame.changed.push(info),
+                            Change::Added => frame.added.push(room.info.clone()),
+                            _ => frame.changed.push(room.info.clone()),
                         }
                     }
                     // Created and not matching: this subscriber never heard of it.
                     Some(_) if *change == Change::Added => {}
                     // Gone, or no longer matching: either way the subscriber drops it.
-                    _ => frame.removed.push(name.clone()),
+                    _ => frame.removed.push((*name).clone()),
                 }
             }
             if frame.added.is_empty() && frame.changed.is_empty() && frame.removed.is_empty() {
@@ -123,5 +147,18 @@ impl Lobby {
             out.push((encode_server(&ServerFrame::Lobby(frame)), subscribers));
         }
         out
+    }
+}
+
+/// Rooms changed since a lobby's last update, by name (sorted, so frames are deterministic).
+pub(crate) struct Changes(BTreeMap<String, Change>);
+
+impl Changes {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
     }
 }

@@ -14,4 +14,5 @@ pub use self::core::{
     Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,
     RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,
 };
-pub(crate) use self::room::{listed, RoomRules};
+pub(crate) use self::lobby::Lobby;
+pub(crate) use self::room::{Listing, RoomRules};

@@ -200,6 +200,13 @@ impl<O> Room<O> {
         }
     }
 
+    pub(crate) fn listing(&self, name: &str) -> Listing {
+        Listing {
+            info: self.info(name),
+            private: self.private,
+        }
+    }
+
     /// Whether a listing with `filter` shows this room. Private rooms are never shown.
     pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
         listed(self.private, self.is_locked(), &self.metadata, filter)
@@ -209,6 +216,21 @@ impl<O> Room<O> {
     /// password.
     pub(crate) fn takes_matchmaking(&self, filter: &RoomFilter) -> bool {
         self.matches(filter) && !self.is_locked() && self.password.is_none()
+    }
+}
+
+/// A room as listings and the lobby see it: what they show, and whether it is private (never
+/// shown). The single-node registry makes it from a `Room`; a cluster node reads it from Redis.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Listing {
+    pub(crate) info: RoomInfo,
+    pub(crate) private: bool,
+}
+
+impl Listing {
+    /// Whether a listing with `filter` shows this room.
+    pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
+        listed(self.private, self.info.locked, &self.info.metadata, filter)
     }
 }
 

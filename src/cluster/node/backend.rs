@@ -52,7 +52,7 @@ impl Handler<ReadRoom> for ClusterActor {
 
 impl ClusterActor {
     /// Every room as Redis lists it, oldest first; nothing when Redis cannot be read.
-    fn every_room(&self) -> impl std::future::Future<Output = Vec<wire::Listed>> + 'static {
+    fn every_room(&self) -> impl std::future::Future<Output = Vec<Listing>> + 'static {
         let reply = self
             .link
             .as_ref()

@@ -1,5 +1,6 @@
-//! Room listings and the lobby in a cluster: rooms are listed from Redis, and lobby watchers
-//! hear, once per lobby interval, about the rooms whose listing changed anywhere.
+//! Room listings and the lobby in a cluster: rooms are listed from Redis, and lobby
+//! subscribers hear, once per lobby interval, about the rooms whose listing changed anywhere
+//! (the registry's `Lobby` builds the frames; Redis says how the changed rooms list now).
 
 use super::*;
 
@@ -36,78 +37,51 @@ impl ClusterActor {
         });
     }
 
-    pub(super) fn lobby_watchers(&self) -> usize {
-        self.sessions.values().filter(|s| s.lobby.is_some()).count()
-    }
-
     pub(super) fn subscribe_lobby(&mut self, id: SessionId, filter: RoomFilter) {
-        let first = self.lobby_watchers() == 0;
-        let Some(session) = self.sessions.get_mut(&id) else {
+        if !self.sessions.contains_key(&id) {
             return;
-        };
-        session.lobby = Some(filter);
-        if first {
+        }
+        if !self.lobby.has_subscribers() {
             if let Some(link) = &self.link {
                 link.subscribe(self.settings.link.lobby_channel());
             }
         }
+        self.lobby.subscribe(id, filter);
     }
 
     pub(super) fn unsubscribe_lobby(&mut self, id: SessionId) {
-        let had = self
-            .sessions
-            .get_mut(&id)
-            .and_then(|s| s.lobby.take())
-            .is_some();
-        if had && self.lobby_watchers() == 0 {
-            self.lobby_dirty.clear();
+        if self.lobby.unsubscribe(id) && !self.lobby.has_subscribers() {
             if let Some(link) = &self.link {
                 link.unsubscribe(self.settings.link.lobby_channel());
             }
         }
     }
 
-    /// Sends lobby watchers what changed since the last flush: rooms that match their filter
-    /// as changed (new ones included), the others as removed.
+    /// Sends lobby subscribers what changed since the last flush, the rooms read from Redis.
     pub(super) fn flush_lobby(&mut self, ctx: &mut Context<Self>) {
-        if self.lobby_dirty.is_empty() || self.lobby_watchers() == 0 {
-            self.lobby_dirty.clear();
+        let changes = self.lobby.take_changes();
+        if changes.is_empty() || !self.lobby.has_subscribers() {
             return;
         }
-        let names = std::mem::take(&mut self.lobby_dirty);
         let mut cmd = self.function("parlor_rooms");
-        for name in &names {
+        for name in changes.names() {
             cmd.arg(name);
         }
         self.run(ctx, cmd, move |actor, ctx, reply| {
             let Ok(Ok(listed)) = reply.map(wire::parse_rooms) else {
                 return;
             };
-            let by_name: HashMap<&str, &wire::Listed> =
-                listed.iter().map(|l| (l.info.room.as_str(), l)).collect();
-            let mut frames: HashMap<Bytes, Bytes> = HashMap::new();
-            let watchers: Vec<(SessionId, RoomFilter)> = actor
-                .sessions
-                .iter()
-                .filter_map(|(id, s)| s.lobby.clone().map(|f| (*id, f)))
+            let by_name: HashMap<String, Listing> = listed
+                .into_iter()
+                .map(|l| (l.info.room.clone(), l))
                 .collect();
-            let mut deliveries = Vec::new();
-            for (id, filter) in watchers {
-                let key = filter.canonical_key();
-                let frame = frames.entry(key).or_insert_with(|| {
-                    let mut frame = parlor_protocol::LobbyFrame::default();
-                    for name in &names {
-                        match by_name.get(name.as_str()) {
-                            Some(l) if !l.private && listing_matches(&l.info, &filter) => {
-                                frame.changed.push(l.info.clone())
-                            }
-                            _ => frame.removed.push(name.clone()),
-                        }
-                    }
-                    encode_server(&ServerFrame::Lobby(frame))
-                });
-                deliveries.push((id, frame.clone()));
-            }
+            let frames = actor
+                .lobby
+                .frames(&changes, |name| by_name.get(name).cloned());
+            let deliveries = frames
+                .into_iter()
+                .flat_map(|(frame, to)| to.into_iter().map(move |id| (id, frame.clone())))
+                .collect();
             actor.deliver_all(ctx, deliveries);
         });
     }
@@ -115,19 +89,11 @@ impl ClusterActor {
 
 /// The public rooms matching `filter`, oldest first (the order Redis lists them), at most
 /// `limit`.
-pub(super) fn filtered(
-    listed: Vec<wire::Listed>,
-    filter: &RoomFilter,
-    limit: usize,
-) -> Vec<RoomInfo> {
+pub(super) fn filtered(listed: Vec<Listing>, filter: &RoomFilter, limit: usize) -> Vec<RoomInfo> {
     listed
         .into_iter()
-        .filter(|l| !l.private && listing_matches(&l.info, filter))
+        .filter(|l| l.matches(filter))
         .take(limit)
         .map(|l| l.info)
         .collect()
-}
-
-fn listing_matches(info: &RoomInfo, filter: &RoomFilter) -> bool {
-    crate::registry::listed(false, info.locked, &info.metadata, filter)
 }

@@ -9,7 +9,13 @@ impl Handler<Resume> for ClusterActor {
 
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) -> Self::Result {
         let fresh = match self.sessions.get(&msg.current) {
-            Some(s) if s.rooms.is_empty() && s.joining == 0 && s.lobby.is_none() => s,
+            Some(s)
+                if s.rooms.is_empty()
+                    && s.joining == 0
+                    && !self.lobby.is_subscribed(msg.current) =>
+            {
+                s
+            }
             Some(_) => {
                 let err = RequestError::ResumeFailed(
                     "resume must come before any join or lobby subscription",
@@ -247,7 +253,6 @@ impl ClusterActor {
                 rooms: rooms.iter().map(|(room, _, _)| room.clone()).collect(),
                 joining: 0,
                 away_since: Some(Instant::now()),
-                lobby: None,
             },
         );
         self.away.insert(session);
