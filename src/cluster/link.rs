@@ -78,6 +78,10 @@ impl LinkConfig {
         format!("{}lobby", self.prefix)
     }
 
+    pub fn room_key(&self, room: &str) -> String {
+        format!("{}r:{room}", self.prefix)
+    }
+
     pub fn stream_key(&self, room: &str) -> String {
         format!("{}rl:{room}", self.prefix)
     }

@@ -429,7 +429,7 @@ end)
 -- writes in it, the writers' sids...): stores the state if it is still at that version and
 -- every writer is still a member; else answers the state as it is now ({'conflict'...}) or the
 -- writers who are not ({'gone'...}). A node sends its writes to one room one batch at a time,
--- all in one frame. From version -1 it only reads.
+-- all in one frame.
 redis.register_function('parlor_state', function(_, a)
   local P, hist = common(a)
   local room, from, state, body, count = a[4], tonumber(a[5]), a[6], a[7], tonumber(a[8])

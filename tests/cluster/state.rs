@@ -122,6 +122,43 @@ async fn a_write_from_a_session_no_longer_in_the_room_is_not_stored() {
     redis.assert_consistent();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_on_a_stale_copy_is_tried_on_the_real_state() {
+    let (redis, nodes) = cluster(2, &[]).await;
+    let mut here = nodes[0].client().await;
+    let mut there = nodes[1].client().await;
+    here.join_room("doc", None).await.expect("join");
+    there.join_room("doc", None).await.expect("join");
+    let set = |path: &[&str], value: Value| StateOp::Set {
+        path: path.iter().map(|k| k.to_string()).collect(),
+        value,
+    };
+    // Node a last saw `a` as a number; node b then makes it a map.
+    here.update_state("doc", vec![set(&["a"], Value::from(1))], None)
+        .await
+        .expect("a = 1");
+    there
+        .update_state("doc", vec![set(&["a"], Value::Map(Vec::new()))], None)
+        .await
+        .expect("a = {}");
+    // Through a number the path would be invalid; through the map Redis holds it is not.
+    here.update_state("doc", vec![set(&["a", "b"], Value::from(2))], None)
+        .await
+        .expect("a.b = 2, against the state as it is");
+    let joined = nodes[1]
+        .client()
+        .await
+        .join_room("doc", None)
+        .await
+        .expect("join");
+    assert_eq!(joined.version, 3);
+    assert_eq!(
+        joined.state.get(&["a".to_string(), "b".to_string()]),
+        Some(Value::from(2))
+    );
+    redis.assert_consistent();
+}
+
 fn apply(mirror: &mut StateMirror, frame: &ServerFrame, order: &mut Vec<u64>) {
     if let ServerFrame::StatePatch(patch) = frame {
         if patch

@@ -115,9 +115,7 @@ impl ClusterActor {
             return self.writes_done(ctx, room);
         }
         if stale {
-            // Read the state as it is (a write from version u64::MAX always conflicts) and try
-            // the whole batch against it.
-            return self.store_state(ctx, room, accepted, u64::MAX, state, Bytes::new(), attempts);
+            return self.reread_state(ctx, room, accepted, attempts);
         }
         let frame = wire::with_offset_to_fill(&ServerFrame::StatePatch(StatePatchFrame {
             room: room.clone(),
@@ -141,11 +139,7 @@ impl ClusterActor {
         let count = batch.len();
         let mut cmd = self.function("parlor_state");
         cmd.arg(&room)
-            .arg(if from == u64::MAX {
-                "-1".to_owned()
-            } else {
-                from.to_string()
-            })
+            .arg(from)
             .arg(&parlor_protocol::encode_value(&state)[..])
             .arg(&frame[..])
             .arg(count);
@@ -168,28 +162,16 @@ impl ClusterActor {
                 Ok(Ok(Answer::Conflict {
                     version,
                     state: stored,
-                })) => match parlor_protocol::decode_value::<Document>(&stored, 64) {
-                    Ok(current) if attempts < STATE_ATTEMPTS => {
-                        if actor.rooms.next_offset(&room).is_some() {
-                            actor
-                                .states
-                                .insert(room.clone(), (current.clone(), version));
-                        }
-                        return actor.write_batch(
-                            ctx,
-                            room,
-                            batch,
-                            (current, version),
-                            true,
-                            attempts + 1,
-                        );
-                    }
-                    Ok(_) => RequestError::VersionConflict {
-                        expected: from,
-                        current: version,
-                    },
-                    Err(err) => RequestError::Unavailable(format!("an unreadable state: {err}")),
-                },
+                })) => {
+                    return actor.retry_writes(
+                        ctx,
+                        room,
+                        batch,
+                        from,
+                        (version, &stored),
+                        attempts,
+                    );
+                }
                 Ok(Ok(Answer::Gone(gone))) => {
                     // Writers who left (or were kicked) since they wrote are refused; the rest
                     // are applied again, to the state as Redis holds it.
@@ -202,16 +184,7 @@ impl ClusterActor {
                     if kept.is_empty() {
                         return actor.writes_done(ctx, room);
                     }
-                    let read = (Document::new(), u64::MAX);
-                    return actor.store_state(
-                        ctx,
-                        room,
-                        kept,
-                        read.1,
-                        read.0,
-                        Bytes::new(),
-                        attempts,
-                    );
+                    return actor.reread_state(ctx, room, kept, attempts);
                 }
                 Ok(Ok(Answer::Refused(err))) => err,
                 Ok(Err(err)) => RequestError::Unavailable(err.to_string()),
@@ -222,6 +195,84 @@ impl ClusterActor {
             }
             actor.writes_done(ctx, room);
         });
+    }
+
+    /// Reads the room's state and version as Redis holds them, and tries the batch against
+    /// them.
+    fn reread_state(
+        &mut self,
+        ctx: &mut Context<Self>,
+        room: String,
+        batch: Vec<StateWrite>,
+        attempts: usize,
+    ) {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.settings.link.room_key(&room))
+            .arg("ver")
+            .arg("st");
+        self.run(ctx, cmd, move |actor, ctx, reply| {
+            let read = match &reply {
+                Ok(Reply::Array(fields)) => fields
+                    .first()
+                    .and_then(wire::number)
+                    .zip(fields.get(1).and_then(wire::bytes)),
+                _ => None,
+            };
+            match (read, reply) {
+                (Some((version, stored)), _) => {
+                    actor.retry_writes(ctx, room, batch, version, (version, &stored), attempts)
+                }
+                (None, Ok(_)) => actor.fail_writes(ctx, room, batch, RequestError::NotInRoom),
+                (None, Err(err)) => {
+                    let err = err.to_string();
+                    actor.fail_writes(ctx, room, batch, |_| RequestError::Unavailable(err))
+                }
+            }
+        });
+    }
+
+    /// Tries `batch` (last tried from version `tried`) again against the state Redis holds
+    /// (`version`, `stored`), unless it has been tried too often.
+    fn retry_writes(
+        &mut self,
+        ctx: &mut Context<Self>,
+        room: String,
+        batch: Vec<StateWrite>,
+        tried: u64,
+        (version, stored): (u64, &Bytes),
+        attempts: usize,
+    ) {
+        let current = match parlor_protocol::decode_value::<Document>(stored, 64) {
+            Ok(current) => current,
+            Err(err) => {
+                let err = format!("an unreadable state: {err}");
+                return self.fail_writes(ctx, room, batch, |_| RequestError::Unavailable(err));
+            }
+        };
+        if attempts >= STATE_ATTEMPTS {
+            return self.fail_writes(ctx, room, batch, |_| RequestError::VersionConflict {
+                expected: tried,
+                current: version,
+            });
+        }
+        if self.rooms.next_offset(&room).is_some() {
+            self.states.insert(room.clone(), (current.clone(), version));
+        }
+        self.write_batch(ctx, room, batch, (current, version), true, attempts + 1);
+    }
+
+    fn fail_writes(
+        &mut self,
+        ctx: &mut Context<Self>,
+        room: String,
+        batch: Vec<StateWrite>,
+        err: impl FnOnce(String) -> RequestError,
+    ) {
+        let err = err(room.clone());
+        for write in &batch {
+            self.send_error(ctx, write.id, write.reference, &err);
+        }
+        self.writes_done(ctx, room);
     }
 
     fn writes_done(&mut self, ctx: &mut Context<Self>, room: String) {
