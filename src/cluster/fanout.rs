@@ -14,6 +14,9 @@ use super::wire::RoomMessage;
 
 /// Recent frames each local room keeps for members who join a moment behind the node.
 pub const RECENT_FRAMES: usize = 256;
+/// Frames a room holds behind a gap while the gap is read back; past this the gap is given up
+/// (counted as lost) rather than hold more.
+pub const MAX_AHEAD: usize = 4096;
 
 /// The range of a room's frames to read from its stream: `from` up to, not including, `to`
 /// (`None`: to the end).
@@ -196,6 +199,13 @@ impl<O> LocalRooms<O> {
         }
         local.ahead.insert(message.offset, message);
         local.drain(deliver);
+        if local.ahead.len() > MAX_AHEAD {
+            if let Some(&first) = local.ahead.keys().next() {
+                self.lost += first - local.next;
+                local.next = first;
+                local.drain(deliver);
+            }
+        }
         local.gap(room)
     }
 

@@ -249,6 +249,8 @@ pub enum RequestError {
     ResumeFailed(&'static str),
     #[error("you may not enter room {0:?}")]
     Forbidden(String),
+    #[error("too many requests like this one are waiting; it was not carried out")]
+    Overloaded,
     #[error("the cluster cannot be reached now ({0}); nothing was done, and the request may be sent again")]
     Unavailable(String),
 }
@@ -275,6 +277,7 @@ impl RequestError {
             Self::ResumeFailed(_) => ErrorCode::ResumeFailed,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Overloaded => ErrorCode::Overloaded,
         }
     }
 }

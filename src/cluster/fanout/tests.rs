@@ -125,6 +125,22 @@ fn a_member_joining_ahead_of_the_node_waits_for_its_offset() {
 }
 
 #[test]
+fn frames_held_behind_a_gap_are_bounded() {
+    let mut rooms = LocalRooms::<()>::default();
+    let mut seen = Seen::default();
+    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    // Offset 0 never comes; the fill asked for does not answer.
+    for offset in 1..=MAX_AHEAD as u64 {
+        rooms.on_frame("r", msg(offset, None), &mut seen.sink());
+    }
+    assert!(seen.take().is_empty(), "held behind the gap");
+    rooms.on_frame("r", msg(MAX_AHEAD as u64 + 1, None), &mut seen.sink());
+    assert_eq!(rooms.lost, 1, "the gap is given up");
+    assert_eq!(seen.take().len(), MAX_AHEAD + 1);
+    assert_eq!(rooms.next_offset("r"), Some(MAX_AHEAD as u64 + 2));
+}
+
+#[test]
 fn the_last_member_leaving_forgets_the_room() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// State writes to one room waiting for the batch in flight; beyond, a write is refused
+/// (`overloaded`). Sixteen full batches.
+const MAX_QUEUED_WRITES: usize = 16 * WRITE_BATCH;
+
 impl ClusterActor {
     pub(super) fn update_state(
         &mut self,
@@ -19,6 +23,9 @@ impl ClusterActor {
             return Err(RequestError::Unavailable("Redis is unreachable".into()));
         }
         let writes = self.writes.entry(room.clone()).or_default();
+        if writes.queue.len() >= MAX_QUEUED_WRITES {
+            return Err(RequestError::Overloaded);
+        }
         writes.queue.push_back(StateWrite {
             id,
             ops,
