@@ -212,6 +212,19 @@ impl ClusterActor {
         });
     }
 
+    /// Runs a request's call and answers the session: `ok`, or the refusal.
+    fn run_and_answer(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cmd: redis::Cmd,
+        id: SessionId,
+        reference: Option<Ref>,
+    ) {
+        self.run_request(ctx, cmd, move |actor, ctx, result| {
+            actor.answer(ctx, id, reference, result.map(drop));
+        });
+    }
+
     // ---- delivering to this node's sessions ------------------------------------------------
 
     fn deliver(&mut self, ctx: &mut Context<Self>, id: SessionId, frame: Bytes) {

@@ -2,13 +2,11 @@
 //! persisting to an append-only file so that a restart keeps the rooms) and `NodeProcess` (a
 //! `parlor` process in cluster mode). Both are killed when dropped.
 
-use std::future::Future;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parlor_client::protocol::ServerFrame;
 use parlor_client::Client;
 
 fn free_port() -> u16 {
@@ -293,28 +291,4 @@ pub async fn cluster(n: usize, env: &[(&str, &str)]) -> (Redis, Vec<NodeProcess>
     (redis, nodes)
 }
 
-/// Fails the test if `future` does not finish within `secs` seconds.
-pub async fn within<T>(secs: u64, what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
-    }
-}
-
-/// Skips frames until one matches, failing the test after `secs` seconds.
-pub async fn next_matching(
-    client: &mut Client,
-    secs: u64,
-    what: &str,
-    f: impl Fn(&ServerFrame) -> bool,
-) -> ServerFrame {
-    within(secs, what, async {
-        loop {
-            let frame = client.next_frame().await.expect("frame");
-            if f(&frame) {
-                return frame;
-            }
-        }
-    })
-    .await
-}
+pub use crate::wait::{next_matching_within as next_matching, within};

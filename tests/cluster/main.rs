@@ -6,3 +6,5 @@ mod faults;
 mod harness;
 mod rooms;
 mod state;
+#[path = "../support/wait.rs"]
+mod wait;

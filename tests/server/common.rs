@@ -1,6 +1,5 @@
 //! Shared helpers: a node with short timers, clients, `/health`, and bounded waits.
 
-use std::future::Future;
 use std::time::Duration;
 
 use parlor::{BackgroundNode, Config};
@@ -41,13 +40,7 @@ pub async fn connect(node: &BackgroundNode) -> Client {
     Client::connect(&node.ws_url()).await.expect("connect")
 }
 
-/// Fails the test if `future` does not finish within `secs` seconds.
-pub async fn within<T>(secs: u64, what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
-    }
-}
+pub use crate::wait::within;
 
 /// The next frame, failing the test after 5 s.
 pub async fn next(client: &mut Client) -> ServerFrame {
@@ -62,15 +55,7 @@ pub async fn next_matching(
     what: &str,
     f: impl Fn(&ServerFrame) -> bool,
 ) -> ServerFrame {
-    within(5, what, async {
-        loop {
-            let frame = client.next_frame().await.expect("frame");
-            if f(&frame) {
-                return frame;
-            }
-        }
-    })
-    .await
+    crate::wait::next_matching_within(client, 5, what, f).await
 }
 
 /// `GET path` (with its query) as (status, JSON body), whatever the status.

@@ -16,3 +16,5 @@ mod rooms;
 mod shutdown;
 mod slow_consumer;
 mod state;
+#[path = "../support/wait.rs"]
+mod wait;

@@ -383,9 +383,7 @@ impl ClusterActor {
         let skip = if echo { String::new() } else { id.to_string() };
         let mut cmd = self.function("parlor_emit");
         cmd.arg(id.to_string()).arg(&room).arg(&frame[..]).arg(skip);
-        self.run_request(ctx, cmd, move |actor, ctx, result| {
-            actor.answer(ctx, id, reference, result.map(drop));
-        });
+        self.run_and_answer(ctx, cmd, id, reference);
         Ok(())
     }
 
@@ -417,9 +415,7 @@ impl ClusterActor {
         }
         let mut cmd = self.function("parlor_direct");
         cmd.arg(id.to_string()).arg(to.to_string()).arg(&frame[..]);
-        self.run_request(ctx, cmd, move |actor, ctx, result| {
-            actor.answer(ctx, id, reference, result.map(drop));
-        });
+        self.run_and_answer(ctx, cmd, id, reference);
         Ok(())
     }
 
@@ -435,9 +431,7 @@ impl ClusterActor {
         let mut cmd = self.function("parlor_owner");
         cmd.arg(id.to_string()).arg(&room);
         args(&mut cmd);
-        self.run_request(ctx, cmd, move |actor, ctx, result| {
-            actor.answer(ctx, id, reference, result.map(drop));
-        });
+        self.run_and_answer(ctx, cmd, id, reference);
         Ok(())
     }
 
