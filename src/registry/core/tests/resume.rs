@@ -73,6 +73,23 @@ fn events(frames: &[ServerFrame]) -> Vec<i64> {
         .collect()
 }
 
+/// Session a (token "tok") and b in room "r", and a's position there.
+fn two_in_r(h: &mut Harness) -> (SessionId, SessionId, RoomPosition) {
+    let (a, out_a) = h.connect_as("tok", None, None);
+    let (b, _) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    let position = Harness::position("r", &out_a.take());
+    (a, b, position)
+}
+
+/// A fresh connection resumes a (token "tok") from `positions`; what it received.
+fn resume_a(h: &mut Harness, a: SessionId, positions: &[RoomPosition]) -> Vec<ServerFrame> {
+    let (fresh, out_fresh) = h.connect();
+    assert_eq!(h.resume(fresh, a, "tok", positions), Ok(a));
+    out_fresh.take()
+}
+
 fn emit_n(h: &mut Harness, from: SessionId, room: &str, values: std::ops::Range<i64>) {
     for n in values {
         h.run(
@@ -163,20 +180,11 @@ fn own_frames_without_echo_are_not_replayed_and_a_resume_while_connected_replace
 #[test]
 fn a_gap_the_history_no_longer_covers_gets_a_snapshot() {
     let mut h = Harness::with_limits(resumable());
-    let (a, out_a) = h.connect_as("tok", None, None);
-    let (b, _) = h.connect();
-    h.join(a, "r");
-    h.join(b, "r");
-    let position = Harness::position("r", &out_a.take());
+    let (a, b, position) = two_in_r(&mut h);
     h.registry.disconnect(a, LeaveReason::Timeout);
     // History keeps 8 frames: 20 events push the gap out of it.
     emit_n(&mut h, b, "r", 0..20);
-    let (fresh, out_fresh) = h.connect();
-    assert_eq!(
-        h.resume(fresh, a, "tok", std::slice::from_ref(&position)),
-        Ok(a)
-    );
-    let frames = out_fresh.take();
+    let frames = resume_a(&mut h, a, std::slice::from_ref(&position));
     match &frames[..] {
         [ServerFrame::Resumed(r), ServerFrame::Joined(j)] => {
             assert!(!r.rooms[0].recovered);
@@ -429,29 +437,20 @@ fn a_replay_over_the_replay_budget_becomes_a_snapshot() {
     let mut limits = resumable();
     limits.replay_budget_bytes = 200;
     let mut h = Harness::with_limits(limits);
-    let (a, out_a) = h.connect_as("tok", None, None);
-    let (b, _) = h.connect();
-    h.join(a, "r");
-    h.join(b, "r");
-    let position = Harness::position("r", &out_a.take());
+    let (a, b, position) = two_in_r(&mut h);
     h.registry.disconnect(a, LeaveReason::Dropped);
     // Each event frame is about 80 bytes: two fit the budget, five do not.
     emit_n(&mut h, b, "r", 0..2);
-    let (fresh, out_fresh) = h.connect();
-    assert_eq!(
-        h.resume(fresh, a, "tok", std::slice::from_ref(&position)),
-        Ok(a)
-    );
-    assert_eq!(events(&out_fresh.take()), vec![0, 1]);
+    let frames = resume_a(&mut h, a, std::slice::from_ref(&position));
+    assert_eq!(events(&frames), vec![0, 1]);
     h.registry.disconnect(a, LeaveReason::Dropped);
     let position = RoomPosition {
         offset: h.registry.rooms["r"].history.next_offset,
         ..position
     };
     emit_n(&mut h, b, "r", 2..7);
-    let (fresh, out_fresh) = h.connect();
-    assert_eq!(h.resume(fresh, a, "tok", &[position]), Ok(a));
+    let frames = resume_a(&mut h, a, &[position]);
     assert!(
-        matches!(&out_fresh.take()[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered)
+        matches!(&frames[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered)
     );
 }
