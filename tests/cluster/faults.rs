@@ -8,11 +8,41 @@ use std::time::{Duration, Instant};
 use parlor_client::protocol::{
     ErrorCode, LeaveReason, PresenceStatus, RoomPosition, ServerFrame, Value,
 };
-use parlor_client::ClientError;
+use parlor_client::{Client, ClientError};
 
 use crate::harness::{cluster, next_matching, within};
 
 const NODE_TTL: Duration = Duration::from_millis(3000);
+
+/// Emits the numbers in `range` into room "feed", one request each.
+async fn emit_numbers(writer: &mut Client, range: std::ops::Range<u64>) {
+    for n in range {
+        writer
+            .emit("feed", "n", Value::from(n), false)
+            .await
+            .expect("emit");
+    }
+}
+
+/// Reads "feed" until `seen` holds `until` numbers, each frame checked by `position` (once
+/// each, in offset order).
+async fn read_numbers(
+    reader: &mut Client,
+    position: &mut RoomPosition,
+    seen: &mut Vec<u64>,
+    until: usize,
+) {
+    within(5, "the events", async {
+        while seen.len() < until {
+            let frame = reader.next_frame().await.expect("frame");
+            position.advance(&frame).expect("once each, in order");
+            if let ServerFrame::Event(e) = frame {
+                seen.push(e.data.as_u64().expect("number"));
+            }
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_members_are_purged_by_the_survivors() {
@@ -182,23 +212,9 @@ async fn a_session_dropped_on_one_node_resumes_on_another() {
     let joined = reader.join_room("feed", None).await.expect("join");
     let (session, token) = (reader.session_id(), reader.welcome().resume_token.clone());
     let mut position = RoomPosition::from_joined(&joined);
-    for n in 0..20 {
-        writer
-            .emit("feed", "n", Value::from(n), false)
-            .await
-            .expect("emit");
-    }
+    emit_numbers(&mut writer, 0..20).await;
     let mut seen = Vec::new();
-    within(5, "the first 20 events", async {
-        while seen.len() < 20 {
-            let frame = reader.next_frame().await.expect("frame");
-            position.advance(&frame).expect("in order");
-            if let ServerFrame::Event(e) = frame {
-                seen.push(e.data.as_u64().expect("number"));
-            }
-        }
-    })
-    .await;
+    read_numbers(&mut reader, &mut position, &mut seen, 20).await;
     // The reader's connection drops (no close frame); 30 events go by.
     reader.abort();
     next_matching(
@@ -208,12 +224,7 @@ async fn a_session_dropped_on_one_node_resumes_on_another() {
         |f| matches!(f, ServerFrame::Presence(p) if p.status == PresenceStatus::Away),
     )
     .await;
-    for n in 20..50 {
-        writer
-            .emit("feed", "n", Value::from(n), false)
-            .await
-            .expect("emit");
-    }
+    emit_numbers(&mut writer, 20..50).await;
     // It comes back on node b.
     let mut again = nodes[1].client().await;
     let resumed = again
@@ -222,20 +233,8 @@ async fn a_session_dropped_on_one_node_resumes_on_another() {
         .expect("resume");
     assert_eq!(resumed.session, session);
     assert!(resumed.rooms.iter().all(|r| r.recovered));
-    writer
-        .emit("feed", "n", Value::from(50), false)
-        .await
-        .expect("emit");
-    within(5, "the missed events and a live one", async {
-        while seen.len() < 51 {
-            let frame = again.next_frame().await.expect("frame");
-            position.advance(&frame).expect("once each, in order");
-            if let ServerFrame::Event(e) = frame {
-                seen.push(e.data.as_u64().expect("number"));
-            }
-        }
-    })
-    .await;
+    emit_numbers(&mut writer, 50..51).await;
+    read_numbers(&mut again, &mut position, &mut seen, 51).await;
     assert_eq!(seen, (0..51).collect::<Vec<u64>>());
     next_matching(&mut writer, 5, "reader back", |f| {
         matches!(f, ServerFrame::Presence(p) if p.session == session && p.status == PresenceStatus::Back)
@@ -253,47 +252,19 @@ async fn a_session_of_a_killed_node_resumes_elsewhere_before_the_purge() {
     let joined = reader.join_room("feed", None).await.expect("join");
     let (session, token) = (reader.session_id(), reader.welcome().resume_token.clone());
     let mut position = RoomPosition::from_joined(&joined);
-    for n in 0..5 {
-        writer
-            .emit("feed", "n", Value::from(n), false)
-            .await
-            .expect("emit");
-    }
+    emit_numbers(&mut writer, 0..5).await;
     let mut seen = Vec::new();
-    within(5, "the first events", async {
-        while seen.len() < 5 {
-            let frame = reader.next_frame().await.expect("frame");
-            position.advance(&frame).expect("in order");
-            if let ServerFrame::Event(e) = frame {
-                seen.push(e.data.as_u64().expect("number"));
-            }
-        }
-    })
-    .await;
+    read_numbers(&mut reader, &mut position, &mut seen, 5).await;
     // The reader's node dies; before the survivors notice, the reader is back on node a.
     nodes[1].kill();
-    for n in 5..10 {
-        writer
-            .emit("feed", "n", Value::from(n), false)
-            .await
-            .expect("emit");
-    }
+    emit_numbers(&mut writer, 5..10).await;
     let mut again = nodes[0].client().await;
     let resumed = again
         .resume(session, &token, vec![position.clone()])
         .await
         .expect("resume before the purge");
     assert!(resumed.rooms.iter().all(|r| r.recovered));
-    within(5, "the events it missed", async {
-        while seen.len() < 10 {
-            let frame = again.next_frame().await.expect("frame");
-            position.advance(&frame).expect("once each, in order");
-            if let ServerFrame::Event(e) = frame {
-                seen.push(e.data.as_u64().expect("number"));
-            }
-        }
-    })
-    .await;
+    read_numbers(&mut again, &mut position, &mut seen, 10).await;
     assert_eq!(seen, (0..10).collect::<Vec<u64>>());
     // The purge of the dead node, once it comes, does not take the resumed session: the
     // writer hears the reader's next event, and no `left` for it before.
