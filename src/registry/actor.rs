@@ -16,6 +16,10 @@ use crate::cluster::{ClusterActor, ClusterSettings};
 use crate::metrics::Metrics;
 use crate::session::outbox::SessionOutlet;
 
+/// A cluster node could not ask Redis: the answer is unknown (not "none").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable;
+
 /// A new session, who it is, and how to reach it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -48,7 +52,7 @@ pub struct Resume {
 
 /// Backend API: emit an event into a room. Answered with its offset, `None` without the room.
 #[derive(Message)]
-#[rtype(result = "Option<u64>")]
+#[rtype(result = "Result<Option<u64>, Unreachable>")]
 pub struct Publish {
     pub room: String,
     pub event: String,
@@ -57,19 +61,19 @@ pub struct Publish {
 
 /// Backend API: one room, whole.
 #[derive(Message)]
-#[rtype(result = "Option<RoomDetail>")]
+#[rtype(result = "Result<Option<RoomDetail>, Unreachable>")]
 pub struct ReadRoom(pub String);
 
 /// Backend API: every room, private ones included.
 #[derive(Message)]
-#[rtype(result = "Vec<RoomInfo>")]
+#[rtype(result = "Result<Vec<RoomInfo>, Unreachable>")]
 pub struct AllRooms {
     pub limit: usize,
 }
 
 /// Backend API: remove a session and close its connection. False if there is none.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<bool, Unreachable>")]
 pub struct KickSession(pub SessionId);
 
 /// The node is stopping: close every connection with going away.
@@ -111,7 +115,7 @@ pub struct ClusterHealth {
 
 /// The public rooms matching `filter`, for `GET /rooms`.
 #[derive(Message)]
-#[rtype(result = "Vec<RoomInfo>")]
+#[rtype(result = "Result<Vec<RoomInfo>, Unreachable>")]
 pub struct ListRooms {
     pub filter: RoomFilter,
     pub limit: usize,
@@ -153,7 +157,7 @@ impl Actor for RegistryActor {
 impl Handler<ListRooms> for RegistryActor {
     type Result = MessageResult<ListRooms>;
     fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.registry.list_rooms(&msg.filter, msg.limit))
+        MessageResult(Ok(self.registry.list_rooms(&msg.filter, msg.limit)))
     }
 }
 
@@ -191,30 +195,30 @@ impl Handler<Resume> for RegistryActor {
 }
 
 impl Handler<Publish> for RegistryActor {
-    type Result = Option<u64>;
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Option<u64> {
-        self.registry.publish(&msg.room, msg.event, msg.data)
+    type Result = Result<Option<u64>, Unreachable>;
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.publish(&msg.room, msg.event, msg.data))
     }
 }
 
 impl Handler<ReadRoom> for RegistryActor {
     type Result = MessageResult<ReadRoom>;
     fn handle(&mut self, msg: ReadRoom, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.registry.room_detail(&msg.0))
+        MessageResult(Ok(self.registry.room_detail(&msg.0)))
     }
 }
 
 impl Handler<AllRooms> for RegistryActor {
     type Result = MessageResult<AllRooms>;
     fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.registry.all_rooms(msg.limit))
+        MessageResult(Ok(self.registry.all_rooms(msg.limit)))
     }
 }
 
 impl Handler<KickSession> for RegistryActor {
-    type Result = bool;
-    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> bool {
-        self.registry.kick_session(msg.0)
+    type Result = Result<bool, Unreachable>;
+    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.kick_session(msg.0))
     }
 }
 
@@ -350,8 +354,10 @@ impl RegistryHandle {
         ask!(self, GetStats).ok()
     }
 
+    /// `None` here and below: the registry has stopped, or (a cluster node) Redis could not
+    /// be asked.
     pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
-        ask!(self, ListRooms { filter, limit }).ok()
+        ask!(self, ListRooms { filter, limit }).ok()?.ok()
     }
 
     /// `None` when the registry has stopped; `Some(None)` when the resume was refused.
@@ -360,19 +366,19 @@ impl RegistryHandle {
     }
 
     pub async fn publish(&self, request: Publish) -> Option<Option<u64>> {
-        ask!(self, request).ok()
+        ask!(self, request).ok()?.ok()
     }
 
     pub async fn read_room(&self, room: String) -> Option<Option<RoomDetail>> {
-        ask!(self, ReadRoom(room)).ok()
+        ask!(self, ReadRoom(room)).ok()?.ok()
     }
 
     pub async fn all_rooms(&self, limit: usize) -> Option<Vec<RoomInfo>> {
-        ask!(self, AllRooms { limit }).ok()
+        ask!(self, AllRooms { limit }).ok()?.ok()
     }
 
     pub async fn kick_session(&self, session: SessionId) -> Option<bool> {
-        ask!(self, KickSession(session)).ok()
+        ask!(self, KickSession(session)).ok()?.ok()
     }
 
     /// Tells every session the node is going away; returns once the registry has done so.

@@ -108,7 +108,8 @@ async fn a_killed_nodes_members_are_purged_by_the_survivors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_and_coming_back() {
-    let (mut redis, nodes) = cluster(2, &[]).await;
+    let key = "backend-key-0123456789";
+    let (mut redis, nodes) = cluster(2, &[("PARLOR_API_KEY", key)]).await;
     let mut a = nodes[0].client().await;
     let mut neighbour = nodes[0].client().await;
     let mut b = nodes[1].client().await;
@@ -155,6 +156,17 @@ async fn redis_going_away_and_coming_back() {
         "the refusal is counted: {counted}"
     );
     assert!(a.list_rooms(Default::default(), None).await.is_err());
+    // The HTTP side says it does not know, rather than "no such room" or "no rooms".
+    let body = serde_json::json!({"event": "x", "data": 1});
+    let (status, _) = nodes[0]
+        .api("POST", "/api/rooms/lounge/events", key, Some(body))
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        nodes[0].api("GET", "/api/rooms/lounge", key, None).await.0,
+        503
+    );
+    assert_eq!(nodes[0].api("GET", "/rooms", key, None).await.0, 503);
     // Two members on the same node still reach each other directly.
     a.send_direct(neighbour.session_id(), "psst", Value::from(1))
         .await

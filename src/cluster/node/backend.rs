@@ -3,9 +3,38 @@
 
 use super::listing::filtered;
 use super::*;
+use crate::registry::actor::Unreachable;
+
+impl ClusterActor {
+    /// Sends `cmd`; its reply, or `Unreachable` when Redis cannot be asked.
+    fn ask(&self, cmd: redis::Cmd) -> impl std::future::Future<Output = Asked> + 'static {
+        let reply = self.link.as_ref().map(|l| l.call(cmd));
+        async move { reply.ok_or(Unreachable)?.await.map_err(|_| Unreachable) }
+    }
+
+    /// Every room as Redis lists it, oldest first.
+    fn every_room(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<Listing>, Unreachable>> + 'static {
+        let reply = self.ask(self.function("parlor_rooms"));
+        async move { wire::parse_rooms(reply.await?).map_err(|_| Unreachable) }
+    }
+}
+
+type Asked = Result<Reply, Unreachable>;
+
+/// Reads a function's answer: `Ok(Some(rest))` done, `Ok(None)` refused (no such room),
+/// `Unreachable` for anything else.
+fn answered(reply: Asked) -> Result<Option<Vec<Reply>>, Unreachable> {
+    match wire::answer(reply?) {
+        Ok(Answer::Ok(rest)) => Ok(Some(rest)),
+        Ok(Answer::Refused(_)) => Ok(None),
+        _ => Err(Unreachable),
+    }
+}
 
 impl Handler<Publish> for ClusterActor {
-    type Result = ResponseActFuture<Self, Option<u64>>;
+    type Result = ResponseActFuture<Self, Result<Option<u64>, Unreachable>>;
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
         let frame = wire::with_offset_to_fill(&ServerFrame::Event(EventFrame {
             room: msg.room.clone(),
@@ -16,13 +45,10 @@ impl Handler<Publish> for ClusterActor {
         }));
         let mut cmd = self.function("parlor_emit");
         cmd.arg("").arg(&msg.room).arg(&frame[..]).arg("");
-        let reply = self.link.as_ref().map(|l| l.call(cmd));
+        let reply = self.ask(cmd);
         Box::pin(
             async move {
-                match reply?.await.ok().map(wire::answer) {
-                    Some(Ok(Answer::Ok(rest))) => rest.first().and_then(wire::number),
-                    _ => None,
-                }
+                Ok(answered(reply.await)?.and_then(|rest| rest.first().and_then(wire::number)))
             }
             .into_actor(self),
         )
@@ -30,54 +56,33 @@ impl Handler<Publish> for ClusterActor {
 }
 
 impl Handler<ReadRoom> for ClusterActor {
-    type Result = ResponseActFuture<Self, Option<RoomDetail>>;
+    type Result = ResponseActFuture<Self, Result<Option<RoomDetail>, Unreachable>>;
     fn handle(&mut self, msg: ReadRoom, _: &mut Context<Self>) -> Self::Result {
         let mut cmd = self.function("parlor_snapshot");
         cmd.arg(&msg.0);
-        let reply = self.link.as_ref().map(|l| l.call(cmd));
+        let reply = self.ask(cmd);
         Box::pin(
             async move {
-                match reply?.await.ok().map(wire::answer) {
-                    Some(Ok(Answer::Ok(rest))) => {
-                        let password = wire::snapshot_has_password(&rest);
-                        Snapshot::parse(&rest).ok().map(|s| s.detail(password))
-                    }
-                    _ => None,
-                }
+                let Some(rest) = answered(reply.await)? else {
+                    return Ok(None);
+                };
+                let password = wire::snapshot_has_password(&rest);
+                let snapshot = Snapshot::parse(&rest).map_err(|_| Unreachable)?;
+                Ok(Some(snapshot.detail(password)))
             }
             .into_actor(self),
         )
     }
 }
 
-impl ClusterActor {
-    /// Every room as Redis lists it, oldest first; nothing when Redis cannot be read.
-    fn every_room(&self) -> impl std::future::Future<Output = Vec<Listing>> + 'static {
-        let reply = self
-            .link
-            .as_ref()
-            .map(|l| l.call(self.function("parlor_rooms")));
-        async move {
-            let Some(reply) = reply else {
-                return Vec::new();
-            };
-            reply
-                .await
-                .ok()
-                .and_then(|r| wire::parse_rooms(r).ok())
-                .unwrap_or_default()
-        }
-    }
-}
-
 impl Handler<AllRooms> for ClusterActor {
-    type Result = ResponseActFuture<Self, Vec<RoomInfo>>;
+    type Result = ResponseActFuture<Self, Result<Vec<RoomInfo>, Unreachable>>;
     fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
         let rooms = self.every_room();
         Box::pin(
             async move {
-                let listed = rooms.await;
-                listed.into_iter().take(msg.limit).map(|l| l.info).collect()
+                let listed = rooms.await?;
+                Ok(listed.into_iter().take(msg.limit).map(|l| l.info).collect())
             }
             .into_actor(self),
         )
@@ -85,40 +90,34 @@ impl Handler<AllRooms> for ClusterActor {
 }
 
 impl Handler<ListRooms> for ClusterActor {
-    type Result = ResponseActFuture<Self, Vec<RoomInfo>>;
+    type Result = ResponseActFuture<Self, Result<Vec<RoomInfo>, Unreachable>>;
     fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
         let rooms = self.every_room();
-        Box::pin(async move { filtered(rooms.await, &msg.filter, msg.limit) }.into_actor(self))
+        Box::pin(async move { Ok(filtered(rooms.await?, &msg.filter, msg.limit)) }.into_actor(self))
     }
 }
 
 impl Handler<KickSession> for ClusterActor {
-    type Result = ResponseActFuture<Self, bool>;
+    type Result = ResponseActFuture<Self, Result<bool, Unreachable>>;
     fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> Self::Result {
-        let local = self.sessions.contains_key(&msg.0);
         let mut cmd = self.function("parlor_kick_session");
         cmd.arg(msg.0.to_string());
-        let reply = self.link.as_ref().map(|l| l.call(cmd));
+        let reply = self.ask(cmd);
         Box::pin(
-            async move {
-                let Some(reply) = reply else {
-                    return false;
-                };
-                matches!(reply.await.as_ref().map(wire::number), Ok(Some(1)))
-            }
-            .into_actor(self)
-            .map(move |kicked, actor, _| {
-                // A session in no room is not in Redis: only this node knows it.
-                if !kicked && local {
-                    if let Some(session) = actor.forget(msg.0) {
-                        if let Some(outlet) = session.outlet {
-                            outlet.close(Close::Evicted(LeaveReason::Kicked));
+            async move { Ok(wire::number(&reply.await?) == Some(1)) }
+                .into_actor(self)
+                .map(move |kicked, actor, _| {
+                    // A session in no room is not in Redis: only this node knows it.
+                    if kicked == Ok(false) {
+                        if let Some(session) = actor.forget(msg.0) {
+                            if let Some(outlet) = session.outlet {
+                                outlet.close(Close::Evicted(LeaveReason::Kicked));
+                            }
+                            return Ok(true);
                         }
-                        return true;
                     }
-                }
-                kicked
-            }),
+                    kicked
+                }),
         )
     }
 }
