@@ -64,7 +64,7 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    pub mailbox_capacity: usize,
+    pub queue_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -72,6 +72,7 @@ pub struct RegistryConfig {
 pub struct RoomsConfig {
     pub state_patch_interval_ms: u64,
     pub lobby_interval_ms: u64,
+    pub lobby_frame_bytes: usize,
     pub history_frames: usize,
     pub history_bytes: usize,
 }
@@ -231,6 +232,29 @@ impl Config {
                 "must be 0 or at least 1000 (see its comment in config.toml)".into(),
             );
         }
+        if self.registry.queue_bytes
+            < l.max_frame_bytes
+                .max(crate::session::reader::MIN_REQUEST_COST)
+        {
+            return invalid(
+                "registry.queue_bytes",
+                format!(
+                    "must be at least limits.max_frame_bytes ({}), or the largest request \
+                     could never be queued",
+                    l.max_frame_bytes
+                ),
+            );
+        }
+        let largest_listing = l.max_room_name_bytes + l.max_metadata_bytes + 256;
+        if self.rooms.lobby_frame_bytes < largest_listing {
+            return invalid(
+                "rooms.lobby_frame_bytes",
+                format!(
+                    "must hold one room's largest listing: at least {largest_listing} bytes \
+                     (max_room_name_bytes + max_metadata_bytes + 256)"
+                ),
+            );
+        }
         let largest_frame = self.largest_server_frame();
         if s.outbound_budget_bytes < largest_frame {
             return invalid(
@@ -254,7 +278,7 @@ impl Config {
             ("limits.max_state_bytes", l.max_state_bytes),
             ("limits.max_metadata_bytes", l.max_metadata_bytes),
             ("limits.max_listed_rooms", l.max_listed_rooms),
-            ("registry.mailbox_capacity", self.registry.mailbox_capacity),
+            ("registry.queue_bytes", self.registry.queue_bytes),
             (
                 "rooms.lobby_interval_ms",
                 self.rooms.lobby_interval_ms as usize,
@@ -351,7 +375,9 @@ impl Config {
             + l.max_members_per_room * SESSION_ID_BYTES
             + 1024;
         let listing = l.max_listed_rooms * (l.max_metadata_bytes + ROOM_INFO_OVERHEAD);
-        relayed.max(joined).max(listing) + crate::session::outbox::MAX_HEADER_BYTES
+        // A lobby frame's listings, plus the frame's own keys and array headers.
+        let lobby = self.rooms.lobby_frame_bytes + 64;
+        relayed.max(joined).max(listing).max(lobby) + crate::session::outbox::MAX_HEADER_BYTES
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

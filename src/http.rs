@@ -20,6 +20,7 @@ use crate::metrics::{Limit, Metrics};
 use crate::registry::actor::RegistryHandle;
 use crate::registry::DEFAULT_LISTED_ROOMS;
 use crate::session::outbox::{ConnectionSlot, CountedBody, OutboundBudget};
+use crate::session::reader::SocketReader;
 use crate::session::{Session, SessionContext};
 
 /// New connections per client address. The limiter keeps one small entry per address it has
@@ -223,14 +224,21 @@ async fn upgrade(
     };
     let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
+    let max_frame_bytes = state.node.settings.max_frame_bytes;
+    let input = SocketReader::new(payload, max_frame_bytes, state.registry().gate());
     let session = Session::new(
         &state.node,
         Arc::clone(&budget),
         identity.user,
         identity.rooms,
+        input,
     );
-    let codec = Codec::new().max_size(state.node.settings.max_frame_bytes);
-    let body = WebsocketContext::with_codec(session, payload, codec);
+    // The session reads its input itself (`SocketReader`, bounded as actix's reader is not);
+    // the context gets an input that never yields and only writes.
+    let no_input =
+        futures_util::stream::pending::<Result<bytes::Bytes, actix_web::error::PayloadError>>();
+    let codec = Codec::new().max_size(max_frame_bytes);
+    let body = WebsocketContext::with_codec(session, no_input, codec);
     Ok(response.streaming(CountedBody::new(body, budget, slot)))
 }
 

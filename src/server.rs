@@ -73,6 +73,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         max_state_bytes: config.limits.max_state_bytes,
         max_metadata_bytes: config.limits.max_metadata_bytes,
         max_listed_rooms: config.limits.max_listed_rooms,
+        lobby_frame_bytes: config.rooms.lobby_frame_bytes,
         batch_state_patches: config.rooms.state_patch_interval_ms > 0,
         max_patch_batch_bytes: config.limits.max_frame_bytes,
         reconnect_grace: config.reconnect_grace(),
@@ -91,7 +92,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     let registry = if config.cluster.redis_url.is_empty() {
         RegistryHandle::start(
             limits,
-            config.registry.mailbox_capacity,
+            config.registry.queue_bytes,
             timers,
             Arc::clone(&metrics),
         )
@@ -111,7 +112,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
                 lobby_interval: timers.lobby_interval,
                 clock_interval: timers.clock_interval,
             },
-            config.registry.mailbox_capacity,
+            config.registry.queue_bytes,
             Arc::clone(&metrics),
         )
     };

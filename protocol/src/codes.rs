@@ -148,9 +148,12 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down; the session may be resumed.
     pub const GOING_AWAY: u16 = 1001;
-    /// The WebSocket framing itself was invalid (bad opcode, unmasked client frame, bad UTF-8
-    /// in a control frame, an unfinished fragmented message interleaved with a new one).
+    /// The WebSocket framing itself was invalid (reserved bits set, an unknown opcode, an
+    /// unmasked client frame, a fragmented or over-long control frame, a close code a client
+    /// may not send, an unfinished fragmented message interleaved with a new one).
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message or a close reason was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The session overran its outbound budget (slow consumer) or kept sending over its rate
     /// limits.
     pub const POLICY_VIOLATION: u16 = 1008;

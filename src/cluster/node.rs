@@ -30,8 +30,8 @@ use super::link::{Link, LinkConfig, LinkError, LinkEvent, Replied, REPLY_QUEUE};
 use super::wire::{self, Answer, InboxMessage, Snapshot};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::registry::actor::{
-    AllRooms, ClientRequest, ClusterHealth, Connect, Disconnect, GetStats, KickSession, ListRooms,
-    Publish, ReadRoom, RegistryStats, Resume, ShutDown,
+    handle_inbound, AllRooms, ClientRequest, ClusterHealth, Connect, Disconnect, GetStats, Inbound,
+    KickSession, ListRooms, Publish, ReadRoom, RegistryStats, Resume, ShutDown,
 };
 use crate::registry::{
     graces_over, new_room_id, Close, Listing, Lobby, Outlet, Profile, RegistryLimits, RequestError,
@@ -127,6 +127,7 @@ pub struct ClusterActor {
 
 impl ClusterActor {
     pub fn new(settings: ClusterSettings, metrics: Arc<Metrics>) -> Self {
+        let lobby = Lobby::new(settings.limits.lobby_frame_bytes);
         Self {
             settings: Arc::new(settings),
             link: None,
@@ -135,7 +136,7 @@ impl ClusterActor {
             states: HashMap::new(),
             writes: HashMap::new(),
             away: HashSet::new(),
-            lobby: Lobby::default(),
+            lobby,
             commands_up: false,
             subscriptions_up: false,
             registered: false,
@@ -672,6 +673,14 @@ impl StreamHandler<Replied> for ClusterActor {
         if let Some(then) = self.pending.remove(&replied.token) {
             then(self, ctx, replied.reply);
         }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl StreamHandler<Inbound> for ClusterActor {
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
+        handle_inbound(self, inbound, ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}

@@ -1,20 +1,27 @@
 //! The registry actor: a thin actix shell around `Registry`, on its own arbiter, which also
-//! runs the clock (away sessions' grace), lobby and state-patch timers. Sessions and the HTTP
-//! handlers reach it through `RegistryHandle`, which refuses requests rather than queue them
-//! without bound.
+//! runs the clock (away sessions' grace), lobby and state-patch timers. Sessions reach it
+//! through `RegistryHandle`'s inbox, in the order they send; a request waits for its place in
+//! the queue (`RequestGate`) before its session reads the next one from the socket, so the
+//! queue is bounded without refusing anything. The HTTP handlers ask through the mailbox.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::dev::MessageResponse;
+use actix::{
+    Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult, StreamHandler,
+};
 use parlor_protocol::{
     ClientFrame, LeaveReason, Ref, RoomFilter, RoomInfo, RoomPosition, SessionId, Value,
 };
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{Profile, Registry, RegistryLimits, RoomDetail};
 use crate::cluster::{ClusterActor, ClusterSettings};
 use crate::metrics::Metrics;
 use crate::session::outbox::SessionOutlet;
+use crate::session::reader::RequestGate;
 
 /// A cluster node could not ask Redis: the answer is unknown (not "none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +97,58 @@ pub struct ClientRequest {
     pub frame: ClientFrame,
 }
 
+/// What a session sends its registry, in the order it sends it. A request holds its place in
+/// the request queue (`RequestGate`) until the registry has handled it.
+pub enum Inbound {
+    Connect(Connect),
+    Request(ClientRequest, Option<OwnedSemaphorePermit>),
+    Resume(
+        Resume,
+        Option<OwnedSemaphorePermit>,
+        oneshot::Sender<Option<SessionId>>,
+    ),
+    Disconnect(Disconnect),
+}
+
+/// An engine's actor: it answers the session messages, and takes them from the inbox.
+pub trait SessionHandlers:
+    Actor<Context = Context<Self>>
+    + Handler<Connect>
+    + Handler<Disconnect>
+    + Handler<ClientRequest>
+    + Handler<Resume>
+{
+}
+
+impl<A> SessionHandlers for A where
+    A: Actor<Context = Context<A>>
+        + Handler<Connect>
+        + Handler<Disconnect>
+        + Handler<ClientRequest>
+        + Handler<Resume>
+{
+}
+
+/// Hands one inbox message to the actor's handler for it (the same handler a mailbox message
+/// would reach); a resume's answer goes back to the session that waits for it.
+pub fn handle_inbound<A: SessionHandlers>(actor: &mut A, inbound: Inbound, ctx: &mut Context<A>) {
+    fn run<A: Handler<M>, M: Message>(
+        actor: &mut A,
+        msg: M,
+        ctx: &mut A::Context,
+        answer: Option<oneshot::Sender<M::Result>>,
+    ) {
+        let response = <A as Handler<M>>::handle(actor, msg, ctx);
+        response.handle(ctx, answer);
+    }
+    match inbound {
+        Inbound::Connect(msg) => run(actor, msg, ctx, None),
+        Inbound::Request(msg, _place) => run(actor, msg, ctx, None),
+        Inbound::Resume(msg, _place, answer) => run(actor, msg, ctx, Some(answer)),
+        Inbound::Disconnect(msg) => run(actor, msg, ctx, None),
+    }
+}
+
 /// Live counts, for `/health`.
 #[derive(Message)]
 #[rtype(result = "RegistryStats")]
@@ -134,12 +193,16 @@ pub struct Timers {
 pub struct RegistryActor {
     registry: Registry<SessionOutlet>,
     timers: Timers,
+    inbox: Option<mpsc::UnboundedReceiver<Inbound>>,
 }
 
 impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(UnboundedReceiverStream::new(inbox));
+        }
         ctx.run_interval(self.timers.clock_interval, |actor, _| {
             actor.registry.advance(Instant::now());
         });
@@ -152,6 +215,15 @@ impl Actor for RegistryActor {
             });
         }
     }
+}
+
+impl StreamHandler<Inbound> for RegistryActor {
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
+        handle_inbound(self, inbound, ctx);
+    }
+
+    /// Every handle is gone: the node is stopping.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl Handler<ListRooms> for RegistryActor {
@@ -252,36 +324,24 @@ impl Handler<GetStats> for RegistryActor {
     }
 }
 
-/// Why a request could not be handed to the registry.
+/// The registry has stopped: nothing can be handed to it any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the registry's mailbox is full")]
-    Busy,
-    #[error("the registry has stopped")]
-    Gone,
-}
+#[error("the registry has stopped")]
+pub struct RegistryGone;
 
 /// How sessions and HTTP handlers reach the registry: the single-node actor, or a cluster
 /// node's. Both answer the same messages.
 #[derive(Clone)]
 pub struct RegistryHandle {
     inner: Inner,
+    inbox: mpsc::UnboundedSender<Inbound>,
+    gate: RequestGate,
 }
 
 #[derive(Clone)]
 enum Inner {
     Single(Addr<RegistryActor>),
     Cluster(Addr<ClusterActor>),
-}
-
-/// Hands `$msg` to whichever actor the handle holds, with `$how` (`do_send`, `try_send`).
-macro_rules! dispatch {
-    ($handle:expr, $how:ident, $msg:expr) => {
-        match &$handle.inner {
-            Inner::Single(addr) => addr.$how($msg),
-            Inner::Cluster(addr) => addr.$how($msg),
-        }
-    };
 }
 
 /// Sends `$msg` to whichever actor the handle holds and waits for the answer.
@@ -294,60 +354,92 @@ macro_rules! ask {
     };
 }
 
+/// Asks from the HTTP side that may wait in an actor's mailbox at once; more wait their turn.
+const MAILBOX_CAPACITY: usize = 1024;
+
 impl RegistryHandle {
-    /// Starts the registry actor on an arbiter (thread) of its own, its mailbox bounded to
-    /// `mailbox_capacity` requests.
+    /// Starts the registry actor on an arbiter (thread) of its own; requests waiting for it
+    /// are bounded by `queue_bytes` (see `RequestGate`).
     pub fn start(
         limits: RegistryLimits,
-        mailbox_capacity: usize,
+        queue_bytes: usize,
         timers: Timers,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (inbox, queue) = mpsc::unbounded_channel();
         let arbiter = Arbiter::new();
         let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            ctx.set_mailbox_capacity(mailbox_capacity);
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             RegistryActor {
                 registry: Registry::with_metrics(limits, metrics),
                 timers,
+                inbox: Some(queue),
             }
         });
         Self {
             inner: Inner::Single(addr),
+            inbox,
+            gate: RequestGate::new(queue_bytes),
         }
     }
 
     /// Starts a cluster node's registry actor on an arbiter of its own.
     pub fn start_cluster(
         settings: ClusterSettings,
-        mailbox_capacity: usize,
+        queue_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (inbox, queue) = mpsc::unbounded_channel();
         let arbiter = Arbiter::new();
         let addr = ClusterActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            ctx.set_mailbox_capacity(mailbox_capacity);
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            ctx.add_stream(UnboundedReceiverStream::new(queue));
             ClusterActor::new(settings, metrics)
         });
         Self {
             inner: Inner::Cluster(addr),
+            inbox,
+            gate: RequestGate::new(queue_bytes),
         }
     }
 
-    /// Connects and disconnects are never refused: each session sends one of each, so they
+    /// The places in the request queue a session takes before it hands over a request.
+    pub fn gate(&self) -> &RequestGate {
+        &self.gate
+    }
+
+    /// Connects and disconnects always go through: each session sends one of each, so they
     /// are bounded by the connection cap.
     pub fn connect(&self, msg: Connect) {
-        dispatch!(self, do_send, msg);
+        let _ = self.inbox.send(Inbound::Connect(msg));
     }
 
     pub fn disconnect(&self, msg: Disconnect) {
-        dispatch!(self, do_send, msg);
+        let _ = self.inbox.send(Inbound::Disconnect(msg));
     }
 
-    /// Hands over a client request, or refuses it when the registry's mailbox is full.
-    pub fn submit(&self, request: ClientRequest) -> Result<(), SubmitError> {
-        dispatch!(self, try_send, request).map_err(|err| match err {
-            actix::prelude::SendError::Full(_) => SubmitError::Busy,
-            actix::prelude::SendError::Closed(_) => SubmitError::Gone,
-        })
+    /// Hands over a client request with its place in the queue.
+    pub fn submit(
+        &self,
+        request: ClientRequest,
+        place: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RegistryGone> {
+        self.inbox
+            .send(Inbound::Request(request, place))
+            .map_err(|_| RegistryGone)
+    }
+
+    /// `None` when the registry has stopped; `Some(None)` when the resume was refused.
+    pub async fn resume(
+        &self,
+        request: Resume,
+        place: Option<OwnedSemaphorePermit>,
+    ) -> Option<Option<SessionId>> {
+        let (answer, answered) = oneshot::channel();
+        self.inbox
+            .send(Inbound::Resume(request, place, answer))
+            .ok()?;
+        answered.await.ok()
     }
 
     pub async fn stats(&self) -> Option<RegistryStats> {
@@ -358,11 +450,6 @@ impl RegistryHandle {
     /// be asked.
     pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
         ask!(self, ListRooms { filter, limit }).ok()?.ok()
-    }
-
-    /// `None` when the registry has stopped; `Some(None)` when the resume was refused.
-    pub async fn resume(&self, request: Resume) -> Option<Option<SessionId>> {
-        ask!(self, request).ok()
     }
 
     pub async fn publish(&self, request: Publish) -> Option<Option<u64>> {

@@ -124,6 +124,8 @@ pub struct RegistryLimits {
     pub max_metadata_bytes: usize,
     /// Most rooms one `room_list` carries.
     pub max_listed_rooms: usize,
+    /// Bytes of room listings one `lobby` frame carries at most (see `Lobby`).
+    pub lobby_frame_bytes: usize,
     /// Hold state patches until `flush_state_patches` (true) or send each at once (false).
     pub batch_state_patches: bool,
     /// A room's held patches are sent early once they reach this many bytes.
@@ -321,11 +323,12 @@ impl<O: Outlet> Registry<O> {
     }
 
     pub fn with_metrics(limits: RegistryLimits, metrics: Arc<Metrics>) -> Self {
+        let lobby = Lobby::new(limits.lobby_frame_bytes);
         Self {
             limits,
             sessions: HashMap::new(),
             rooms: HashMap::new(),
-            lobby: Lobby::default(),
+            lobby,
             rooms_with_patches: Vec::new(),
             rooms_created: 0,
             overflowed: Vec::new(),

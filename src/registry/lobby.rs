@@ -3,11 +3,17 @@
 //! is encoded per distinct filter and shared by every subscriber using it. The single-node
 //! registry and a cluster node both use it; they differ only in where a room's `Listing` comes
 //! from (its `Room`, or Redis).
+//!
+//! A flush carries at most `frame_bytes` of changes: the rest wait for the next flush, taken
+//! in turn from where the last one stopped, so that no room waits for ever behind busier ones.
+//! Whatever rooms change and however fast, a subscriber receives at most one frame of that
+//! size per flush.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use bytes::Bytes;
-use parlor_protocol::{encode_server, LobbyFrame, RoomFilter, ServerFrame, SessionId};
+use parlor_protocol::{encode_server, encoded_len, LobbyFrame, RoomFilter, ServerFrame, SessionId};
 
 use super::room::{Listing, Room};
 
@@ -24,14 +30,59 @@ struct Subscription {
     key: Bytes,
 }
 
-#[derive(Default)]
 pub(crate) struct Lobby {
     subscribers: HashMap<SessionId, Subscription>,
     /// Rooms changed since the last flush, by name (sorted, so frames are deterministic).
     dirty: BTreeMap<String, Change>,
+    /// Bytes of room listings (and names of removed rooms) one flush carries at most.
+    frame_bytes: usize,
+    /// The last room the previous flush carried: the next one starts after it.
+    cursor: Option<String>,
+}
+
+/// What a change seen before (`older`) and one seen since (`newer`) amount to for a
+/// subscriber who has heard of neither; `None` when they cancel out.
+fn merged(older: Change, newer: Change) -> Option<Change> {
+    match (older, newer) {
+        // Created and gone before anyone heard: nothing happened.
+        (Change::Added, Change::Removed) => None,
+        (Change::Added, _) => Some(Change::Added),
+        // Gone and created again: to a subscriber, changed.
+        (Change::Removed, Change::Added | Change::Changed) => Some(Change::Changed),
+        (Change::Changed, Change::Added) => Some(Change::Changed),
+        (_, newer) => Some(newer),
+    }
 }
 
 impl Lobby {
+    pub(crate) fn new(frame_bytes: usize) -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            dirty: BTreeMap::new(),
+            frame_bytes,
+            cursor: None,
+        }
+    }
+
+    fn note(&mut self, room: &str, change: Change) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        match self.dirty.get(room).copied() {
+            None => {
+                self.dirty.insert(room.to_owned(), change);
+            }
+            Some(older) => match merged(older, change) {
+                Some(now) => {
+                    self.dirty.insert(room.to_owned(), now);
+                }
+                None => {
+                    self.dirty.remove(room);
+                }
+            },
+        }
+    }
+
     pub(crate) fn subscribe(&mut self, id: SessionId, filter: RoomFilter) {
         let key = filter.canonical_key();
         self.subscribers.insert(id, Subscription { filter, key });
@@ -45,6 +96,12 @@ impl Lobby {
         self.subscribers.contains_key(&id)
     }
 
+    /// Whether no change waits to be sent.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
     pub(crate) fn has_subscribers(&self) -> bool {
         !self.subscribers.is_empty()
     }
@@ -54,68 +111,86 @@ impl Lobby {
     }
 
     pub(crate) fn added(&mut self, room: &str) {
-        if !self.subscribers.is_empty() {
-            // A name removed and created again within one update is, to a subscriber, changed.
-            let change = match self.dirty.get(room) {
-                Some(Change::Removed) => Change::Changed,
-                _ => Change::Added,
-            };
-            self.dirty.insert(room.to_owned(), change);
-        }
+        self.note(room, Change::Added);
     }
 
     pub(crate) fn changed(&mut self, room: &str) {
-        if !self.subscribers.is_empty() {
-            match self.dirty.get_mut(room) {
-                Some(Change::Added | Change::Changed) => {}
-                Some(change @ Change::Removed) => *change = Change::Changed,
-                None => {
-                    self.dirty.insert(room.to_owned(), Change::Changed);
-                }
-            }
-        }
+        self.note(room, Change::Changed);
     }
 
     pub(crate) fn removed(&mut self, room: &str) {
-        if !self.subscribers.is_empty() {
-            // A room created and removed within one update was never seen: say nothing.
-            if self.dirty.get(room) == Some(&Change::Added) {
-                self.dirty.remove(room);
-            } else {
-                self.dirty.insert(room.to_owned(), Change::Removed);
-            }
-        }
+        self.note(room, Change::Removed);
     }
 
-    /// The `lobby` frames describing every change since the last flush, one per distinct
-    /// filter, each with the subscribers it goes to. Subscribers with nothing to hear get none.
+    /// The `lobby` frames describing the changes since the last flush (as many as one frame
+    /// carries), one per distinct filter, each with the subscribers it goes to. Subscribers
+    /// with nothing to hear get none.
     pub(crate) fn flush<O>(
         &mut self,
         rooms: &HashMap<String, Room<O>>,
     ) -> Vec<(Bytes, Vec<SessionId>)> {
         let changes = self.take_changes();
-        self.frames(&changes, |name| rooms.get(name).map(|r| r.listing(name)))
+        self.frames(changes, |name| rooms.get(name).map(|r| r.listing(name)))
     }
 
-    /// The rooms changed since the last call, forgotten here.
+    /// The rooms changed since the last call, forgotten here (`frames` gives back those it
+    /// leaves for later).
     pub(crate) fn take_changes(&mut self) -> Changes {
         Changes(std::mem::take(&mut self.dirty))
     }
 
-    /// The `lobby` frames for `changes`, given how each changed room lists now (`None`: gone).
+    /// The `lobby` frames for as many of `changes` as one frame carries, given how each
+    /// changed room lists now (`None`: gone); the others are noted again for the next flush.
     pub(crate) fn frames(
-        &self,
-        changes: &Changes,
+        &mut self,
+        changes: Changes,
         listing: impl Fn(&str) -> Option<Listing>,
     ) -> Vec<(Bytes, Vec<SessionId>)> {
-        if changes.0.is_empty() {
+        let mut changes = changes.0;
+        let mut now: Vec<(String, Change, Option<Listing>)> = Vec::new();
+        let mut bytes = 0;
+        // In turn: the rooms after the last one carried, then from the start.
+        let after = match &self.cursor {
+            Some(cursor) => changes
+                .range::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
+                .map(|(name, _)| name.clone())
+                .chain(
+                    changes
+                        .range::<str, _>((Bound::Unbounded, Bound::Included(cursor.as_str())))
+                        .map(|(name, _)| name.clone()),
+                )
+                .collect::<Vec<_>>(),
+            None => changes.keys().cloned().collect(),
+        };
+        for name in after {
+            let room = listing(&name);
+            let cost = room
+                .as_ref()
+                .map_or(name.len() + 5, |room| encoded_len(&room.info));
+            if !now.is_empty() && bytes + cost > self.frame_bytes {
+                break;
+            }
+            bytes += cost;
+            let Some(change) = changes.remove(&name) else {
+                continue;
+            };
+            self.cursor = Some(name.clone());
+            now.push((name, change, room));
+        }
+        // What did not fit waits, merged with what changed meanwhile.
+        for (name, older) in changes {
+            let newer = self.dirty.remove(&name);
+            let change = match newer {
+                Some(newer) => merged(older, newer),
+                None => Some(older),
+            };
+            if let Some(change) = change {
+                self.dirty.insert(name, change);
+            }
+        }
+        if now.is_empty() {
             return Vec::new();
         }
-        let now: Vec<(&String, Change, Option<Listing>)> = changes
-            .0
-            .iter()
-            .map(|(name, change)| (name, *change, listing(name)))
-            .collect();
         let mut groups: HashMap<&Bytes, (&RoomFilter, Vec<SessionId>)> = HashMap::new();
         for (id, sub) in &self.subscribers {
             groups
@@ -138,7 +213,7 @@ impl Lobby {
                     // Created and not matching: this subscriber never heard of it.
                     Some(_) if *change == Change::Added => {}
                     // Gone, or no longer matching: either way the subscriber drops it.
-                    _ => frame.removed.push((*name).clone()),
+                    _ => frame.removed.push(name.clone()),
                 }
             }
             if frame.added.is_empty() && frame.changed.is_empty() && frame.removed.is_empty() {

@@ -203,6 +203,7 @@ pub fn small_limits() -> RegistryLimits {
         max_state_bytes: 200,
         max_metadata_bytes: 64,
         max_listed_rooms: 4,
+        lobby_frame_bytes: 16_384,
         batch_state_patches: false,
         max_patch_batch_bytes: 256,
         reconnect_grace: Duration::from_millis(500),

@@ -1,11 +1,13 @@
-//! The session actor: one per WebSocket connection. It decodes frames, enforces the
-//! session's rate limits, answers what it can alone (decode errors, pings), forwards requests
-//! to the registry as typed messages, writes what the registry sends it, keeps the heartbeat,
-//! and reports how the connection ended. A `resume` changes which session the connection is.
+//! The session actor: one per WebSocket connection. It reads the client's messages (through
+//! `reader`, bounded and backpressured), enforces the session's rate limits, answers what it
+//! can alone (decode errors, pings), forwards requests to the registry as typed messages,
+//! writes what the registry sends it, keeps the heartbeat, and reports how the connection
+//! ended. A `resume` changes which session the connection is.
 
-mod fragments;
+mod heartbeat;
 pub mod outbox;
 mod rate;
+pub mod reader;
 
 pub use self::rate::quota as rate_quota;
 
@@ -22,17 +24,24 @@ use parlor_protocol::{
     close, decode_client, encode_server, ClientFrame, ErrorCode, ErrorFrame, LeaveReason, Limits,
     Ref, ServerFrame, SessionId, WelcomeFrame, PROTOCOL_VERSION,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use self::fragments::{Fragments, Reassembled};
+use self::heartbeat::{Beat, Heartbeat};
 use self::outbox::{encoded_len, OutboundBudget, Outgoing, SessionOutlet};
 use self::rate::{RateLimits, RateVerdict, SessionRates};
+use self::reader::{Input, Message as Incoming, SocketReader};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::registry::actor::{
-    ClientRequest, Connect, Disconnect, RegistryHandle, Resume, SubmitError,
-};
-use crate::registry::{Close, Profile};
+use crate::metrics::{Metrics, ResumeOutcome};
+use crate::registry::actor::{ClientRequest, Connect, Disconnect, RegistryHandle, Resume};
+use crate::registry::{Close, Profile, RequestError};
+
+/// After the server sends its close frame, it waits this long for the client's (reading and
+/// dropping anything else the client sends) before it ends the connection: closing TCP with
+/// unread input would reset the connection and could destroy the close frame on its way.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The connection's input, as the upgrade hands it over.
+pub type ClientInput = SocketReader<actix_web::web::Payload>;
 
 /// What the registry sends a session through its actor mailbox (frames take the outlet's
 /// channel instead; see `outbox::SessionOutlet`).
@@ -80,12 +89,6 @@ impl SessionSettings {
             },
         }
     }
-
-    /// How often the heartbeat timer looks at the session: often enough that a timeout is
-    /// noticed within a quarter of `client_timeout`, and at least once per ping.
-    fn tick(&self) -> Duration {
-        self.heartbeat_interval.min(self.client_timeout / 4)
-    }
 }
 
 pub struct Session {
@@ -100,11 +103,15 @@ pub struct Session {
     settings: Arc<SessionSettings>,
     metrics: Arc<Metrics>,
     rates: SessionRates,
-    last_heard: Instant,
-    last_ping: Instant,
-    fragments: Fragments,
-    /// How the session ended, once known; reported to the registry when the actor stops.
+    heartbeat: Heartbeat,
+    /// The client's messages, until `started` hands them to the actor's context.
+    input: Option<ClientInput>,
+    /// Whether the connection has sent a message yet: only its first may be a `resume`.
+    requested: bool,
+    /// How the session ended, once known.
     end: Option<LeaveReason>,
+    /// Whether the registry has been told the connection ended.
+    reported: bool,
 }
 
 /// Everything a new session needs from the node.
@@ -120,9 +127,11 @@ impl Session {
         budget: Arc<OutboundBudget>,
         user: Option<String>,
         rooms: Option<crate::registry::RoomPatterns>,
+        input: ClientInput,
     ) -> Self {
         let now = Instant::now();
         let id = SessionId::new_random();
+        let settings = &node.settings;
         Self {
             id,
             connection: id,
@@ -133,13 +142,14 @@ impl Session {
             },
             registry: node.registry.clone(),
             budget,
-            fragments: Fragments::new(node.settings.max_frame_bytes),
-            rates: SessionRates::new(&node.settings.rates),
-            settings: Arc::clone(&node.settings),
+            rates: SessionRates::new(&settings.rates),
+            heartbeat: Heartbeat::new(now, settings.heartbeat_interval, settings.client_timeout),
+            settings: Arc::clone(settings),
             metrics: Arc::clone(&node.metrics),
-            last_heard: now,
-            last_ping: now,
+            input: Some(input),
+            requested: false,
             end: None,
+            reported: false,
         }
     }
 
@@ -179,7 +189,9 @@ impl Session {
         );
     }
 
-    /// Ends the session: records why, sends a close frame with `code`, and stops the actor.
+    /// Ends the session: records why, tells the registry, and sends a close frame with
+    /// `code`. The connection then lasts until the client answers with its own close, its
+    /// input ends, or `CLOSE_HANDSHAKE_TIMEOUT` passes, reading and dropping what it sends.
     fn end(
         &mut self,
         ctx: &mut WebsocketContext<Self>,
@@ -191,6 +203,7 @@ impl Session {
             return;
         }
         self.end = Some(reason);
+        self.report_end();
         let description = (!text.is_empty()).then(|| text.to_owned());
         self.write(
             ctx,
@@ -199,10 +212,29 @@ impl Session {
                 description,
             })),
         );
-        ctx.stop();
+        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |_, ctx| ctx.stop());
     }
 
-    fn on_binary(&mut self, ctx: &mut WebsocketContext<Self>, bytes: &[u8]) {
+    /// Tells the registry, once, that this connection has ended and why.
+    fn report_end(&mut self) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        let reason = self.end.unwrap_or(LeaveReason::Dropped);
+        tracing::debug!(session = %self.id, ?reason, "session ended");
+        self.registry.disconnect(Disconnect {
+            session: self.id,
+            connection: self.connection,
+            reason,
+        });
+    }
+
+    fn on_binary(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        bytes: &[u8],
+        place: Option<OwnedSemaphorePermit>,
+    ) {
         self.metrics.frames_in.inc();
         self.metrics.bytes_in.inc_by(bytes.len() as u64);
         let verdict = self.rates.check(bytes.len());
@@ -215,6 +247,7 @@ impl Session {
         if !self.obey(ctx, verdict, reference) {
             return;
         }
+        let first = !std::mem::replace(&mut self.requested, true);
         let frame = match decoded {
             Ok(frame) => frame,
             Err(err) => return self.write_error(ctx, err.reference, err.code, err.message),
@@ -226,26 +259,28 @@ impl Session {
             ..
         } = frame
         {
-            return self.resume(ctx, session, token, rooms, reference);
+            if !first {
+                // Else one connection could try token after token, unslowed by the limit on
+                // new connections.
+                self.metrics.resume(ResumeOutcome::Refused);
+                let err =
+                    RequestError::ResumeFailed("resume must be the connection's first message");
+                return self.write_error(ctx, reference, err.code(), err.to_string());
+            }
+            return self.resume(ctx, session, token, rooms, reference, place);
         }
-        match self.registry.submit(ClientRequest {
+        let request = ClientRequest {
             session: self.id,
             connection: self.connection,
             frame,
-        }) {
-            Ok(()) => {}
-            Err(SubmitError::Busy) => self.write_error(
-                ctx,
-                reference,
-                ErrorCode::Overloaded,
-                "the room registry is busy; the request was not carried out".into(),
-            ),
-            Err(SubmitError::Gone) => self.end(
+        };
+        if self.registry.submit(request, place).is_err() {
+            self.end(
                 ctx,
                 LeaveReason::Kicked,
                 close::INTERNAL_ERROR,
                 "registry stopped",
-            ),
+            );
         }
     }
 
@@ -308,6 +343,7 @@ impl Session {
         token: String,
         rooms: Vec<parlor_protocol::RoomPosition>,
         reference: Option<Ref>,
+        place: Option<OwnedSemaphorePermit>,
     ) {
         let request = Resume {
             current: self.id,
@@ -317,7 +353,7 @@ impl Session {
             reference,
         };
         let registry = self.registry.clone();
-        let answer = async move { registry.resume(request).await };
+        let answer = async move { registry.resume(request, place).await };
         let answer = answer
             .into_actor(self)
             .map(|answer, session, ctx| match answer {
@@ -336,21 +372,32 @@ impl Session {
         ctx.wait(answer);
     }
 
+    /// Does what the heartbeat says is due, and wakes again at its next deadline.
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if self.end.is_some() {
+            return;
+        }
         let now = Instant::now();
-        if now.duration_since(self.last_heard) >= self.settings.client_timeout {
-            tracing::debug!(session = %self.id, "heartbeat timeout");
-            return self.end(
-                ctx,
-                LeaveReason::Timeout,
-                close::HEARTBEAT_TIMEOUT,
-                "timeout",
-            );
+        loop {
+            match self.heartbeat.poll(now) {
+                Beat::Ping => self.write(ctx, ws::Message::Ping(Bytes::new())),
+                Beat::TimedOut => {
+                    tracing::debug!(session = %self.id, "heartbeat timeout");
+                    return self.end(
+                        ctx,
+                        LeaveReason::Timeout,
+                        close::HEARTBEAT_TIMEOUT,
+                        "timeout",
+                    );
+                }
+                Beat::Wait => break,
+            }
         }
-        if now.duration_since(self.last_ping) >= self.settings.heartbeat_interval {
-            self.last_ping = now;
-            self.write(ctx, ws::Message::Ping(Bytes::new()));
-        }
+        let wait = self
+            .heartbeat
+            .next_deadline()
+            .saturating_duration_since(now);
+        ctx.run_later(wait, |session, ctx| session.heartbeat(ctx));
     }
 }
 
@@ -358,6 +405,9 @@ impl Actor for Session {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(input) = self.input.take() {
+            ctx.add_stream(input);
+        }
         let (frames, mut queued) = mpsc::unbounded_channel::<Outgoing>();
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| queued.poll_recv(cx)).map(Queued));
         let outlet =
@@ -378,83 +428,57 @@ impl Actor for Session {
             user: self.profile.user.clone(),
         };
         self.write_frame(ctx, &ServerFrame::Welcome(welcome));
-        ctx.run_interval(self.settings.tick(), |session, ctx| session.heartbeat(ctx));
+        self.heartbeat(ctx);
         tracing::debug!(session = %self.id, "session started");
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        let reason = self.end.unwrap_or(LeaveReason::Dropped);
-        tracing::debug!(session = %self.id, ?reason, "session stopped");
-        self.registry.disconnect(Disconnect {
-            session: self.id,
-            connection: self.connection,
-            reason,
-        });
+        self.report_end();
     }
 }
 
+/// `WebsocketContext` insists on reading the input itself; the session reads it through
+/// `SocketReader` instead and gives the context a stream that never yields.
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Result<ws::Message, ProtocolError>, _: &mut Self::Context) {}
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl StreamHandler<Input> for Session {
+    fn handle(&mut self, input: Input, ctx: &mut Self::Context) {
+        self.heartbeat.heard(Instant::now());
         if self.end.is_some() {
+            // Closing: only the client's close matters now, which completes the handshake.
+            if matches!(input, Input::Message(Incoming::Close(_), _)) {
+                ctx.stop();
+            }
             return;
         }
-        self.last_heard = Instant::now();
-        let message = match item {
-            Ok(message) => message,
-            Err(ProtocolError::Overflow) => {
-                let text = format!("frame over {} bytes", self.settings.max_frame_bytes);
-                return self.end(
+        match input {
+            Input::Message(Incoming::Binary(bytes), place) => self.on_binary(ctx, &bytes, place),
+            Input::Message(Incoming::Text(len), _) => self.on_text(ctx, len),
+            Input::Message(Incoming::Ping(payload), _) => {
+                self.write(ctx, ws::Message::Pong(payload))
+            }
+            Input::Message(Incoming::Pong, _) => {}
+            Input::Message(Incoming::Close(_), _) => {
+                self.end(ctx, LeaveReason::Closed, close::NORMAL, "");
+                // The client started the handshake, and this close completes it.
+                ctx.stop();
+            }
+            Input::Failed(err) => {
+                tracing::debug!(session = %self.id, %err, "invalid WebSocket input");
+                self.end(
                     ctx,
                     LeaveReason::ProtocolError,
-                    close::MESSAGE_TOO_BIG,
-                    &text,
+                    err.close_code(),
+                    &err.to_string(),
                 );
             }
-            Err(ProtocolError::Io(err)) => {
-                tracing::debug!(session = %self.id, %err, "connection error");
-                self.end = Some(LeaveReason::Dropped);
-                return ctx.stop();
-            }
-            Err(err) => {
-                let text = err.to_string();
-                return self.end(
-                    ctx,
-                    LeaveReason::ProtocolError,
-                    close::PROTOCOL_ERROR,
-                    &text,
-                );
-            }
-        };
-        match message {
-            ws::Message::Binary(bytes) => self.on_binary(ctx, &bytes),
-            ws::Message::Text(text) => self.on_text(ctx, text.len()),
-            ws::Message::Continuation(item) => match self.fragments.push(item) {
-                Reassembled::Pending => {}
-                Reassembled::Binary(bytes) => self.on_binary(ctx, &bytes),
-                // (Its size went with the fragments, which are not kept.)
-                Reassembled::Text => self.on_text(ctx, 0),
-                Reassembled::TooBig => {
-                    let text = format!("message over {} bytes", self.settings.max_frame_bytes);
-                    self.end(
-                        ctx,
-                        LeaveReason::ProtocolError,
-                        close::MESSAGE_TOO_BIG,
-                        &text,
-                    )
-                }
-                Reassembled::OutOfOrder => self.end(
-                    ctx,
-                    LeaveReason::ProtocolError,
-                    close::PROTOCOL_ERROR,
-                    "continuation frame out of order",
-                ),
-            },
-            ws::Message::Ping(payload) => self.write(ctx, ws::Message::Pong(payload)),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(_) => self.end(ctx, LeaveReason::Closed, close::NORMAL, ""),
         }
     }
 
+    /// The client's input ended (or failed): a connection not already closing was dropped.
     fn finished(&mut self, ctx: &mut Self::Context) {
         if self.end.is_none() {
             self.end = Some(LeaveReason::Dropped);
@@ -470,6 +494,8 @@ pub struct Queued(Outgoing);
 impl StreamHandler<Queued> for Session {
     fn handle(&mut self, Queued(item): Queued, ctx: &mut Self::Context) {
         match item {
+            // Nothing follows a close frame.
+            Outgoing::Frame(_) if self.end.is_some() => {}
             Outgoing::Frame(frame) => ctx.write_raw(ws::Message::Binary(frame)),
             Outgoing::Close(why) => self.close_for(ctx, why),
         }

@@ -179,44 +179,60 @@ async fn connections_over_the_cap_are_refused_with_503_before_the_upgrade() {
 }
 
 #[tokio::test]
-async fn a_full_registry_mailbox_answers_overloaded_and_every_ref_still_gets_one_answer() {
+async fn a_full_request_queue_slows_senders_down_and_refuses_nothing() {
     let mut config = test_config();
-    config.registry.mailbox_capacity = 1;
+    // Room for four requests at most: the senders below outrun the registry many times over.
+    config.limits.max_frame_bytes = 1024;
+    config.registry.queue_bytes = 1024;
     let node = start(config);
-    let mut client = connect(&node).await;
-    client.join("r").await.unwrap();
-    // Pipeline requests without waiting: they arrive faster than one registry slot drains.
+    let mut listener = connect(&node).await;
+    listener.join("r").await.unwrap();
+    const SENDERS: usize = 4;
     const REQUESTS: u64 = 500;
-    for reference in 1..=REQUESTS {
-        let frame = ClientFrame::Emit {
-            reference: Some(reference),
-            room: "r".into(),
-            event: "e".into(),
-            data: Value::Nil,
-            echo: false,
-        };
-        client.send(&frame).await.unwrap();
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let mut client = connect(&node).await;
+        client.join("r").await.unwrap();
+        senders.push(client);
     }
-    let mut answered = std::collections::HashMap::new();
-    let (mut ok, mut overloaded) = (0, 0);
-    while (answered.len() as u64) < REQUESTS {
-        let (reference, code) = match next(&mut client).await {
-            ServerFrame::Ok { reference } => (reference, None),
-            ServerFrame::Error(e) => (e.reference.expect("ref"), Some(e.code)),
-            _ => continue,
-        };
-        assert!(
-            answered.insert(reference, code).is_none(),
-            "ref {reference} answered twice"
-        );
-        match code {
-            None => ok += 1,
-            Some(ErrorCode::Overloaded) => overloaded += 1,
-            Some(other) => panic!("unexpected {other:?}"),
+    // Every sender pipelines its requests without waiting for any answer.
+    for client in &mut senders {
+        for reference in 1..=REQUESTS {
+            let frame = ClientFrame::Emit {
+                reference: Some(reference),
+                room: "r".into(),
+                event: "e".into(),
+                data: Value::from(reference),
+                echo: false,
+            };
+            client.send(&frame).await.unwrap();
         }
     }
-    assert!(overloaded > 0, "capacity 1 never overflowed ({ok} ok)");
-    assert!(ok > 0, "nothing got through");
-    // The session is still usable once the burst is over.
-    client.emit("r", "after", Value::Nil, false).await.unwrap();
+    for client in &mut senders {
+        let mut answered = 0;
+        while answered < REQUESTS {
+            match next(client).await {
+                ServerFrame::Ok { reference } => {
+                    answered += 1;
+                    assert_eq!(reference, answered, "answers come in order");
+                }
+                ServerFrame::Error(e) => panic!("refused: {e:?}"),
+                _ => {}
+            }
+        }
+    }
+    // The listener hears every event of every sender, each sender's in order.
+    let mut last: std::collections::HashMap<_, u64> = std::collections::HashMap::new();
+    for _ in 0..SENDERS as u64 * REQUESTS {
+        let ServerFrame::Event(e) = next_matching(&mut listener, "an event", |f| {
+            matches!(f, ServerFrame::Event(_))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        let n = e.data.as_u64().unwrap();
+        let before = last.insert(e.from, n).unwrap_or(0);
+        assert_eq!(n, before + 1, "events of {} out of order", e.from);
+    }
 }

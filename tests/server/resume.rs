@@ -214,3 +214,40 @@ async fn a_resume_past_the_history_gets_a_snapshot_of_the_room() {
     .await;
     assert!(matches!(event, ServerFrame::Event(e) if e.data == Value::from(99)));
 }
+
+#[tokio::test]
+async fn only_a_connections_first_message_may_be_a_resume() {
+    // Issue 12: a resume after other requests (a listing, a failed resume) was tried, letting
+    // one connection guess token after token.
+    let node = start(grace_config(30_000));
+    let mut dropped = connect(&node).await;
+    let (session, token) = (dropped.session_id(), dropped.welcome().resume_token.clone());
+    dropped.join("kept").await.expect("join");
+    dropped.abort();
+
+    let refused = |result: Result<_, ClientError>| match result {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::ResumeFailed),
+        other => panic!("expected resume_failed, got {other:?}"),
+    };
+    // After a listing, even the right token is refused.
+    let mut late = connect(&node).await;
+    late.list_rooms(Default::default(), None)
+        .await
+        .expect("list");
+    refused(late.resume(session, &token, Vec::new()).await);
+    // After a failed guess, the right token is refused on that connection too.
+    let mut guesser = connect(&node).await;
+    refused(
+        guesser
+            .resume(session, "0".repeat(64).as_str(), Vec::new())
+            .await,
+    );
+    refused(guesser.resume(session, &token, Vec::new()).await);
+    // A new connection whose first message is the resume takes the session back.
+    let mut again = connect(&node).await;
+    let resumed = again
+        .resume(session, &token, Vec::new())
+        .await
+        .expect("resumed");
+    assert_eq!(resumed.session, session);
+}

@@ -77,7 +77,7 @@ impl ClusterActor {
                 .collect();
             let frames = actor
                 .lobby
-                .frames(&changes, |name| by_name.get(name).cloned());
+                .frames(changes, |name| by_name.get(name).cloned());
             let deliveries = frames
                 .into_iter()
                 .flat_map(|(frame, to)| to.into_iter().map(move |id| (id, frame.clone())))

@@ -52,6 +52,7 @@ fn limits() -> RegistryLimits {
         max_state_bytes: 256,
         max_metadata_bytes: 64,
         max_listed_rooms: 50,
+        lobby_frame_bytes: 16_384,
         batch_state_patches: false,
         max_patch_batch_bytes: 1024,
         reconnect_grace: std::time::Duration::ZERO,

@@ -631,3 +631,125 @@ fn lobby_updates_are_coalesced_filtered_and_shared() {
     assert!(lobby_frames(out_w.take()).is_empty());
     assert_eq!(lobby_frames(out_w2.take())[0].removed, ["r"]);
 }
+
+#[test]
+fn a_burst_of_lobby_changes_goes_out_in_bounded_frames_each_room_in_turn() {
+    // Issue 12: rooms churning with large metadata made lobby frames 13 times max_frame_bytes.
+    const BUDGET: usize = 512;
+    let mut h = Harness::with_limits(RegistryLimits {
+        lobby_frame_bytes: BUDGET,
+        max_rooms_per_session: 64,
+        ..limits()
+    });
+    let (watcher, out) = h.connect();
+    h.run(
+        watcher,
+        ClientFrame::SubscribeLobby {
+            reference: None,
+            filter: RoomFilter::default(),
+        },
+    );
+    out.take();
+    let (owner, _) = h.connect();
+    let names: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
+    let big = meta(&[("blob", &"x".repeat(40))]);
+    for name in &names {
+        h.create(
+            owner,
+            Some(name),
+            RoomOptions {
+                metadata: big.clone(),
+                ..RoomOptions::default()
+            },
+        );
+    }
+    let mut heard = Vec::new();
+    let mut last_r00 = None;
+    for flush in 0.. {
+        assert!(flush < 30, "the backlog never drains");
+        h.registry.flush_lobby();
+        let bytes = out.frames.borrow().iter().map(Bytes::len).sum::<usize>();
+        let frames = lobby_frames(out.take());
+        if frames.is_empty() {
+            break;
+        }
+        assert_eq!(frames.len(), 1);
+        assert!(bytes <= BUDGET + 64, "a lobby frame of {bytes} bytes");
+        heard.extend(frames[0].added.iter().map(|i| i.room.clone()));
+        last_r00 = frames[0]
+            .changed
+            .iter()
+            .find(|i| i.room == "r00")
+            .map(|i| i.metadata.clone())
+            .or(last_r00);
+        // A room that keeps changing while the backlog drains is heard in its turn, each time
+        // with what it is by then, and holds up no other room.
+        if flush < 3 {
+            h.run(
+                owner,
+                ClientFrame::SetMetadata {
+                    reference: None,
+                    room: "r00".into(),
+                    metadata: meta(&[("blob", &format!("{flush:040}"))]),
+                },
+            );
+        }
+    }
+    heard.sort();
+    assert_eq!(heard, names, "every room is heard of once, as added");
+    assert_eq!(last_r00, Some(meta(&[("blob", &format!("{:040}", 2))])));
+}
+
+#[test]
+fn rooms_that_change_all_the_time_do_not_starve_the_lobby_of_the_others() {
+    let mut h = Harness::with_limits(RegistryLimits {
+        lobby_frame_bytes: 512,
+        max_rooms_per_session: 64,
+        ..limits()
+    });
+    let (watcher, out) = h.connect();
+    h.run(
+        watcher,
+        ClientFrame::SubscribeLobby {
+            reference: None,
+            filter: RoomFilter::default(),
+        },
+    );
+    let (owner, _) = h.connect();
+    for i in 0..30 {
+        h.create(owner, Some(&format!("r{i:02}")), RoomOptions::default());
+    }
+    // Every room has been heard of once the backlog of their creation drains.
+    while !lobby_frames(out.take()).is_empty() || !h.registry.lobby.is_idle() {
+        h.registry.flush_lobby();
+    }
+    // The first twelve rooms change before every flush: more than one frame holds.
+    let mut heard_last = false;
+    for round in 0..20 {
+        for i in 0..12 {
+            h.run(
+                owner,
+                ClientFrame::SetMetadata {
+                    reference: None,
+                    room: format!("r{i:02}"),
+                    metadata: meta(&[("round", &format!("{round:030}"))]),
+                },
+            );
+        }
+        if round == 0 {
+            h.run(
+                owner,
+                ClientFrame::SetMetadata {
+                    reference: None,
+                    room: "r29".into(),
+                    metadata: meta(&[("round", "once")]),
+                },
+            );
+        }
+        h.registry.flush_lobby();
+        heard_last |= lobby_frames(out.take())
+            .iter()
+            .any(|f| f.changed.iter().any(|i| i.room == "r29"));
+    }
+    assert!(heard_last, "r29 waited behind the busy rooms for ever");
+}
