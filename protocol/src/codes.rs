@@ -64,6 +64,10 @@ pub enum ErrorCode {
     /// The node cannot reach the cluster's Redis now; the request was not carried out and may
     /// be sent again.
     Unavailable,
+    /// The request reached the cluster's Redis but its answer did not come back: it may or
+    /// may not have been carried out. Check (a state's version, a room's members) before
+    /// sending it again.
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
@@ -96,6 +100,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
+            Self::OutcomeUnknown => "outcome_unknown",
         }
     }
 }

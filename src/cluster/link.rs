@@ -27,15 +27,40 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Why a call has no answer.
+/// Why a call has no answer, and whether Redis may have carried it out all the same.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
+    /// Not sent: nothing was done.
     #[error("Redis is unreachable")]
     Down,
+    /// Not sent: nothing was done.
     #[error("too many commands are waiting for Redis")]
     Busy,
+    /// Sent, and the connection failed before the answer came: it may have been carried out.
+    #[error("Redis did not answer in time")]
+    Unanswered,
+    /// Answered with an error; a function that failed part way may have changed some keys.
     #[error("Redis refused the command: {0}")]
     Refused(String),
+}
+
+impl LinkError {
+    /// Whether the command certainly had no effect.
+    pub fn not_carried_out(&self) -> bool {
+        matches!(self, Self::Down | Self::Busy)
+    }
+}
+
+impl From<LinkError> for crate::registry::RequestError {
+    /// A failed call that changes something: `unavailable` only when it certainly was not
+    /// carried out, else `outcome_unknown`.
+    fn from(err: LinkError) -> Self {
+        if err.not_carried_out() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::OutcomeUnknown(err.to_string())
+        }
+    }
 }
 
 /// What the link tells the node.
@@ -80,6 +105,14 @@ impl LinkConfig {
 
     pub fn room_key(&self, room: &str) -> String {
         format!("{}r:{room}", self.prefix)
+    }
+
+    /// The matchmaking index of open rooms: all of them, or those of one mode.
+    pub fn open_index(&self, mode: Option<&str>) -> String {
+        match mode {
+            Some(mode) if !mode.is_empty() => format!("{}open:{mode}", self.prefix),
+            _ => format!("{}open", self.prefix),
+        }
     }
 
     pub fn stream_key(&self, room: &str) -> String {
@@ -187,7 +220,7 @@ impl Link {
         let queued = self.queue(cmd, Answer::Oneshot(reply));
         async move {
             queued?;
-            answer.await.unwrap_or(Err(LinkError::Down))
+            answer.await.unwrap_or(Err(LinkError::Unanswered))
         }
     }
 
@@ -312,8 +345,9 @@ async fn serve_commands(
                 if let Err(err) = other {
                     tracing::debug!("cluster: pipeline failed: {err}");
                 }
+                // These were written to Redis: it may run them whenever it reads them.
                 for call in batch.drain(..) {
-                    if !call.answer(Err(LinkError::Down), replies).await {
+                    if !call.answer(Err(LinkError::Unanswered), replies).await {
                         return true;
                     }
                 }

@@ -200,14 +200,15 @@ impl ClusterActor {
             let result = match reply.map(wire::answer) {
                 Ok(Ok(Answer::Ok(rest))) => Ok(rest),
                 Ok(Ok(Answer::Refused(err))) => Err(err),
+                // Redis ran the call, so whatever it did stands; the answer does not say what.
                 Ok(Ok(Answer::Conflict { .. } | Answer::Gone(_))) => Err(
-                    RequestError::Unavailable("an answer this request does not take".into()),
+                    RequestError::OutcomeUnknown("an answer this request does not take".into()),
                 ),
                 Ok(Err(err)) => {
                     tracing::error!("cluster: {err}");
-                    Err(RequestError::Unavailable(err.to_string()))
+                    Err(RequestError::OutcomeUnknown(err.to_string()))
                 }
-                Err(err) => Err(RequestError::Unavailable(err.to_string())),
+                Err(err) => Err(RequestError::from(err)),
             };
             then(actor, ctx, result);
         });

@@ -327,9 +327,11 @@ redis.register_function('parlor_create', function(_, a)
   return admit(P, hist, node, room, sid, token, user)
 end)
 
--- join_or_create(sid, token, user, new room name, max_rooms, rules (8), mode filter ('' for
--- none), number of filter pairs, filter pairs..., number of patterns, patterns..., metadata
--- pairs...): the fullest open room matching the filter (oldest among equals), else a new one.
+-- join_or_create(sid, token, user, new room name ('' when none may be made), max_rooms,
+-- rules (8), mode filter ('' for none), number of filter pairs, filter pairs..., number of
+-- rooms the session may enter (-1: any), those rooms..., metadata pairs...): the fullest open
+-- room matching the filter (oldest among equals), else a new one. Which rooms a token's claim
+-- allows is decided by the node, in Rust; here only membership of that list is checked.
 redis.register_function('parlor_match', function(_, a)
   local P, hist, node = common(a)
   local sid, token, user, new_room, max_rooms = a[4], a[5], a[6], a[7], tonumber(a[8])
@@ -342,22 +344,14 @@ redis.register_function('parlor_match', function(_, a)
     filter[j] = a[i + j]
   end
   i = i + nfilter * 2 + 1
-  local npatterns = tonumber(a[i])
-  local patterns = {}
-  for j = 1, npatterns do
-    patterns[j] = a[i + j]
+  local nallowed = tonumber(a[i])
+  local allowed_set = {}
+  for j = 1, math.max(nallowed, 0) do
+    allowed_set[a[i + j]] = true
   end
-  i = i + npatterns + 1
+  i = i + math.max(nallowed, 0) + 1
   local function allowed(room)
-    if npatterns == 0 then
-      return true
-    end
-    for _, pat in ipairs(patterns) do
-      if string.match(room, pat) then
-        return true
-      end
-    end
-    return false
+    return nallowed < 0 or allowed_set[room] == true
   end
   local index = mode ~= '' and (P .. 'open:' .. mode) or (P .. 'open')
   local candidates = redis.call('ZRANGE', index, 0, -1, 'WITHSCORES')
@@ -384,8 +378,8 @@ redis.register_function('parlor_match', function(_, a)
   if best then
     return admit(P, hist, node, best, sid, token, user)
   end
-  if not allowed(new_room) then
-    return { 'err', 'forbidden', new_room }
+  if new_room == '' then
+    return { 'err', 'forbidden', 'a new room' }
   end
   if redis.call('ZCARD', P .. 'rooms') >= max_rooms then
     return { 'err', 'room_limit', int(max_rooms) }

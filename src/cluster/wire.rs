@@ -451,6 +451,14 @@ pub fn text(reply: &Reply) -> Option<String> {
     }
 }
 
+/// An array of strings (a `ZRANGE`'s members).
+pub fn texts(reply: &Reply) -> Option<Vec<String>> {
+    match reply {
+        Reply::Array(items) => items.iter().map(text).collect(),
+        _ => None,
+    }
+}
+
 pub fn number(reply: &Reply) -> Option<u64> {
     match reply {
         Reply::Int(n) => u64::try_from(*n).ok(),

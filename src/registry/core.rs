@@ -255,6 +255,8 @@ pub enum RequestError {
     Overloaded,
     #[error("the cluster cannot be reached now ({0}); nothing was done, and the request may be sent again")]
     Unavailable(String),
+    #[error("the cluster did not answer ({0}); the request may or may not have been carried out")]
+    OutcomeUnknown(String),
 }
 
 impl RequestError {
@@ -279,6 +281,7 @@ impl RequestError {
             Self::ResumeFailed(_) => ErrorCode::ResumeFailed,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             Self::Overloaded => ErrorCode::Overloaded,
         }
     }

@@ -130,6 +130,20 @@ impl Redis {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// SIGSTOP: Redis hangs, its connections open, answering nothing, until `thaw`.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "STOP");
+        }
+    }
+
+    /// SIGCONT: a frozen Redis runs again, reading what was sent to it meanwhile.
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal(child, "CONT");
+        }
+    }
+
     /// Starts Redis again on the same port, with what it wrote.
     pub fn restart(&mut self) {
         self.stop();

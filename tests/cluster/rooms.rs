@@ -180,3 +180,68 @@ async fn matchmaking_across_nodes_fills_rooms_exactly() {
     assert!(rooms.iter().all(|r| r.members == 4 && r.locked));
     redis.assert_consistent();
 }
+
+/// A token for `sub` whose rooms claim is `rooms`, signed with `secret`.
+fn token_with_rooms(secret: &str, sub: &str, rooms: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "exp": exp, "rooms": rooms}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matchmaking_keeps_to_the_rooms_claim_as_one_node_does() {
+    // Issue 12: the cluster matched claims as Lua patterns: `[]` let a user in anywhere,
+    // `r??` matched the two-character `ré` (three bytes), and a NUL cut a pattern short.
+    const SECRET: &str = "a-cluster-test-secret-long-enough-for-hs256";
+    let auth = [
+        ("PARLOR_AUTH_ALGORITHM", "HS256"),
+        ("PARLOR_AUTH_SECRET", SECRET),
+    ];
+    let (redis, nodes) = cluster(2, &auth).await;
+    let connect = |rooms: &'static [&'static str]| {
+        let url = format!(
+            "{}?token={}",
+            nodes[1].ws_url(),
+            token_with_rooms(SECRET, "player", rooms)
+        );
+        async move { parlor_client::Client::connect(&url).await.expect("connect") }
+    };
+    let mut host = connect(&["*"]).await;
+    for room in ["ré", "abcdef", "abc"] {
+        host.join(room).await.expect("host joins");
+    }
+    let forbidden = |result: Result<_, parlor_client::ClientError>| match result {
+        Err(parlor_client::ClientError::Refused(e)) => {
+            assert_eq!(e.code, parlor_client::protocol::ErrorCode::Forbidden)
+        }
+        other => panic!("expected forbidden, got {other:?}"),
+    };
+    for claim in [&[][..], &["r??"][..], &["abc\u{0}"][..]] {
+        let mut player = connect(claim).await;
+        forbidden(
+            player
+                .join_or_create(RoomFilter::default(), RoomOptions::default())
+                .await,
+        );
+    }
+    // A claim that allows some of them: the player goes into one of those.
+    let mut player = connect(&["abc*"]).await;
+    let joined = player
+        .join_or_create(RoomFilter::default(), RoomOptions::default())
+        .await
+        .expect("matched");
+    assert!(
+        ["abc", "abcdef"].contains(&joined.room.as_str()),
+        "{}",
+        joined.room
+    );
+    redis.assert_consistent();
+}

@@ -194,31 +194,78 @@ impl ClusterActor {
         options.metadata.extend(filter.metadata.clone());
         let rules = self.limits().rules_from(options)?;
         self.check_can_join(id, None)?;
-        let patterns: Vec<String> = self
-            .session(id)?
-            .profile
-            .rooms
-            .as_ref()
-            .map(|p| p.sources().iter().map(|s| lua_pattern(s)).collect())
-            .unwrap_or_default();
+        let new_room = new_room_id();
+        let Some(patterns) = self.session(id)?.profile.rooms.clone() else {
+            self.find_or_make(ctx, id, filter, rules, None, Some(new_room), reference);
+            return Ok(());
+        };
+        // A token's rooms claim is checked here, in Rust, as on one node: Redis gets the
+        // open rooms the claim allows, and may make a new room only if the claim allows its
+        // name.
+        let may_make = patterns.allows(&new_room).then_some(new_room.clone());
+        let index = self.settings.link.open_index(filter.mode.as_deref());
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(index).arg(0).arg(-1);
+        self.run(ctx, cmd, move |actor, ctx, reply| {
+            let open = match reply.map(|r| wire::texts(&r)) {
+                Ok(Some(open)) => open,
+                Ok(None) => {
+                    let err = RequestError::Unavailable("an unreadable room index".into());
+                    return actor.send_error(ctx, id, reference, &err);
+                }
+                // Only read: nothing was done either way.
+                Err(err) => {
+                    let err = RequestError::Unavailable(err.to_string());
+                    return actor.send_error(ctx, id, reference, &err);
+                }
+            };
+            let allowed: Vec<String> = open.into_iter().filter(|r| patterns.allows(r)).collect();
+            if allowed.is_empty() && may_make.is_none() {
+                return actor.send_error(ctx, id, reference, &RequestError::Forbidden(new_room));
+            }
+            actor.find_or_make(ctx, id, filter, rules, Some(allowed), may_make, reference);
+        });
+        Ok(())
+    }
+
+    /// Seats `id` in the fullest open room matching `filter` among `allowed` (`None`: any),
+    /// or in a new room `new_room` made with `rules` (`None`: none may be made).
+    #[allow(clippy::too_many_arguments)]
+    fn find_or_make(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: SessionId,
+        filter: RoomFilter,
+        rules: RoomRules,
+        allowed: Option<Vec<String>>,
+        new_room: Option<String>,
+        reference: Option<Ref>,
+    ) {
         let mut cmd = self.function("parlor_match");
         self.who(&mut cmd, id);
-        cmd.arg(new_room_id()).arg(self.limits().max_rooms);
+        cmd.arg(new_room.unwrap_or_default())
+            .arg(self.limits().max_rooms);
         Self::rules(&mut cmd, &rules);
         cmd.arg(filter.mode.clone().unwrap_or_default());
         cmd.arg(filter.metadata.len());
         for arg in wire::metadata_pairs(&filter.metadata) {
             cmd.arg(arg);
         }
-        cmd.arg(patterns.len());
-        for pattern in &patterns {
-            cmd.arg(pattern);
+        match &allowed {
+            None => {
+                cmd.arg(-1);
+            }
+            Some(rooms) => {
+                cmd.arg(rooms.len());
+                for room in rooms {
+                    cmd.arg(room);
+                }
+            }
         }
         for arg in wire::metadata_pairs(&rules.metadata) {
             cmd.arg(arg);
         }
         self.seat(ctx, id, cmd, reference);
-        Ok(())
     }
 
     /// Runs a join, create or matchmaking call; on success the session gets `joined` and `ok`
@@ -246,7 +293,8 @@ impl ClusterActor {
                 _ => false,
             };
             let snapshot = match result.and_then(|rest| {
-                Snapshot::parse(&rest).map_err(|e| RequestError::Unavailable(e.to_string()))
+                // The seat was taken; only its answer is unreadable.
+                Snapshot::parse(&rest).map_err(|e| RequestError::OutcomeUnknown(e.to_string()))
             }) {
                 Ok(snapshot) => snapshot,
                 Err(err) => {
@@ -452,34 +500,5 @@ impl ClusterActor {
                 cmd.arg(arg);
             }
         })
-    }
-}
-
-/// A glob (`*`, `?`) as an anchored Lua pattern.
-fn lua_pattern(glob: &str) -> String {
-    let mut out = String::from("^");
-    for c in glob.chars() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '^' | '$' | '(' | ')' | '%' | '.' | '[' | ']' | '+' | '-' => {
-                out.push('%');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('$');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lua_pattern;
-
-    #[test]
-    fn globs_become_anchored_lua_patterns() {
-        assert_eq!(lua_pattern("game-*"), "^game%-.*$");
-        assert_eq!(lua_pattern("a?.b"), "^a.%.b$");
     }
 }

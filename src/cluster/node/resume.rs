@@ -44,9 +44,9 @@ impl Handler<Resume> for ClusterActor {
                 Ok(Ok(Answer::Ok(rest))) => taken_rooms(&rest),
                 Ok(Ok(Answer::Refused(err))) => Err(err),
                 Ok(Ok(Answer::Conflict { .. } | Answer::Gone(_))) | Ok(Err(_)) => {
-                    Err(RequestError::Unavailable("an unexpected answer".into()))
+                    Err(RequestError::OutcomeUnknown("an unexpected answer".into()))
                 }
-                Err(err) => Err(RequestError::Unavailable(err.to_string())),
+                Err(err) => Err(RequestError::from(err)),
             };
             let rooms = match rooms {
                 Ok(rooms) => rooms,
@@ -63,7 +63,7 @@ impl Handler<Resume> for ClusterActor {
 
 /// `parlor_take_over`'s rooms: name, epoch, next offset.
 fn taken_rooms(rest: &[Reply]) -> Result<Vec<(String, String, u64)>, RequestError> {
-    let bad = || RequestError::Unavailable("an unreadable resume".into());
+    let bad = || RequestError::OutcomeUnknown("an unreadable resume".into());
     rest.get(1..)
         .unwrap_or_default()
         .chunks(3)

@@ -194,8 +194,8 @@ impl ClusterActor {
                     return actor.reread_state(ctx, room, kept, attempts);
                 }
                 Ok(Ok(Answer::Refused(err))) => err,
-                Ok(Err(err)) => RequestError::Unavailable(err.to_string()),
-                Err(err) => RequestError::Unavailable(err.to_string()),
+                Ok(Err(err)) => RequestError::OutcomeUnknown(err.to_string()),
+                Err(err) => RequestError::from(err),
             };
             for write in &batch {
                 actor.send_error(ctx, write.id, write.reference, &failure);
