@@ -186,7 +186,7 @@ impl Client {
 
     /// Takes back session `session` (dropped, or on a connection this client gave up) with the
     /// `resume_token` its `welcome` carried, catching up each room from `positions`. Must be
-    /// this connection's first request. On success this client is that session; the missed
+    /// this connection's first message. On success this client is that session; the missed
     /// frames (or a `joined` per room the history no longer covers) follow the `resumed`.
     pub async fn resume(
         &mut self,
