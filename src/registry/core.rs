@@ -899,6 +899,8 @@ impl<O: Outlet> Registry<O> {
         let room_name = match room_name {
             Some(name) => {
                 self.limits.check_room_name(&name)?;
+                // The claim first: a user must not learn which rooms exist outside it.
+                self.check_may_enter(id, &name)?;
                 if self.rooms.contains_key(&name) {
                     return Err(RequestError::RoomExists(name));
                 }

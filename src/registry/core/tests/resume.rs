@@ -319,6 +319,21 @@ fn room_patterns_limit_join_create_and_matchmaking() {
             && error_code(&frames) == Some(ErrorCode::Forbidden),
         "{frames:?}"
     );
+    // `create` of a room outside the claim is forbidden, whether the room exists or not: the
+    // answer must not tell which rooms exist outside it.
+    let (owner, _) = h.connect_as("t3", Some("carol"), None);
+    h.join(owner, "den");
+    for room in ["den", "nope"] {
+        h.run(
+            a,
+            ClientFrame::Create {
+                reference: Some(4),
+                room: Some(room.into()),
+                options: RoomOptions::default(),
+            },
+        );
+        assert_eq!(error_code(&out.take()), Some(ErrorCode::Forbidden), "{room}");
+    }
     // Members see the user id in presence and in `joined`.
     let (b, out_b) = h.connect_as("t2", Some("bob"), None);
     h.join(b, "game-1");
