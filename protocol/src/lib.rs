@@ -8,6 +8,7 @@
 mod codec;
 mod codes;
 mod frames;
+pub mod map_only;
 mod session_id;
 mod state;
 
