@@ -20,7 +20,8 @@ pub const MAX_PATH_KEYS: usize = 16;
 pub enum StateOp {
     /// Puts `value` at `path`, creating missing maps on the way.
     Set { path: Vec<String>, value: Value },
-    /// Removes whatever is at `path`; nothing there is not an error.
+    /// Removes whatever is at `path`; nothing there (the key or a map on the way absent) is
+    /// not an error, but a path through a value that is not a map is, as for `set`.
     Delete { path: Vec<String> },
 }
 
@@ -136,7 +137,8 @@ impl Document {
                     let _ = self.put(&path, node);
                 }
                 Undo::Remove(path) => {
-                    self.take(&path);
+                    // The operation created what is at the path, so it leads through maps.
+                    let _ = self.take(&path);
                 }
             }
         }
@@ -159,10 +161,11 @@ impl Document {
                     (None, None) => Undo::Remove(path.to_vec()),
                 })
             }
-            StateOp::Delete { .. } => Ok(match self.take(path) {
-                Some(old) => Undo::Restore(path.to_vec(), old),
-                None => Undo::Nothing,
-            }),
+            StateOp::Delete { .. } => match self.take(path) {
+                Ok(Some(old)) => Ok(Undo::Restore(path.to_vec(), old)),
+                Ok(None) => Ok(Undo::Nothing),
+                Err(key) => Err(StateError::ThroughValue { index, key }),
+            },
         }
     }
 
@@ -212,22 +215,29 @@ impl Document {
         Ok(old)
     }
 
-    /// Removes and returns what is at `path`, if anything.
-    fn take(&mut self, path: &[String]) -> Option<Node> {
-        let (last, parents) = path.split_last()?;
+    /// Removes and returns what is at `path`, if anything: a missing key on the way means
+    /// nothing is there. Fails with the offending key when the path runs through a value, as
+    /// `put` does, so that `set` and `delete` read paths alike.
+    fn take(&mut self, path: &[String]) -> Result<Option<Node>, String> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(None);
+        };
         let mut map = &mut self.root;
         for key in parents {
-            match map.get_mut(key)? {
-                Node::Map(child) => map = child,
-                Node::Value(_) => return None,
+            match map.get_mut(key) {
+                Some(Node::Map(child)) => map = child,
+                Some(Node::Value(_)) => return Err(key.clone()),
+                None => return Ok(None),
             }
         }
         let before = map.len();
-        let old = map.remove(last)?;
+        let Some(old) = map.remove(last) else {
+            return Ok(None);
+        };
         let shrink =
             header_delta(before, before - 1) - (str_len(last) + old.encoded_len()) as isize;
         self.encoded_len = (self.encoded_len() as isize + shrink) as usize;
-        Some(old)
+        Ok(Some(old))
     }
 }
 

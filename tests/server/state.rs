@@ -202,6 +202,19 @@ async fn oversized_or_invalid_updates_change_nothing() {
         )
         .await;
     assert_eq!(refused_code(through), ErrorCode::InvalidPath);
+    let delete_through = a
+        .update_state(
+            ROOM,
+            vec![
+                set(&["ok"], 1),
+                StateOp::Delete {
+                    path: vec!["title".into(), "deeper".into()],
+                },
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused_code(delete_through), ErrorCode::InvalidPath);
     let mut b = connect(&node).await;
     assert_eq!(
         refused_code(b.update_state(ROOM, vec![set(&["x"], 1)], None).await),

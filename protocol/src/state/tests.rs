@@ -98,6 +98,54 @@ fn deleting_nothing_is_not_an_error() {
     doc.apply(&[delete(&["nope"]), delete(&["a", "b"])], BIG)
         .unwrap();
     assert!(doc.is_empty());
+    // Absent maps on the way, at any depth, are nothing there too.
+    doc.apply(&[set(&["m", "k"], 1)], BIG).unwrap();
+    let before = doc.clone();
+    doc.apply(
+        &[delete(&["m", "absent", "deeper"]), delete(&["m", "gone"])],
+        BIG,
+    )
+    .unwrap();
+    assert_eq!(doc, before);
+}
+
+#[test]
+fn a_delete_through_a_value_fails_and_changes_nothing() {
+    let mut doc = Document::new();
+    let int_keyed = Value::Map(vec![(Value::from(1), Value::from("one"))]);
+    doc.apply(
+        &[
+            set(&["x"], 1),
+            set(&["x2"], 1),
+            set(&["m", "k"], 2),
+            set(&["ints"], int_keyed),
+        ],
+        BIG,
+    )
+    .unwrap();
+    let before = doc.clone();
+    for (through, key) in [
+        (&["x", "y"][..], "x"),
+        (&["m", "k", "z"][..], "k"),
+        (&["x", "y", "z"][..], "x"),
+        // A map whose keys are not all strings is a value: paths do not enter it.
+        (&["ints", "1"][..], "ints"),
+    ] {
+        // An earlier op of the batch that applied is undone with it.
+        let err = doc
+            .apply(&[delete(&["x2"]), set(&["new"], 1), delete(through)], BIG)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            StateError::ThroughValue {
+                index: 2,
+                key: key.into()
+            },
+            "{through:?}"
+        );
+        assert_eq!(doc, before);
+        assert_eq!(doc.encoded_len(), actual_len(&doc));
+    }
 }
 
 #[test]

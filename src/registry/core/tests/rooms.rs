@@ -483,6 +483,15 @@ fn bad_state_updates_are_typed_and_change_nothing() {
             vec![StateOp::Delete { path: vec![] }],
             ErrorCode::InvalidPath,
         ),
+        (
+            vec![
+                set("2", 2),
+                StateOp::Delete {
+                    path: vec!["cells".into(), "1".into(), "x".into()],
+                },
+            ],
+            ErrorCode::InvalidPath,
+        ),
         (vec![set("big", "x".repeat(300))], ErrorCode::StateTooLarge),
     ];
     for (ops, code) in cases {
