@@ -229,7 +229,7 @@ fn every_server_frame_round_trips() {
             metadata: metadata(),
             state: {
                 let mut doc = Document::new();
-                doc.apply(&ops(), 1 << 20).unwrap();
+                doc.apply(&ops(), StateLimits::UNBOUNDED).unwrap();
                 doc
             },
             version: 12,
