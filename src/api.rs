@@ -13,7 +13,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use parlor_protocol::{decode_value, encode_value, SessionId, Value};
+use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
 
 use crate::auth::bearer_token;
 use crate::http::AppState;
@@ -160,9 +160,15 @@ fn read_body<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// `{event, data}`, as a map only: serde would also read the fields from a positional array
+/// (`["deal", 1]`), in JSON as in MessagePack, and the API, like the protocol, names them.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct PublishBody(#[serde(deserialize_with = "map_only::deserialize")] PublishFields);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+struct PublishFields {
     event: String,
     #[serde(default = "nil")]
     data: Value,
@@ -191,7 +197,8 @@ async fn publish(
                 settings.max_frame_bytes
             )));
         }
-        let PublishBody { event, data } = read_body(&req, &body, settings.max_depth)?;
+        let PublishBody(PublishFields { event, data }) =
+            read_body(&req, &body, settings.max_depth)?;
         let max_event = settings.limits.max_event_name_bytes as usize;
         if event.is_empty() || event.len() > max_event {
             return Err(ApiError::BadRequest(format!(

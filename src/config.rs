@@ -57,6 +57,7 @@ pub struct LimitsConfig {
     pub max_depth: usize,
     pub max_rooms: usize,
     pub max_state_bytes: usize,
+    pub max_state_values: usize,
     pub max_metadata_bytes: usize,
     pub max_listed_rooms: usize,
 }
@@ -276,6 +277,7 @@ impl Config {
             ("limits.max_depth", l.max_depth),
             ("limits.max_rooms", l.max_rooms),
             ("limits.max_state_bytes", l.max_state_bytes),
+            ("limits.max_state_values", l.max_state_values),
             ("limits.max_metadata_bytes", l.max_metadata_bytes),
             ("limits.max_listed_rooms", l.max_listed_rooms),
             ("registry.queue_bytes", self.registry.queue_bytes),

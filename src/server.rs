@@ -71,6 +71,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         max_event_name_bytes: config.limits.max_event_name_bytes,
         max_rooms: config.limits.max_rooms,
         max_state_bytes: config.limits.max_state_bytes,
+        max_state_values: config.limits.max_state_values,
         max_metadata_bytes: config.limits.max_metadata_bytes,
         max_listed_rooms: config.limits.max_listed_rooms,
         lobby_frame_bytes: config.rooms.lobby_frame_bytes,

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use parlor_protocol::{
     decode_server, encode_client, ClientFrame, DecodeError, Document, ErrorFrame, JoinedFrame,
     Metadata, Ref, ResumedFrame, RoomFilter, RoomInfo, RoomOptions, RoomPosition, ServerFrame,
-    SessionId, StateError, StateOp, StatePatchFrame, Value, WelcomeFrame,
+    SessionId, StateError, StateLimits, StateOp, StatePatchFrame, Value, WelcomeFrame,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -501,7 +501,7 @@ impl StateMirror {
                     got: patch.version,
                 });
             }
-            self.state.apply(&patch.ops, usize::MAX)?;
+            self.state.apply(&patch.ops, StateLimits::UNBOUNDED)?;
             self.version = patch.version;
         }
         Ok(())

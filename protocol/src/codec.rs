@@ -38,6 +38,9 @@ pub fn decode_client(bytes: &[u8], max_depth: usize) -> Result<ClientFrame, Deco
     match decode_exact::<ClientFrame>(bytes, max_depth) {
         // serde also accepts a variant's index as its tag; the protocol names types by string.
         Ok(frame) if tag_is_string(bytes) => Ok(frame),
+        // serde also reads a tagged enum from a positional array (the tag first); a frame is a
+        // map.
+        Ok(_) if !starts_with_map(bytes) => Err(not_a_map()),
         Ok(_) => Err(DecodeError::new(
             ErrorCode::InvalidField,
             None,
@@ -209,11 +212,7 @@ fn classify(bytes: &[u8], max_depth: usize, failure: Failure) -> DecodeError {
                 DecodeError::new(ErrorCode::InvalidField, None, other.to_string())
             }
             None => match decode_exact::<serde::de::IgnoredAny>(bytes, max_depth) {
-                Ok(_) => DecodeError::new(
-                    ErrorCode::NotAMap,
-                    None,
-                    "a frame must be a MessagePack map with a string `type`",
-                ),
+                Ok(_) => not_a_map(),
                 Err(Failure::Decode(E::DepthLimitExceeded)) => DecodeError::new(
                     ErrorCode::TooDeep,
                     None,
@@ -223,6 +222,14 @@ fn classify(bytes: &[u8], max_depth: usize, failure: Failure) -> DecodeError {
             },
         },
     }
+}
+
+fn not_a_map() -> DecodeError {
+    DecodeError::new(
+        ErrorCode::NotAMap,
+        None,
+        "a frame must be a MessagePack map with a string `type`",
+    )
 }
 
 fn starts_with_map(bytes: &[u8]) -> bool {

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::map_only;
 use crate::{Document, ErrorCode, LeaveReason, Ref, SessionId, StateOp, Value};
 
 /// A room's metadata: a map of named values (name, mode, map, anything) shown in the lobby.
 pub type Metadata = BTreeMap<String, Value>;
 
 /// A frame sent by a client. Every request may carry a `ref`; the server then answers it with
-/// exactly one `ok` or `error` bearing the same `ref`.
+/// exactly one `ok` or `error` bearing the same `ref`. Every struct-typed field goes through
+/// `map_only`, so that no positional array stands in for a map.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -30,16 +32,16 @@ pub enum ClientFrame {
         reference: Option<Ref>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::deserialize")]
         options: RoomOptions,
     },
     /// Join the fullest open room matching `filter`, or create one with `options`.
     JoinOrCreate {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::deserialize")]
         filter: RoomFilter,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::deserialize")]
         options: RoomOptions,
     },
     /// Stop being a member of `room`.
@@ -99,7 +101,7 @@ pub enum ClientFrame {
     ListRooms {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::deserialize")]
         filter: RoomFilter,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
@@ -109,7 +111,7 @@ pub enum ClientFrame {
     SubscribeLobby {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::deserialize")]
         filter: RoomFilter,
     },
     /// Stop receiving `lobby` updates.
@@ -123,6 +125,7 @@ pub enum ClientFrame {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<Ref>,
         room: String,
+        #[serde(deserialize_with = "map_only::vec")]
         ops: Vec<StateOp>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_version: Option<u64>,
@@ -136,7 +139,7 @@ pub enum ClientFrame {
         session: SessionId,
         token: String,
         /// Where the client is in each room: the epoch and offset of the next frame it expects.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "map_only::vec")]
         rooms: Vec<RoomPosition>,
     },
 }

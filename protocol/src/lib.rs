@@ -8,6 +8,7 @@
 mod codec;
 mod codes;
 mod frames;
+pub mod map_only;
 mod session_id;
 mod state;
 
@@ -23,7 +24,7 @@ pub use frames::{
 };
 pub use rmpv::Value;
 pub use session_id::SessionId;
-pub use state::{Document, StateError, StateOp, MAX_PATH_KEYS};
+pub use state::{Document, StateError, StateLimits, StateOp, MAX_PATH_KEYS};
 
 /// The protocol version this crate speaks; `welcome` carries it.
 pub const PROTOCOL_VERSION: u32 = 1;

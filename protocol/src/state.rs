@@ -20,7 +20,8 @@ pub const MAX_PATH_KEYS: usize = 16;
 pub enum StateOp {
     /// Puts `value` at `path`, creating missing maps on the way.
     Set { path: Vec<String>, value: Value },
-    /// Removes whatever is at `path`; nothing there is not an error.
+    /// Removes whatever is at `path`; nothing there (the key or a map on the way absent) is
+    /// not an error, but a path through a value that is not a map is, as for `set`.
     Delete { path: Vec<String> },
 }
 
@@ -32,6 +33,26 @@ impl StateOp {
     }
 }
 
+/// The bounds a document must stay within after every batch. The encoded size alone does
+/// not bound memory: a nil is one byte encoded but a whole `Value` (40 bytes) decoded, so
+/// the number of values is bounded as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Most bytes the document may take encoded as MessagePack (`max_state_bytes`).
+    pub max_bytes: usize,
+    /// Most MessagePack values the document may hold, as `Document::value_count` counts them
+    /// (`max_state_values`).
+    pub max_values: usize,
+}
+
+impl StateLimits {
+    /// No bounds: for mirrors that follow a server which has already checked them.
+    pub const UNBOUNDED: Self = Self {
+        max_bytes: usize::MAX,
+        max_values: usize::MAX,
+    };
+}
+
 /// Why a batch of operations was refused. The document is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -39,8 +60,10 @@ pub enum StateError {
     BadPathLength { index: usize },
     #[error("operation {index}: {key:?} is a value, not a map, so the path cannot go through it")]
     ThroughValue { index: usize, key: String },
-    #[error("the state would be {size} bytes encoded, over the limit of {max}")]
+    #[error("the state would be {size} bytes encoded, over max_state_bytes ({max})")]
     TooLarge { size: usize, max: usize },
+    #[error("the state would hold {count} MessagePack values, over max_state_values ({max})")]
+    TooManyValues { count: usize, max: usize },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +79,9 @@ pub struct Document {
     root: BTreeMap<String, Node>,
     /// Bytes of the document's MessagePack encoding, kept up to date by every change.
     encoded_len: usize,
+    /// Values below the root (`value_count` less the root map itself), kept up to date by
+    /// every change, so that `Default` is the empty document.
+    values: usize,
 }
 
 /// What undoes one applied operation.
@@ -72,12 +98,23 @@ impl Document {
         Self {
             root: BTreeMap::new(),
             encoded_len: 1,
+            values: 0,
         }
     }
 
     /// Bytes this document takes encoded as MessagePack.
     pub fn encoded_len(&self) -> usize {
         self.encoded_len.max(1)
+    }
+
+    /// MessagePack values in this document's encoding: every value counts one, whether a
+    /// scalar (nil, boolean, number, string, binary, extension: one each, whatever their
+    /// length), an array or a map (one for itself, plus what it holds); every element of an
+    /// array, and every key and every value of a map, counts as a value in its own right.
+    /// The empty document (one empty map) is 1; `{"a": [nil, nil]}` is 5. What a room's state
+    /// costs in memory follows this count, which is why `max_state_values` bounds it.
+    pub fn value_count(&self) -> usize {
+        1 + self.values
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,8 +140,9 @@ impl Document {
     }
 
     /// Applies `ops` in order, all or nothing: if any operation is invalid, or the result
-    /// would encode to more than `max_bytes`, the document is left exactly as it was.
-    pub fn apply(&mut self, ops: &[StateOp], max_bytes: usize) -> Result<(), StateError> {
+    /// would be outside `limits`, the document is left exactly as it was. Only the result is
+    /// bounded: a batch may pass through a larger document on the way.
+    pub fn apply(&mut self, ops: &[StateOp], limits: StateLimits) -> Result<(), StateError> {
         let mut undo = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
             match self.apply_one(index, op) {
@@ -115,15 +153,26 @@ impl Document {
                 }
             }
         }
-        if self.encoded_len() > max_bytes {
-            let size = self.encoded_len();
-            self.rollback(undo);
-            return Err(StateError::TooLarge {
-                size,
-                max: max_bytes,
-            });
+        let over = if self.encoded_len() > limits.max_bytes {
+            Some(StateError::TooLarge {
+                size: self.encoded_len(),
+                max: limits.max_bytes,
+            })
+        } else if self.value_count() > limits.max_values {
+            Some(StateError::TooManyValues {
+                count: self.value_count(),
+                max: limits.max_values,
+            })
+        } else {
+            None
+        };
+        match over {
+            Some(err) => {
+                self.rollback(undo);
+                Err(err)
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn rollback(&mut self, undo: Vec<Undo>) {
@@ -136,7 +185,8 @@ impl Document {
                     let _ = self.put(&path, node);
                 }
                 Undo::Remove(path) => {
-                    self.take(&path);
+                    // The operation created what is at the path, so it leads through maps.
+                    let _ = self.take(&path);
                 }
             }
         }
@@ -159,10 +209,11 @@ impl Document {
                     (None, None) => Undo::Remove(path.to_vec()),
                 })
             }
-            StateOp::Delete { .. } => Ok(match self.take(path) {
-                Some(old) => Undo::Restore(path.to_vec(), old),
-                None => Undo::Nothing,
-            }),
+            StateOp::Delete { .. } => match self.take(path) {
+                Ok(Some(old)) => Ok(Undo::Restore(path.to_vec(), old)),
+                Ok(None) => Ok(Undo::Nothing),
+                Err(key) => Err(StateError::ThroughValue { index, key }),
+            },
         }
     }
 
@@ -186,10 +237,13 @@ impl Document {
             return Ok(None);
         };
         let mut growth: isize = 0;
+        // Values below the root: a created map adds its key and itself.
+        let mut values: isize = 0;
         let mut map = &mut self.root;
         for key in parents {
             if !map.contains_key(key) {
                 growth += header_delta(map.len(), map.len() + 1) + str_len(key) as isize + 1;
+                values += 2;
                 map.insert(key.clone(), Node::Map(BTreeMap::new()));
             }
             match map.get_mut(key) {
@@ -202,32 +256,49 @@ impl Document {
             }
         }
         let new_len = node.encoded_len();
+        let new_values = node.value_count() as isize;
         let before = map.len();
         let old = map.insert(last.clone(), node);
         match &old {
-            Some(old) => growth += new_len as isize - old.encoded_len() as isize,
-            None => growth += header_delta(before, before + 1) + (str_len(last) + new_len) as isize,
+            Some(old) => {
+                growth += new_len as isize - old.encoded_len() as isize;
+                values += new_values - old.value_count() as isize;
+            }
+            None => {
+                growth += header_delta(before, before + 1) + (str_len(last) + new_len) as isize;
+                values += 1 + new_values;
+            }
         }
         self.encoded_len = (self.encoded_len() as isize + growth) as usize;
+        self.values = (self.values as isize + values) as usize;
         Ok(old)
     }
 
-    /// Removes and returns what is at `path`, if anything.
-    fn take(&mut self, path: &[String]) -> Option<Node> {
-        let (last, parents) = path.split_last()?;
+    /// Removes and returns what is at `path`, if anything: a missing key on the way means
+    /// nothing is there. Fails with the offending key when the path runs through a value, as
+    /// `put` does, so that `set` and `delete` read paths alike.
+    fn take(&mut self, path: &[String]) -> Result<Option<Node>, String> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(None);
+        };
         let mut map = &mut self.root;
         for key in parents {
-            match map.get_mut(key)? {
-                Node::Map(child) => map = child,
-                Node::Value(_) => return None,
+            match map.get_mut(key) {
+                Some(Node::Map(child)) => map = child,
+                Some(Node::Value(_)) => return Err(key.clone()),
+                None => return Ok(None),
             }
         }
         let before = map.len();
-        let old = map.remove(last)?;
+        let Some(old) = map.remove(last) else {
+            return Ok(None);
+        };
         let shrink =
             header_delta(before, before - 1) - (str_len(last) + old.encoded_len()) as isize;
         self.encoded_len = (self.encoded_len() as isize + shrink) as usize;
-        Some(old)
+        // The key and what it held.
+        self.values = self.values.saturating_sub(1 + old.value_count());
+        Ok(Some(old))
     }
 }
 
@@ -261,6 +332,34 @@ impl Node {
             Node::Map(map) => map_len(map),
             Node::Value(value) => value_len(value),
         }
+    }
+
+    /// MessagePack values in this node's encoding (see `Document::value_count`).
+    fn value_count(&self) -> usize {
+        match self {
+            Node::Map(map) => 1 + entries_count(map),
+            Node::Value(value) => value_count(value),
+        }
+    }
+}
+
+/// Values inside a map of nodes: each key and what it holds.
+fn entries_count(map: &BTreeMap<String, Node>) -> usize {
+    map.values().map(|node| 1 + node.value_count()).sum()
+}
+
+/// Values in `value`'s encoding. The recursion is as deep as the value, which decoding
+/// bounded (`max_depth`).
+fn value_count(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(value_count).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| value_count(k) + value_count(v))
+                .sum::<usize>()
+        }
+        _ => 1,
     }
 }
 
@@ -339,6 +438,7 @@ impl<'de> Deserialize<'de> for Document {
         match Node::from_value(Value::deserialize(deserializer)?) {
             Node::Map(root) => Ok(Document {
                 encoded_len: map_len(&root),
+                values: entries_count(&root),
                 root,
             }),
             Node::Value(_) => Err(D::Error::custom(

@@ -229,7 +229,7 @@ fn every_server_frame_round_trips() {
             metadata: metadata(),
             state: {
                 let mut doc = Document::new();
-                doc.apply(&ops(), 1 << 20).unwrap();
+                doc.apply(&ops(), StateLimits::UNBOUNDED).unwrap();
                 doc
             },
             version: 12,
@@ -374,6 +374,15 @@ fn bad_frames_are_classified() {
         (ErrorCode::Malformed, None)
     );
     assert_eq!(code_of(&[0x93, 1, 2, 3], 32), (ErrorCode::NotAMap, None));
+    // serde would read a tagged enum from an array with the tag first.
+    for array in [
+        vec![Value::from("unsubscribe_lobby")],
+        vec![Value::from("join"), Value::from(1), Value::from("r")],
+    ] {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &Value::Array(array)).unwrap();
+        assert_eq!(code_of(&bytes, 32), (ErrorCode::NotAMap, None));
+    }
     assert_eq!(
         code_of(
             &map(&[("type", Value::from("nope")), ("ref", Value::from(4))]),
@@ -449,6 +458,139 @@ fn bad_frames_are_classified() {
         ),
         (ErrorCode::InvalidField, Some(3))
     );
+}
+
+/// Every struct-typed field of a client frame, as the array a serde derive would also read
+/// positionally, beside the map it must be. PROTOCOL.md: positional arrays are never used.
+fn struct_fields_as_arrays_and_as_maps() -> Vec<(&'static str, &'static str, Vec<u8>, Vec<u8>)> {
+    let arr = |items: Vec<Value>| Value::Array(items);
+    let obj = |fields: &[(&str, Value)]| {
+        Value::Map(
+            fields
+                .iter()
+                .map(|(k, v)| (Value::from(*k), v.clone()))
+                .collect(),
+        )
+    };
+    let frame = |kind: &str, field: &str, value: Value| {
+        map(&[
+            ("type", Value::from(kind)),
+            ("ref", Value::from(9)),
+            ("room", Value::from("r")),
+            ("session", Value::from(id(1).to_string())),
+            ("token", Value::from("t")),
+            (field, value),
+        ])
+    };
+    let options = (
+        arr(vec![Value::from(1)]),
+        obj(&[("max_members", Value::from(1))]),
+    );
+    let filter = (
+        arr(vec![Value::from("duel")]),
+        obj(&[("mode", Value::from("duel"))]),
+    );
+    let ops = (
+        arr(vec![arr(vec![
+            Value::from("set"),
+            arr(vec![Value::from("a")]),
+            Value::from(1),
+        ])]),
+        arr(vec![obj(&[
+            ("op", Value::from("set")),
+            ("path", arr(vec![Value::from("a")])),
+            ("value", Value::from(1)),
+        ])]),
+    );
+    let rooms = (
+        arr(vec![arr(vec![
+            Value::from("r"),
+            Value::from("e"),
+            Value::from(1),
+        ])]),
+        arr(vec![obj(&[
+            ("room", Value::from("r")),
+            ("epoch", Value::from("e")),
+            ("offset", Value::from(1)),
+        ])]),
+    );
+    let cases = [
+        ("create", "options", &options),
+        ("join_or_create", "options", &options),
+        ("join_or_create", "filter", &filter),
+        ("list_rooms", "filter", &filter),
+        ("subscribe_lobby", "filter", &filter),
+        ("update_state", "ops", &ops),
+        ("resume", "rooms", &rooms),
+    ];
+    cases
+        .into_iter()
+        .map(|(kind, field, (array, good))| {
+            (
+                kind,
+                field,
+                frame(kind, field, array.clone()),
+                frame(kind, field, good.clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn struct_fields_written_as_arrays_are_invalid_fields() {
+    let mut accepted = Vec::new();
+    for (kind, field, array, good) in struct_fields_as_arrays_and_as_maps() {
+        assert!(
+            decode_client(&good, 32).is_ok(),
+            "{kind}: the map form of {field} decodes"
+        );
+        match decode_client(&array, 32) {
+            Err(e) if (e.code, e.reference) == (ErrorCode::InvalidField, Some(9)) => {}
+            other => accepted.push(format!("{kind}.{field}: {other:?}")),
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "array forms not refused: {accepted:#?}"
+    );
+    // Nor any other value where a map belongs.
+    for value in [
+        Value::from(1),
+        Value::from("x"),
+        Value::Nil,
+        Value::from(true),
+    ] {
+        let bytes = map(&[
+            ("type", Value::from("create")),
+            ("ref", Value::from(9)),
+            ("options", value.clone()),
+        ]);
+        assert_eq!(
+            code_of(&bytes, 32),
+            (ErrorCode::InvalidField, Some(9)),
+            "{value}"
+        );
+    }
+    // A state op's array form inside an otherwise valid batch refuses the whole frame.
+    let mixed = map(&[
+        ("type", Value::from("update_state")),
+        ("ref", Value::from(9)),
+        ("room", Value::from("r")),
+        (
+            "ops",
+            Value::Array(vec![
+                Value::Map(vec![
+                    (Value::from("op"), Value::from("delete")),
+                    (Value::from("path"), Value::Array(vec![Value::from("a")])),
+                ]),
+                Value::Array(vec![
+                    Value::from("delete"),
+                    Value::Array(vec![Value::from("b")]),
+                ]),
+            ]),
+        ),
+    ]);
+    assert_eq!(code_of(&mixed, 32), (ErrorCode::InvalidField, Some(9)));
 }
 
 #[test]

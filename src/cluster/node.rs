@@ -19,8 +19,8 @@ use actix::{
 use bytes::Bytes;
 use parlor_protocol::{
     encode_server, ClientFrame, DirectFrame, Document, EventFrame, LeaveReason, Metadata, Ref,
-    ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions, ServerFrame, SessionId,
-    StateError, StateOp, StatePatch, StatePatchFrame, Value,
+    ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions, ServerFrame, SessionId, StateOp,
+    StatePatch, StatePatchFrame, Value,
 };
 use redis::Value as Reply;
 use tokio::sync::mpsc;

@@ -14,7 +14,7 @@ use parlor_protocol::{
     encode_server, encoded_len, ClientFrame, DirectFrame, Document, ErrorCode, ErrorFrame,
     EventFrame, JoinedFrame, LeaveReason, Metadata, PresenceFrame, PresenceStatus, Ref,
     ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions, RoomPosition, RoomUpdateFrame,
-    ServerFrame, SessionId, StateError, StateOp, StatePatch, StatePatchFrame, Value,
+    ServerFrame, SessionId, StateError, StateLimits, StateOp, StatePatch, StatePatchFrame, Value,
 };
 
 use super::lobby::Lobby;
@@ -121,6 +121,9 @@ pub struct RegistryLimits {
     pub max_event_name_bytes: usize,
     pub max_rooms: usize,
     pub max_state_bytes: usize,
+    /// Most MessagePack values in one room's state (`Document::value_count`): what bounds
+    /// its memory, which the encoded bytes do not.
+    pub max_state_values: usize,
     pub max_metadata_bytes: usize,
     /// Most rooms one `room_list` carries.
     pub max_listed_rooms: usize,
@@ -181,6 +184,14 @@ impl RegistryLimits {
             password: None,
             metadata: Metadata::new(),
             dispose_when_empty: true,
+        }
+    }
+
+    /// The bounds every room's state stays within, on one node and in a cluster alike.
+    pub(crate) fn state_limits(&self) -> StateLimits {
+        StateLimits {
+            max_bytes: self.max_state_bytes,
+            max_values: self.max_state_values,
         }
     }
 
@@ -257,6 +268,20 @@ pub enum RequestError {
     Unavailable(String),
     #[error("the cluster did not answer ({0}); the request may or may not have been carried out")]
     OutcomeUnknown(String),
+}
+
+impl From<StateError> for RequestError {
+    /// A refused state batch: over a bound (`state_too_large`) or a bad path (`invalid_path`).
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::TooLarge { .. } | StateError::TooManyValues { .. } => {
+                Self::StateTooLarge(err)
+            }
+            StateError::BadPathLength { .. } | StateError::ThroughValue { .. } => {
+                Self::InvalidPath(err)
+            }
+        }
+    }
 }
 
 impl RequestError {
@@ -1256,12 +1281,7 @@ impl<O: Outlet> Registry<O> {
                 });
             }
         }
-        room.state
-            .apply(&ops, limits.max_state_bytes)
-            .map_err(|err| match err {
-                StateError::TooLarge { .. } => RequestError::StateTooLarge(err),
-                _ => RequestError::InvalidPath(err),
-            })?;
+        room.state.apply(&ops, limits.state_limits())?;
         room.version += 1;
         let patch = StatePatch {
             version: room.version,
@@ -1448,6 +1468,9 @@ impl<O: Outlet> Registry<O> {
             }
             if room.state.encoded_len() > self.limits.max_state_bytes {
                 return Err(format!("room {name:?} state is over max_state_bytes"));
+            }
+            if room.state.value_count() > self.limits.max_state_values {
+                return Err(format!("room {name:?} state is over max_state_values"));
             }
             if room.pending_patches.len() as u64 > room.version {
                 return Err(format!("room {name:?} holds more patches than versions"));

@@ -201,6 +201,7 @@ pub fn small_limits() -> RegistryLimits {
         max_event_name_bytes: 8,
         max_rooms: 6,
         max_state_bytes: 200,
+        max_state_values: 40,
         max_metadata_bytes: 64,
         max_listed_rooms: 4,
         lobby_frame_bytes: 16_384,

@@ -2,8 +2,8 @@
 //! every member ends with the same state at the same version, and every patch arrives in the
 //! same order everywhere.
 
-use parlor_client::protocol::{ServerFrame, SessionId, StateOp, Value};
-use parlor_client::StateMirror;
+use parlor_client::protocol::{ErrorCode, ServerFrame, SessionId, StateOp, Value};
+use parlor_client::{ClientError, StateMirror};
 
 use crate::harness::{cluster, within};
 
@@ -156,6 +156,65 @@ async fn a_write_that_fails_on_a_stale_copy_is_tried_on_the_real_state() {
         joined.state.get(&["a".to_string(), "b".to_string()]),
         Some(Value::from(2))
     );
+    redis.assert_consistent();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_bounds_hold_on_a_cluster_against_the_real_state() {
+    let (redis, nodes) = cluster(2, &[("PARLOR_LIMITS_MAX_STATE_VALUES", "100")]).await;
+    let mut here = nodes[0].client().await;
+    let mut there = nodes[1].client().await;
+    here.join_room("doc", None).await.expect("join");
+    there.join_room("doc", None).await.expect("join");
+    let set = |path: &[&str], value: Value| StateOp::Set {
+        path: path.iter().map(|k| k.to_string()).collect(),
+        value,
+    };
+    let nils = |n| Value::Array(vec![Value::Nil; n]);
+    here.update_state("doc", vec![set(&["a"], Value::from(1))], None)
+        .await
+        .expect("a = 1");
+    // 1 + "a", 1 + "big", its array and 90 nils: 95 values.
+    there
+        .update_state("doc", vec![set(&["big"], nils(90))], None)
+        .await
+        .expect("big");
+    // Twelve more values fit what node a may still hold, not the state Redis has.
+    let refused = here
+        .update_state("doc", vec![set(&["c"], nils(10))], None)
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Refused(e)) if e.code == ErrorCode::StateTooLarge),
+        "{refused:?}"
+    );
+    let refused = here
+        .update_state("doc", vec![set(&["d"], nils(65_000))], None)
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Refused(e)) if e.code == ErrorCode::StateTooLarge),
+        "{refused:?}"
+    );
+    let refused = there
+        .update_state(
+            "doc",
+            vec![StateOp::Delete {
+                path: vec!["a".into(), "x".into()],
+            }],
+            None,
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Refused(e)) if e.code == ErrorCode::InvalidPath),
+        "{refused:?}"
+    );
+    let joined = nodes[1]
+        .client()
+        .await
+        .join_room("doc", None)
+        .await
+        .expect("join");
+    assert_eq!(joined.version, 2, "no refused write used a version");
+    assert_eq!(joined.state.value_count(), 95);
     redis.assert_consistent();
 }
 

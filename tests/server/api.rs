@@ -197,3 +197,38 @@ async fn read_list_and_disconnect() {
     let (status, _, _) = http(&node, "DELETE", &path, &[("authorization", &auth)], vec![]).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_publish_body_written_as_an_array_is_refused() {
+    // serde would read `["forged", 1]` positionally as {event, data}, in JSON and MessagePack.
+    let node = api_node();
+    let mut a = connect(&node).await;
+    a.join("table").await.expect("join");
+    let auth = bearer(KEY);
+    let positional = serde_json::json!(["forged", 1]);
+    for (content_type, body) in [
+        ("application/json", positional.to_string().into_bytes()),
+        ("application/msgpack", encode_value(&positional).to_vec()),
+    ] {
+        let (status, _, answer) = http(
+            &node,
+            "POST",
+            "/api/rooms/table/events",
+            &[("authorization", &auth), ("content-type", content_type)],
+            body,
+        )
+        .await;
+        assert_eq!(
+            status,
+            400,
+            "{content_type}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // Nothing reached the room: the next event is a marker.
+    a.emit("table", "marker", Value::Nil, true)
+        .await
+        .expect("emit");
+    let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+    assert!(matches!(frame, ServerFrame::Event(e) if e.event == "marker"));
+}

@@ -267,3 +267,33 @@ async fn a_continuation_without_a_start_closes_with_1002() {
         .expect("close frame");
     assert_eq!(u16::from(close.code), close::PROTOCOL_ERROR);
 }
+
+#[tokio::test]
+async fn create_with_options_written_as_an_array_is_an_invalid_field_and_makes_no_room() {
+    // serde would read `[1]` as RoomOptions { max_members: 1 }, positionally.
+    let (node, mut client, _peer) = setup().await;
+    let before = health(&node).await;
+    let positional = encode_map(&[
+        ("type", Value::from("create")),
+        ("ref", Value::from(21)),
+        ("room", Value::from("positional")),
+        ("options", Value::Array(vec![Value::from(1)])),
+    ]);
+    assert_eq!(
+        error_for(&mut client, binary(positional)).await,
+        (Some(21), ErrorCode::InvalidField)
+    );
+    assert_eq!(health(&node).await, before, "no room was made");
+    // The name is still free, and the same options as a map make the room.
+    let joined = client
+        .create(
+            Some("positional"),
+            parlor_client::protocol::RoomOptions {
+                max_members: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create with options as a map");
+    assert_eq!(joined.max_members, 1);
+}

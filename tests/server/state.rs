@@ -2,7 +2,7 @@
 //! what everyone holds, compare-and-set detects stale writes (and lets editors retry to a
 //! correct total), batching keeps the same result, and oversized state is refused whole.
 
-use parlor_client::protocol::{ErrorCode, ServerFrame, StateOp, Value};
+use parlor_client::protocol::{ClientFrame, ErrorCode, ServerFrame, StateOp, Value};
 use parlor_client::{Client, ClientError, StateMirror};
 
 use crate::common::*;
@@ -202,6 +202,19 @@ async fn oversized_or_invalid_updates_change_nothing() {
         )
         .await;
     assert_eq!(refused_code(through), ErrorCode::InvalidPath);
+    let delete_through = a
+        .update_state(
+            ROOM,
+            vec![
+                set(&["ok"], 1),
+                StateOp::Delete {
+                    path: vec!["title".into(), "deeper".into()],
+                },
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused_code(delete_through), ErrorCode::InvalidPath);
     let mut b = connect(&node).await;
     assert_eq!(
         refused_code(b.update_state(ROOM, vec![set(&["x"], 1)], None).await),
@@ -214,4 +227,45 @@ async fn oversized_or_invalid_updates_change_nothing() {
         joined.state.get(&["title".into()]),
         Some(Value::from("hello"))
     );
+}
+
+#[tokio::test]
+async fn an_array_of_65000_nils_is_refused_by_max_state_values_with_the_defaults() {
+    // The attack of issue 12: 65 KB encoded, well under max_state_bytes, but 65,000 values
+    // (2.6 MB decoded). A 64x64 grid keyed by position still fits.
+    let node = start(test_config());
+    let mut a = connect(&node).await;
+    a.join_room(ROOM, None).await.unwrap();
+    let attack = vec![set(&["a"], Value::Array(vec![Value::Nil; 65_000]))];
+    let frame_bytes = parlor_client::protocol::encode_client(&ClientFrame::UpdateState {
+        reference: Some(1),
+        room: ROOM.into(),
+        ops: attack.clone(),
+        if_version: None,
+    })
+    .len();
+    assert!(
+        frame_bytes <= 65_536,
+        "the attack fits one frame: {frame_bytes}"
+    );
+    let refused = a.update_state(ROOM, attack, None).await;
+    assert_eq!(refused_code(refused), ErrorCode::StateTooLarge);
+    let grid = Value::Map(
+        (0..64 * 64)
+            .map(|i| {
+                (
+                    Value::from(format!("{},{}", i % 64, i / 64)),
+                    Value::from(i % 7),
+                )
+            })
+            .collect(),
+    );
+    a.update_state(ROOM, vec![set(&["grid"], grid)], None)
+        .await
+        .expect("a 64x64 grid fits the defaults");
+    let mut b = connect(&node).await;
+    let joined = b.join_room(ROOM, None).await.unwrap();
+    assert_eq!(joined.version, 1, "the refused update used no version");
+    assert_eq!(joined.state.get(&["a".into()]), None);
+    assert_eq!(joined.state.value_count(), 3 + 2 * 64 * 64);
 }

@@ -81,7 +81,7 @@ impl ClusterActor {
         fresh: bool,
         attempts: usize,
     ) {
-        let max_bytes = self.limits().max_state_bytes;
+        let limits = self.limits().state_limits();
         let mut version = base_version;
         let mut accepted = Vec::with_capacity(batch.len());
         let mut patches = Vec::with_capacity(batch.len());
@@ -93,10 +93,7 @@ impl ClusterActor {
                     expected,
                     current: version,
                 }),
-                _ => state.apply(&write.ops, max_bytes).map_err(|err| match err {
-                    StateError::TooLarge { .. } => RequestError::StateTooLarge(err),
-                    _ => RequestError::InvalidPath(err),
-                }),
+                _ => state.apply(&write.ops, limits).map_err(RequestError::from),
             };
             match outcome {
                 Ok(()) => {

@@ -50,6 +50,7 @@ fn limits() -> RegistryLimits {
         max_event_name_bytes: 8,
         max_rooms: 64,
         max_state_bytes: 256,
+        max_state_values: 64,
         max_metadata_bytes: 64,
         max_listed_rooms: 50,
         lobby_frame_bytes: 16_384,

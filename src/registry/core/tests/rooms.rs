@@ -483,6 +483,15 @@ fn bad_state_updates_are_typed_and_change_nothing() {
             vec![StateOp::Delete { path: vec![] }],
             ErrorCode::InvalidPath,
         ),
+        (
+            vec![
+                set("2", 2),
+                StateOp::Delete {
+                    path: vec!["cells".into(), "1".into(), "x".into()],
+                },
+            ],
+            ErrorCode::InvalidPath,
+        ),
         (vec![set("big", "x".repeat(300))], ErrorCode::StateTooLarge),
     ];
     for (ops, code) in cases {
@@ -494,6 +503,42 @@ fn bad_state_updates_are_typed_and_change_nothing() {
     let (b, out_b) = h.connect();
     h.update(b, "r", vec![set("2", 2)], None);
     assert_eq!(error_code(&out_b.take()), Some(ErrorCode::NotInRoom));
+}
+
+#[test]
+fn a_state_over_max_state_values_is_refused_though_its_bytes_fit() {
+    // limits(): 64 values and 256 bytes. Nils are one byte each, so only the count refuses.
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    let (b, out_b) = h.connect();
+    h.create(a, Some("r"), RoomOptions::default());
+    h.join(b, "r");
+    out_a.take();
+    out_b.take();
+    let nils = |n| Value::Array(vec![Value::Nil; n]);
+    // The root, "cells", its map, "k", the array and 59 nils: exactly 64.
+    h.update(a, "r", vec![set("k", nils(59))], None);
+    assert_eq!(error_code(&out_a.take()), None);
+    assert_eq!(h.registry.rooms["r"].state.value_count(), 64);
+    out_b.take();
+    let before = h.registry.rooms["r"].state.clone();
+    for ops in [
+        vec![set("j", Value::Nil)],
+        vec![set("k", nils(60))],
+        vec![set("k", Value::Nil), set("j", nils(100))],
+    ] {
+        h.update(a, "r", ops, None);
+        let frames = out_a.take();
+        let ServerFrame::Error(err) = &frames[0] else {
+            panic!("expected an error, got {frames:?}");
+        };
+        assert_eq!(err.code, ErrorCode::StateTooLarge);
+        assert!(err.message.contains("max_state_values"), "{}", err.message);
+        assert_eq!(h.registry.rooms["r"].state, before);
+        assert_eq!(h.registry.rooms["r"].version, 1);
+        assert!(out_b.take().is_empty(), "nothing reached the other member");
+    }
+    h.check();
 }
 
 #[test]
