@@ -502,6 +502,9 @@ pub struct Limits {
     pub max_depth: u64,
     pub outbound_budget_bytes: u64,
     pub max_state_bytes: u64,
+    /// Most MessagePack values a room's state may hold (0 from servers that do not say).
+    #[serde(default)]
+    pub max_state_values: u64,
     pub max_metadata_bytes: u64,
     /// Frames per second a session may send on average (0: no limit).
     #[serde(default)]

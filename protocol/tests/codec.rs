@@ -203,6 +203,7 @@ fn every_server_frame_round_trips() {
         max_depth: 6,
         outbound_budget_bytes: 7,
         max_state_bytes: 8,
+        max_state_values: 12,
         max_metadata_bytes: 9,
         frames_per_second: 10,
         bytes_per_second: 11,

@@ -83,6 +83,7 @@ impl SessionSettings {
                 max_depth: l.max_depth as u64,
                 outbound_budget_bytes: config.session.outbound_budget_bytes as u64,
                 max_state_bytes: l.max_state_bytes as u64,
+                max_state_values: l.max_state_values as u64,
                 max_metadata_bytes: l.max_metadata_bytes as u64,
                 frames_per_second: u64::from(config.rate_limits.frames_per_second),
                 bytes_per_second: u64::from(config.rate_limits.bytes_per_second),

@@ -85,6 +85,7 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
             max_depth: 32,
             outbound_budget_bytes: 0,
             max_state_bytes: 0,
+            max_state_values: 0,
             max_metadata_bytes: 0,
             frames_per_second: 0,
             bytes_per_second: 0,
