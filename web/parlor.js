@@ -17,11 +17,32 @@
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
+/** The MessagePack extension type of timestamps, which `Date` values encode as. */
+const TIMESTAMP = -1;
+/** Deeper than this, a value is taken for a cycle (the server allows far less anyway). */
+const MAX_ENCODE_DEPTH = 512;
+
 /** An extension value (MessagePack ext type), kept as its type number and raw bytes. */
 export class Ext {
   constructor(type, data) {
     this.type = type;
     this.data = data;
+  }
+}
+
+/** A plain object (of this realm or another): an object literal or `Object.create(null)`. */
+function isPlainObject(v) {
+  if (v === null || typeof v !== "object") return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+/** Sets `obj[key]` as an own property, even for the key `__proto__`. */
+function putOwn(obj, key, value) {
+  if (key === "__proto__") {
+    Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  } else {
+    obj[key] = value;
   }
 }
 
@@ -47,33 +68,39 @@ class Writer {
   result() { return this.buf.slice(0, this.len); }
 }
 
-function encodeValue(w, v) {
+function encodeValue(w, v, depth) {
   if (v === null || v === undefined) return w.u8(0xc0);
   if (v === false) return w.u8(0xc2);
   if (v === true) return w.u8(0xc3);
   if (typeof v === "number") return encodeNumber(w, v);
   if (typeof v === "bigint") return encodeBigInt(w, v);
   if (typeof v === "string") return encodeString(w, v);
+  if (typeof v !== "object") throw new TypeError(`cannot encode a ${typeof v} as MessagePack`);
+  if (depth > MAX_ENCODE_DEPTH) throw new TypeError("cannot encode as MessagePack: nested too deep (a cycle?)");
   if (v instanceof Uint8Array) return encodeBinary(w, v);
   if (v instanceof ArrayBuffer) return encodeBinary(w, new Uint8Array(v));
-  if (v instanceof Ext) return encodeExt(w, v);
+  if (v instanceof Ext) return encodeExt(w, v.type, v.data);
+  if (v instanceof Date) return encodeDate(w, v);
   if (Array.isArray(v)) {
     header(w, v.length, 0x90, 15, 0xdc, 0xdd);
-    for (const item of v) encodeValue(w, item);
+    for (const item of v) encodeValue(w, item, depth + 1);
     return;
   }
   if (v instanceof Map) {
     header(w, v.size, 0x80, 15, 0xde, 0xdf);
-    for (const [k, item] of v) { encodeValue(w, k); encodeValue(w, item); }
+    for (const [k, item] of v) { encodeValue(w, k, depth + 1); encodeValue(w, item, depth + 1); }
     return;
   }
-  if (typeof v === "object") {
+  if (isPlainObject(v)) {
     const keys = Object.keys(v).filter((k) => v[k] !== undefined);
     header(w, keys.length, 0x80, 15, 0xde, 0xdf);
-    for (const k of keys) { encodeString(w, k); encodeValue(w, v[k]); }
+    for (const k of keys) { encodeString(w, k); encodeValue(w, v[k], depth + 1); }
     return;
   }
-  throw new TypeError(`cannot encode ${typeof v} as MessagePack`);
+  // Anything else (a Set, a class instance, a RegExp, another typed array...) would lose what
+  // it holds as a map of its own keys, usually `{}`: refuse it rather than send that.
+  const kind = v instanceof Set ? "a Set (send [...set] instead)" : `a ${v.constructor?.name ?? "non-plain object"}`;
+  throw new TypeError(`cannot encode ${kind} as MessagePack: send plain objects, arrays, Maps, Uint8Arrays or Dates`);
 }
 
 function header(w, n, fix, fixMax, m16, m32) {
@@ -83,7 +110,7 @@ function header(w, n, fix, fixMax, m16, m32) {
 }
 
 function encodeNumber(w, v) {
-  if (!Number.isInteger(v) || !Number.isSafeInteger(v)) {
+  if (!Number.isSafeInteger(v)) {
     w.u8(0xcb); w.reserve(8); w.view.setFloat64(w.len, v); w.len += 8;
     return;
   }
@@ -92,17 +119,25 @@ function encodeNumber(w, v) {
     else if (v < 0x100) { w.u8(0xcc); w.u8(v); }
     else if (v < 0x10000) { w.u8(0xcd); w.u16(v); }
     else if (v < 0x100000000) { w.u8(0xce); w.u32(v); }
-    else encodeBigInt(w, BigInt(v));
+    else { w.u8(0xcf); w.reserve(8); w.view.setBigUint64(w.len, BigInt(v)); w.len += 8; }
   } else {
     if (v >= -32) w.u8(v & 0xff);
     else if (v >= -0x80) { w.u8(0xd0); w.u8(v & 0xff); }
     else if (v >= -0x8000) { w.u8(0xd1); w.reserve(2); w.view.setInt16(w.len, v); w.len += 2; }
     else if (v >= -0x80000000) { w.u8(0xd2); w.reserve(4); w.view.setInt32(w.len, v); w.len += 4; }
-    else encodeBigInt(w, BigInt(v));
+    else { w.u8(0xd3); w.reserve(8); w.view.setBigInt64(w.len, BigInt(v)); w.len += 8; }
   }
 }
 
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+
+/** BigInts take the smallest form that holds them, like numbers; beyond 64 bits they throw. */
 function encodeBigInt(w, v) {
+  if (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) {
+    return encodeNumber(w, Number(v));
+  }
+  if (v > U64_MAX || v < I64_MIN) throw new RangeError(`cannot encode ${v} as MessagePack: it does not fit 64 bits`);
   w.reserve(9);
   if (v >= 0n) { w.u8(0xcf); w.view.setBigUint64(w.len, v); }
   else { w.u8(0xd3); w.view.setBigInt64(w.len, v); }
@@ -125,21 +160,44 @@ function encodeBinary(w, b) {
   w.bytes(b);
 }
 
-function encodeExt(w, e) {
-  const n = e.data.length;
+function encodeExt(w, type, data) {
+  const n = data.length;
   const fixed = { 1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8 }[n];
   if (fixed) w.u8(fixed);
   else if (n <= 0xff) { w.u8(0xc7); w.u8(n); }
   else if (n <= 0xffff) { w.u8(0xc8); w.u16(n); }
   else { w.u8(0xc9); w.u32(n); }
-  w.u8(e.type & 0xff);
-  w.bytes(e.data);
+  w.u8(type & 0xff);
+  w.bytes(data);
 }
 
-/** Encodes a JavaScript value as MessagePack. Objects become maps with string keys. */
+/**
+ * A Date as the MessagePack timestamp extension (type -1), in its smallest form: 32 bits of
+ * seconds, 64 bits (30 of nanoseconds, 34 of seconds), or 96 bits (nanoseconds, then signed
+ * 64-bit seconds) for dates before 1970 or after 2514.
+ */
+function encodeDate(w, d) {
+  const ms = d.getTime();
+  if (Number.isNaN(ms)) throw new TypeError("cannot encode an invalid Date as MessagePack");
+  const sec = Math.floor(ms / 1000);
+  const nsec = (ms - sec * 1000) * 1_000_000;
+  const body = new DataView(new ArrayBuffer(sec >= 0 && sec < 2 ** 34 ? (nsec === 0 && sec < 2 ** 32 ? 4 : 8) : 12));
+  if (body.byteLength === 4) {
+    body.setUint32(0, sec);
+  } else if (body.byteLength === 8) {
+    body.setUint32(0, nsec * 4 + Math.floor(sec / 2 ** 32));
+    body.setUint32(4, sec >>> 0);
+  } else {
+    body.setUint32(0, nsec);
+    body.setBigInt64(4, BigInt(sec));
+  }
+  encodeExt(w, TIMESTAMP, new Uint8Array(body.buffer));
+}
+
+/** Encodes a JavaScript value as MessagePack (the table at the top says what becomes what). */
 export function encode(value) {
   const w = new Writer();
-  encodeValue(w, value);
+  encodeValue(w, value, 0);
   return w.result();
 }
 
@@ -207,7 +265,31 @@ function safe(big) {
 }
 
 function decodeString(r, n) { return textDecoder.decode(r.take(n)); }
-function decodeExt(r, n) { const type = r.num("getInt8", 1); return new Ext(type, r.take(n).slice()); }
+
+function decodeExt(r, n) {
+  const type = r.num("getInt8", 1);
+  const data = r.take(n).slice();
+  if (type === TIMESTAMP && (n === 4 || n === 8 || n === 12)) return decodeTimestamp(data);
+  return new Ext(type, data);
+}
+
+/** A timestamp extension as a Date (to the millisecond: a Date holds no finer time). */
+function decodeTimestamp(data) {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  let sec, nsec;
+  if (data.length === 4) {
+    sec = view.getUint32(0);
+    nsec = 0;
+  } else if (data.length === 8) {
+    const high = view.getUint32(0);
+    nsec = high >>> 2;
+    sec = (high & 3) * 2 ** 32 + view.getUint32(4);
+  } else {
+    nsec = view.getUint32(0);
+    sec = Number(view.getBigInt64(4));
+  }
+  return new Date(sec * 1000 + Math.floor(nsec / 1_000_000));
+}
 
 function decodeArray(r, n) {
   const out = new Array(n);
@@ -225,14 +307,17 @@ function decodeMap(r, n) {
     entries.push([k, decodeValue(r)]);
   }
   if (!allStrings) return new Map(entries);
-  const obj = Object.create(null);
-  for (const [k, v] of entries) obj[k] = v;
+  const obj = {};
+  for (const [k, v] of entries) putOwn(obj, k, v);
   return obj;
 }
 
 /** Decodes exactly one MessagePack value from `bytes`. */
 export function decode(bytes) {
-  const r = new Reader(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes));
+  // A view of the same bytes as a plain Uint8Array: a subclass (node's Buffer) slices differently.
+  const r = new Reader(ArrayBuffer.isView(bytes)
+    ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    : new Uint8Array(bytes));
   const value = decodeValue(r);
   if (r.pos !== r.bytes.length) throw new RangeError("bytes after the MessagePack value");
   return value;
@@ -241,26 +326,24 @@ export function decode(bytes) {
 // ---------------------------------------------------------------------------------------------
 // Shared state
 
-function isPlainMap(v) {
-  return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array) &&
-    !(v instanceof Map) && !(v instanceof Ext);
-}
-
 /** Applies `set`/`delete` ops to a state object in place, as the server does. */
 export function applyOps(state, ops) {
   for (const op of ops) {
     const path = op.path;
     let node = state;
     for (const key of path.slice(0, -1)) {
-      if (!isPlainMap(node[key])) {
+      // Only own entries count: a key such as "__proto__" or "toString" is data, as on the server.
+      let next = Object.hasOwn(node, key) ? node[key] : undefined;
+      if (!isPlainObject(next)) {
         if (op.op === "delete") { node = null; break; }
-        node[key] = Object.create(null);
+        next = {};
+        putOwn(node, key, next);
       }
-      node = node[key];
+      node = next;
     }
     if (node === null) continue;
     const last = path[path.length - 1];
-    if (op.op === "set") node[last] = op.value;
+    if (op.op === "set") putOwn(node, last, op.value);
     else delete node[last];
   }
 }
