@@ -260,9 +260,6 @@ nameInput.onchange = () => {
 // ---- connection -------------------------------------------------------------------------------
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-// Close codes after which the session may still be held for us: going away (1001), a lost
-// connection (1006), a heartbeat timeout (4000).
-const RESUMABLE = new Set([1001, 1006, 4000]);
 
 async function start() {
   try {
@@ -271,40 +268,20 @@ async function start() {
     setStatus(`cannot connect: ${err.message}`, false);
     return;
   }
-  await wire();
-}
-
-/** Listens to the current connection and watches the lobby through it. */
-async function wire() {
-  setStatus(`connected as ${short(parlor.session)}`, true);
-  document.body.dataset.session = parlor.session;
+  // parlor.js reconnects by itself: resuming the session keeps the room (and `room`), a fresh
+  // session loses it (its Room fires "left", which closes the panel).
+  const connected = () => {
+    setStatus(`connected as ${short(parlor.session)}`, true);
+    document.body.dataset.session = parlor.session;
+  };
   parlor.on("lobby", renderLobby);
-  parlor.on("close", (e) => {
-    if (RESUMABLE.has(e.code)) reconnect(1);
-    else setStatus(`disconnected (${e.code}); reload to reconnect`, false);
-  });
+  parlor.on("reconnecting", (r) => setStatus(`connection lost; reconnecting (attempt ${r.attempt})`, false));
+  parlor.on("resumed", connected);
+  parlor.on("reset", connected);
+  parlor.on("close", (e) => setStatus(`disconnected (${e.code}); reload to reconnect`, false));
+  connected();
   await parlor.subscribeLobby({});
   document.body.dataset.ready = "true";
-}
-
-/** Takes the session back (same seats, missed frames replayed) within the server's grace. */
-async function reconnect(attempt) {
-  const grace = parlor.welcome.reconnect_grace_ms;
-  setStatus(`connection lost; reconnecting (attempt ${attempt})`, false);
-  await new Promise((done) => setTimeout(done, Math.min(500 * attempt, 4000)));
-  try {
-    parlor = await Parlor.resume(url, parlor);
-    if (room) room = parlor.rooms.get(room.name) ?? null;
-    await wire();
-  } catch (err) {
-    if (err instanceof Error && err.code === "resume_failed") {
-      setStatus("the session expired; reload to start again", false);
-    } else if (500 * attempt < grace) {
-      reconnect(attempt + 1);
-    } else {
-      setStatus(`cannot reconnect: ${err.message}`, false);
-    }
-  }
 }
 
 start();

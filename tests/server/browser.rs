@@ -66,19 +66,32 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
     }
 }
 
-/// parlor.js's own MessagePack codec agrees, byte for byte, with every example in
-/// PROTOCOL.md (which the Rust codec is checked against too).
-#[test]
-fn the_javascript_codec_matches_every_protocol_example() {
+/// Runs `node tests/browser/<script>` and fails with its output unless it exits 0.
+fn node_script(script: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new("node")
-        .arg(root.join("tests/browser/codec.mjs"))
+        .arg(root.join("tests/browser").join(script))
         .output()
         .expect("node runs (./scripts/test installs it)");
     assert!(
         output.status.success(),
-        "{}{}",
+        "{script}:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// parlor.js's own MessagePack codec agrees, byte for byte, with every example in
+/// PROTOCOL.md (which the Rust codec is checked against too), and handles what it used to get
+/// wrong: Dates, Sets, prototypes and 64-bit integers.
+#[test]
+fn the_javascript_codec_matches_every_protocol_example() {
+    node_script("codec.mjs");
+}
+
+/// parlor.js against a fake WebSocket: no request hangs (closed, dropped, timed out, or held
+/// for the reconnect on request), and dropped connections resume or start afresh.
+#[test]
+fn the_javascript_client_settles_every_request_and_reconnects() {
+    node_script("client.mjs");
 }
