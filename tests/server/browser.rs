@@ -89,6 +89,19 @@ fn the_javascript_codec_matches_every_protocol_example() {
     node_script("codec.mjs");
 }
 
+/// parlor.d.ts matches parlor.js (exports, members, events), the package installs with npm
+/// from the repository, and `tsc --noEmit` accepts tests/browser/usage.ts, which uses every
+/// public call and event.
+#[test]
+fn the_typescript_types_match_parlor_js_and_type_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/typescript").exists(),
+        "typescript is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
+    );
+    node_script("types.mjs");
+}
+
 /// parlor.js against a fake WebSocket: no request hangs (closed, dropped, timed out, or held
 /// for the reconnect on request), and dropped connections resume or start afresh.
 #[test]
