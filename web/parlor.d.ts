@@ -399,7 +399,9 @@ export declare class Parlor extends Emitter<ParlorEvents> {
   session: string;
   /** The authenticated user id, when the server checks tokens. */
   user: string | null;
+  /** The current connection's welcome; after a resume, with the resumed session and token. */
   welcome: WelcomeFrame;
+  /** The secret that takes this session back after a drop. */
   resumeToken: string;
   rooms: Map<string, Room>;
   /** Room name -> info while subscribed to the lobby. */

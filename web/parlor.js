@@ -694,6 +694,7 @@ export class Parlor extends Emitter {
     if (this.state === "open") return Promise.resolve();
     const opened = new Promise((resolve, reject) => this.#openWaiters.push({ resolve, reject }));
     if (this.#retryTimer !== null || this.state === "closed") {
+      if (this.state === "closed") this.#attempt = 0; // a new series of attempts
       clearTimeout(this.#retryTimer);
       this.#retryTimer = null;
       this.state = "reconnecting";
@@ -818,7 +819,8 @@ export class Parlor extends Emitter {
     this.#attempt = 0;
     this.state = "open";
     if (resumed) {
-      this.welcome = welcome;
+      // The connection's own session was discarded: the welcome names the resumed one.
+      this.welcome = { ...welcome, session: this.session, resume_token: this.resumeToken };
       const kept = new Map(resumed.rooms.map((r) => [r.room, r]));
       const lost = names.filter((name) => !kept.has(name));
       for (const info of resumed.rooms) {
@@ -890,7 +892,8 @@ export class Parlor extends Emitter {
       this.#welcomeWaiter.reject(closed);
       this.#welcomeWaiter = null;
     }
-    this.#failPending(closed);
+    this.#failPending(new ParlorError("closed",
+      "the client closed before the answer came; the request may or may not have been carried out", this.#lastClose));
     for (const request of this.#queued.splice(0)) this.#fail(request, closed);
     this.#settleOpenWaiters(error ?? new ParlorError("closed", `the connection closed (${code}${reason ? ` ${reason}` : ""})`, { closeCode: code }));
     fire(this, "close", { code, reason, error });

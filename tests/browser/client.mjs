@@ -286,6 +286,7 @@ await test("a drop resumes the session with each room's position and replays int
   assert(seen.join() === "c@12,d@13", `the room saw ${seen}`);
   assert(JSON.stringify(resumed) === `{"session":"${SESSION}","recovered":["arena"],"snapshot":[],"lost":[]}`, JSON.stringify(resumed));
   assert(parlor.rooms.get("arena") === room && parlor.session === SESSION && parlor.state === "open", "same room, same session");
+  assert(parlor.welcome.session === SESSION && parlor.resumeToken === "token-1", "the welcome names the resumed session");
   assert(reconnecting.length === 1 && reconnecting[0].attempt === 1 && reconnecting[0].code === 1006, JSON.stringify(reconnecting));
   assert(reconnecting[0].delay >= 0 && reconnecting[0].delay <= FAST.minDelayMs, `first delay ${reconnecting[0].delay}`);
   parlor.close();
@@ -416,6 +417,11 @@ await test("failed attempts back off with full jitter, then give up after maxAtt
   assert(server.sockets.length === 7, `${server.sockets.length} sockets`);
   assert(closed.error?.code === "connect_failed", JSON.stringify(closed));
   await queued;
+  // reconnect() after giving up starts a new series: one more refusal does not end it.
+  server.refuse = 1;
+  const [how, error] = await settled(parlor.reconnect(), 1000);
+  assert(how === "resolved" && parlor.state === "open", `reconnect() ${how} ${error ?? ""}`);
+  parlor.close();
 });
 
 await test("jitter spreads the delays", async () => {
