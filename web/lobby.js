@@ -356,6 +356,33 @@ function closedWords({ code, error }) {
   }[code] ?? "Disconnected. Reload the page to reconnect.";
 }
 
+/**
+ * Why the server refused our WebSocket. A browser is not shown the refusal, but the server runs
+ * the same checks (connection rate, token, capacity) on a plain GET of /ws and answers them in
+ * JSON; past them it answers 400, since that GET is no WebSocket upgrade.
+ */
+async function whyRefused() {
+  let response;
+  try {
+    response = await fetch(`/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`, { cache: "no-store" });
+  } catch {
+    return "Cannot reach the server. Check your network, then reload the page.";
+  }
+  const { error } = await response.json().catch(() => ({}));
+  return {
+    token_missing: "This server needs a sign-in token: open this page with ?token=<your token> in its address.",
+    token_expired: "Your sign-in token has expired: get a new one, then reload the page with it.",
+    bad_signature: "This server does not accept your sign-in token.",
+    wrong_algorithm: "This server does not accept your sign-in token.",
+    invalid_token: "Your sign-in token is not valid for this server.",
+    origin_not_allowed: "This server does not accept players from this page's address.",
+    rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
+    too_many_connections: "The server is full: try again later.",
+  }[error] ?? (response.ok || response.status === 400
+    ? "Cannot connect to the server right now: reload the page to try again."
+    : `The server refused the connection (HTTP ${response.status}).`);
+}
+
 /** Clears an error line that only said the connection was down. */
 function clearConnectionErrors() {
   for (const where of ["lobby-error", "room-error"]) {
@@ -369,10 +396,8 @@ async function start() {
     // Every request gives up after 10 s rather than leave a button doing nothing.
     parlor = await Parlor.connect(url, { token, timeoutMs: 10_000 });
   } catch (err) {
-    // A browser is not told why an upgrade was refused: a missing or bad token looks the same.
-    setStatus(token
-      ? "Cannot connect: the server is unreachable, or refused your token."
-      : "Cannot connect: the server is unreachable, or needs a sign-in token (open this page with ?token=…).", false);
+    setStatus(await whyRefused(), false);
+    document.body.dataset.connection = "refused";
     return;
   }
   if (parlor.user && !localStorage.getItem("parlor-name")) nameInput.value = parlor.user;

@@ -12,7 +12,9 @@
 //    themselves, and since the new process knows nothing of their sessions, they start fresh:
 //    "reset" names the room lost, the Room hears "left" (reason `lost`), the lobby
 //    subscription is made again, and the new sessions work.
-// 3. A page without a token cannot connect, and says so (`connect_failed`).
+// 3. A page without a token cannot connect, and says so (`connect_failed`). The lobby, given a
+//    token in its address, connects as the token's user; without one, or with an expired one,
+//    its status line says which.
 //
 // No request is left pending at the end. Run by tests/server/browser.rs:
 //
@@ -39,9 +41,9 @@ const ROOM = "reconnect-room";
 const TIMEOUT = 15_000;
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
-function jwt(sub) {
+function jwt(sub, expiresIn = 600) {
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + expiresIn })}`;
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
 
@@ -294,6 +296,20 @@ try {
     return Parlor.connect(url, { reconnect: false }).then(() => "connected", (err) => err.code);
   }, `ws://127.0.0.1:${port}/ws`);
   expect(refused === "connect_failed", `without a token: ${refused}`);
+  const lobby = await (await browser.newContext()).newPage();
+  await lobby.goto(`${base}?token=${jwt("carol")}`);
+  await lobby.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+  expect(await lobby.inputValue("#name") === "carol", "the lobby took the token's user as the name");
+  for (const [query, words] of [
+    ["", "This server needs a sign-in token"],
+    [`?token=${jwt("carol", -3600)}`, "Your sign-in token has expired"],
+    ["?token=not.a.jwt", "Your sign-in token is not valid for this server."],
+  ]) {
+    await lobby.goto(`${base}${query}`);
+    await lobby.waitForSelector('body[data-connection="refused"]', { timeout: TIMEOUT });
+    const status = await lobby.textContent("#status");
+    expect(status.startsWith(words), `the lobby at ${query || "/"} says: ${status}`);
+  }
 
   for (const [who, page] of [["alice", alice], ["bob", bob]]) {
     const left = await page.evaluate(() => [...t.open]);
