@@ -1,5 +1,8 @@
 // The browser lobby served at `/`: a live room list, create / join / quick play, and a room
-// view with players, chat and a shared paint grid. Everything goes through /parlor.js.
+// view with players, chat and a shared paint grid. Everything goes through /parlor.js, which
+// also reconnects by itself; this page only says what is happening, in words.
+//
+// On a server with [auth], open the page with `?token=<jwt>`.
 
 import { Parlor } from "/parlor.js";
 
@@ -19,14 +22,72 @@ function setStatus(text, ok) {
   status.className = `status ${ok ? "ok" : "down"}`;
 }
 
+/** What a player reads for each error code (parlor.js's own codes included). */
+const WORDS = {
+  room_full: "That room is full.",
+  room_locked: "That room is locked by its owner.",
+  wrong_password: "Wrong password for that room.",
+  room_exists: "A room with that name already exists.",
+  invalid_room: "A room name must be 1 to 128 characters long.",
+  invalid_options: "Those room settings are not allowed (check the number of players and the password).",
+  too_many_rooms: "You are in too many rooms at once.",
+  room_limit: "The server cannot open another room right now.",
+  already_joined: "You are already in that room.",
+  not_in_room: "You are no longer in that room.",
+  not_owner: "Only the room's owner can do that.",
+  unknown_session: "That player is no longer here.",
+  forbidden: "You are not allowed into that room.",
+  rate_limited: "Slow down: that was too much, too fast.",
+  overloaded: "The server is busy. Try again in a moment.",
+  unavailable: "The server is having trouble. Try again in a moment.",
+  state_too_large: "The canvas cannot hold any more.",
+  version_conflict: "Someone changed that at the same moment. Try again.",
+  disconnected: "You are offline right now. Try again once you are reconnected.",
+  closed: "You are disconnected. Reload the page to come back.",
+  timeout: "The server did not answer in time; it may or may not have happened.",
+};
+
+/** Shows `err` in the error line `where` in plain words, or clears it (`err` null). */
 function showError(where, err) {
-  $(where).textContent = err ? (err.code ? `${err.code}: ${err.message.replace(/^\w+: /, "")}` : String(err.message || err)) : "";
+  const line = $(where);
+  if (!err) {
+    line.textContent = "";
+    line.removeAttribute("title");
+    delete line.dataset.code;
+    return;
+  }
+  line.textContent = WORDS[err.code] ?? (err.code ? `Something went wrong (${err.code}).` : String(err.message ?? err));
+  line.title = err.message ?? ""; // the details, for whoever hovers
+  line.dataset.code = err.code ?? "";
 }
 
-function short(id) { return id ? id.slice(0, 8) : "nobody"; }
-function nameOf(id) {
+/** Runs a request: its error goes to the line `where`; its success clears that line. */
+function act(where, promise) {
+  return promise.then((value) => {
+    showError(where, null);
+    return value;
+  }, (err) => {
+    showError(where, err);
+  });
+}
+
+// Names: the room's shared state maps session ids to the names players chose. A name is
+// remembered after it leaves the state, so that "left" lines still say who left.
+const knownNames = new Map();
+function learnNames() {
   const names = room?.state?.names;
-  return (names && typeof names[id] === "string" && names[id]) || short(id);
+  if (!names || typeof names !== "object") return;
+  for (const [id, name] of Object.entries(names)) {
+    if (typeof name === "string" && name) knownNames.set(id, name);
+  }
+}
+function hasName(id) {
+  learnNames();
+  return knownNames.has(id) || Boolean(room?.users?.[id]);
+}
+function nameOf(id) {
+  learnNames();
+  return knownNames.get(id) || room?.users?.[id] || `player ${id ? id.slice(0, 4) : "?"}`;
 }
 
 // ---- lobby ------------------------------------------------------------------------------------
@@ -55,6 +116,7 @@ function renderLobby() {
       const password = info.password ? prompt(`Password for ${info.room}`) ?? "" : undefined;
       enter(() => parlor.join(info.room, password));
     };
+    button.title = info.locked ? "locked or full" : `join ${info.room}`;
     tr.lastChild.append(button);
     return tr;
   }));
@@ -92,10 +154,10 @@ $("join-form").onsubmit = (e) => {
 
 /** Leaves the current room, if any, then runs `joining` and shows the room it resolves to. */
 async function enter(joining) {
-  showError("lobby-error", null);
   try {
     if (room) await leaveRoom();
     show(await joining());
+    showError("lobby-error", null);
   } catch (err) {
     showError("lobby-error", err);
   }
@@ -109,33 +171,57 @@ function show(joined) {
   $("room-title").textContent = room.name;
   $("room-id").textContent = room.name;
   $("chat-log").replaceChildren();
+  showError("room-error", null);
   system(`You joined ${room.name}.`);
+  // A joiner writes its name into the state just after joining: its join line waits for it
+  // (a moment at most), so that it names the player.
+  const waitingJoins = new Map(); // session -> timer
+  const sayJoined = (id) => {
+    clearTimeout(waitingJoins.get(id));
+    waitingJoins.delete(id);
+    system(`${nameOf(id)} joined.`);
+  };
   unbind = [
     room.on("event", (e) => {
       if (e.event === "chat" && e.data && typeof e.data.text === "string") {
-        chatLine(typeof e.data.name === "string" ? e.data.name : short(e.from), e.data.text);
+        chatLine(typeof e.data.name === "string" ? e.data.name : nameOf(e.from), e.data.text);
       }
     }),
     room.on("presence", (p) => {
-      const what = {
-        joined: "joined.",
-        left: `left (${p.reason}).`,
-        away: "lost their connection; their seat is held.",
-        back: "is back.",
-      }[p.status] ?? p.status;
-      system(`${nameOf(p.session)} ${what}`);
+      if (p.status === "joined") {
+        if (hasName(p.session)) sayJoined(p.session);
+        else waitingJoins.set(p.session, setTimeout(() => sayJoined(p.session), 2000));
+      } else {
+        if (waitingJoins.has(p.session)) sayJoined(p.session);
+        const what = {
+          left: { leave: "left.", kicked: "was removed by the owner.", timeout: "lost their connection and left." }[p.reason] ?? "left.",
+          away: "lost their connection; their seat is held.",
+          back: "is back.",
+        }[p.status] ?? p.status;
+        system(`${nameOf(p.session)} ${what}`);
+      }
       renderMembers();
     }),
-    room.on("reset", () => { system("Reconnected; the room is as it is now."); renderMembers(); renderGrid(); }),
+    room.on("reset", () => { system("Reconnected. The room is shown as it is now."); renderMembers(); renderGrid(); }),
     room.on("update", () => { renderRoomHead(); renderMembers(); }),
-    room.on("state", () => { renderMembers(); renderGrid(); }),
+    room.on("state", () => {
+      learnNames();
+      for (const id of [...waitingJoins.keys()]) if (hasName(id)) sayJoined(id);
+      renderMembers();
+      renderGrid();
+    }),
     room.on("left", (frame) => {
-      if (frame.reason === "kicked") showError("lobby-error", { message: `You were removed from ${frame.room}.` });
+      const why = {
+        kicked: `You were removed from ${frame.room}.`,
+        lost: `You lost your place in ${frame.room}: you were away too long, or the server restarted.`,
+      }[frame.reason];
+      if (why) showError("lobby-error", { message: why });
       closeRoom();
     }),
+    () => { for (const timer of waitingJoins.values()) clearTimeout(timer); },
   ];
   // Everyone finds everyone's name in the shared state.
-  room.set(["names", parlor.session], nameInput.value).catch((err) => showError("room-error", err));
+  act("room-error", room.set(["names", parlor.session], nameInput.value));
   renderRoomHead();
   renderMembers();
   renderGrid();
@@ -157,11 +243,9 @@ async function leaveRoom() {
   if (room === leaving) closeRoom();
 }
 
-$("leave-btn").onclick = () => leaveRoom().catch((err) => showError("room-error", err));
+$("leave-btn").onclick = () => act("room-error", leaveRoom());
 
-$("lock-btn").onclick = () => {
-  (room.locked ? room.unlock() : room.lock()).catch((err) => showError("room-error", err));
-};
+$("lock-btn").onclick = () => act("room-error", room.locked ? room.unlock() : room.lock());
 
 function renderRoomHead() {
   const flags = [];
@@ -188,7 +272,7 @@ function renderMembers() {
     if (room.away.has(id)) li.append(Object.assign(document.createElement("span"), { className: "badge away", textContent: "away" }));
     if (room.isOwner && id !== parlor.session) {
       const kick = Object.assign(document.createElement("button"), { textContent: "kick", title: `remove ${nameOf(id)}` });
-      kick.onclick = () => room.kick(id).catch((err) => showError("room-error", err));
+      kick.onclick = () => act("room-error", room.kick(id));
       li.append(kick);
     }
     return li;
@@ -205,7 +289,7 @@ for (let y = 0; y < GRID; y++) {
     cell.dataset.x = x;
     cell.dataset.y = y;
     cell.onclick = () => {
-      room?.set(["grid", `${x},${y}`], $("color").value).catch((err) => showError("room-error", err));
+      if (room) act("room-error", room.set(["grid", `${x},${y}`], $("color").value));
     };
     cells.push(cell);
   }
@@ -221,7 +305,7 @@ function renderGrid() {
   }
 }
 
-$("clear-btn").onclick = () => room?.delete(["grid"]).catch((err) => showError("room-error", err));
+$("clear-btn").onclick = () => { if (room) act("room-error", room.delete(["grid"])); };
 
 // ---- chat -------------------------------------------------------------------------------------
 
@@ -249,62 +333,104 @@ $("chat-form").onsubmit = (e) => {
   const text = $("chat-input").value.trim();
   if (!text || !room) return;
   $("chat-input").value = "";
-  room.emit("chat", { name: nameInput.value, text }, { echo: true }).catch((err) => showError("room-error", err));
+  act("room-error", room.emit("chat", { name: nameInput.value, text }, { echo: true }));
 };
 
 nameInput.onchange = () => {
   localStorage.setItem("parlor-name", nameInput.value);
-  room?.set(["names", parlor.session], nameInput.value).catch((err) => showError("room-error", err));
+  if (room) act("room-error", room.set(["names", parlor.session], nameInput.value));
 };
 
 // ---- connection -------------------------------------------------------------------------------
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-// Close codes after which the session may still be held for us: going away (1001), a lost
-// connection (1006), a heartbeat timeout (4000).
-const RESUMABLE = new Set([1001, 1006, 4000]);
+const token = new URLSearchParams(location.search).get("token") || undefined;
+
+/** Why the connection closed for good, in words. */
+function closedWords({ code, error }) {
+  if (error) return "Could not reconnect. Check your network, then reload the page.";
+  return {
+    4001: "The server disconnected you. Reload the page to come back.",
+    4002: "You opened this game in another tab or window, which took over.",
+    1008: "Disconnected for sending too much, too fast. Reload the page to come back.",
+  }[code] ?? "Disconnected. Reload the page to reconnect.";
+}
+
+/**
+ * Why the server refused our WebSocket. A browser is not shown the refusal, but the server runs
+ * the same checks (connection rate, token, capacity) on a plain GET of /ws and answers them in
+ * JSON; past them it answers 400, since that GET is no WebSocket upgrade.
+ */
+async function whyRefused() {
+  let response;
+  try {
+    response = await fetch(`/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`, { cache: "no-store" });
+  } catch {
+    return "Cannot reach the server. Check your network, then reload the page.";
+  }
+  const { error } = await response.json().catch(() => ({}));
+  return {
+    token_missing: "This server needs a sign-in token: open this page with ?token=<your token> in its address.",
+    token_expired: "Your sign-in token has expired: get a new one, then reload the page with it.",
+    bad_signature: "This server does not accept your sign-in token.",
+    wrong_algorithm: "This server does not accept your sign-in token.",
+    invalid_token: "Your sign-in token is not valid for this server.",
+    origin_not_allowed: "This server does not accept players from this page's address.",
+    rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
+    too_many_connections: "The server is full: try again later.",
+  }[error] ?? (response.ok || response.status === 400
+    ? "Cannot connect to the server right now: reload the page to try again."
+    : `The server refused the connection (HTTP ${response.status}).`);
+}
+
+/** Clears an error line that only said the connection was down. */
+function clearConnectionErrors() {
+  for (const where of ["lobby-error", "room-error"]) {
+    if (["disconnected", "timeout"].includes($(where).dataset.code)) showError(where, null);
+  }
+}
 
 async function start() {
+  setStatus("Connecting…", false);
   try {
-    parlor = await Parlor.connect(url);
+    // Every request gives up after 10 s rather than leave a button doing nothing.
+    parlor = await Parlor.connect(url, { token, timeoutMs: 10_000 });
   } catch (err) {
-    setStatus(`cannot connect: ${err.message}`, false);
+    setStatus(await whyRefused(), false);
+    document.body.dataset.connection = "refused";
     return;
   }
-  await wire();
-}
-
-/** Listens to the current connection and watches the lobby through it. */
-async function wire() {
-  setStatus(`connected as ${short(parlor.session)}`, true);
-  document.body.dataset.session = parlor.session;
+  if (parlor.user && !localStorage.getItem("parlor-name")) nameInput.value = parlor.user;
+  const online = (text) => {
+    setStatus(text, true);
+    document.body.dataset.session = parlor.session;
+    document.body.dataset.connection = parlor.state;
+  };
   parlor.on("lobby", renderLobby);
-  parlor.on("close", (e) => {
-    if (RESUMABLE.has(e.code)) reconnect(1);
-    else setStatus(`disconnected (${e.code}); reload to reconnect`, false);
+  parlor.on("reconnecting", ({ attempt, delay }) => {
+    const when = delay >= 1000 ? ` in ${Math.round(delay / 1000)} s` : "";
+    setStatus(`Connection lost. Reconnecting${when}${attempt > 1 ? ` (attempt ${attempt})` : ""}…`, false);
+    document.body.dataset.connection = "reconnecting";
+    if (attempt === 1 && room) system("Connection lost. Reconnecting…");
   });
-  await parlor.subscribeLobby({});
+  parlor.on("resumed", ({ recovered, snapshot }) => {
+    online("Back online.");
+    if (room && recovered.includes(room.name)) system("Back online. Here is what you missed:");
+    else if (room && snapshot.includes(room.name)) system("Back online.");
+    clearConnectionErrors();
+  });
+  parlor.on("reset", ({ lost }) => {
+    // The room's "left" (reason lost) has closed the panel and said so.
+    online(lost.length ? "Back online, in a new session." : "Back online.");
+    clearConnectionErrors();
+  });
+  parlor.on("close", (e) => {
+    setStatus(closedWords(e), false);
+    document.body.dataset.connection = "closed";
+  });
+  online("Connected.");
+  await act("lobby-error", parlor.subscribeLobby({}));
   document.body.dataset.ready = "true";
-}
-
-/** Takes the session back (same seats, missed frames replayed) within the server's grace. */
-async function reconnect(attempt) {
-  const grace = parlor.welcome.reconnect_grace_ms;
-  setStatus(`connection lost; reconnecting (attempt ${attempt})`, false);
-  await new Promise((done) => setTimeout(done, Math.min(500 * attempt, 4000)));
-  try {
-    parlor = await Parlor.resume(url, parlor);
-    if (room) room = parlor.rooms.get(room.name) ?? null;
-    await wire();
-  } catch (err) {
-    if (err instanceof Error && err.code === "resume_failed") {
-      setStatus("the session expired; reload to start again", false);
-    } else if (500 * attempt < grace) {
-      reconnect(attempt + 1);
-    } else {
-      setStatus(`cannot reconnect: ${err.message}`, false);
-    }
-  }
 }
 
 start();

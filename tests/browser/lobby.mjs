@@ -1,9 +1,12 @@
 // Drives the browser lobby in headless Chromium: two pages create and join the same room, one
 // paints a cell and sends a chat line, the other must show both. Then Bob's connection is cut
 // without a close frame (his page talks to the server through a TCP relay in this script, which
-// resets it): Alice sees him away, paints and chats meanwhile, and once the relay lets him
-// through again Bob's page resumes its session and shows what it missed. Saves screenshots of
-// both pages. Run by tests/server/browser.rs:
+// resets it): his status line says it is reconnecting, a chat line he sends meanwhile fails in
+// plain words, Alice sees him away, paints and chats meanwhile, and once the relay lets him
+// through again parlor.js resumes his session: the page shows what he missed, says it is back
+// and clears the error. Join lines name the players; a refused request reads in plain words and
+// goes away on the next success. Saves screenshots of both pages at desktop width and of Bob's
+// at 390 px, where nothing may scroll sideways. Run by tests/server/browser.rs:
 //
 //   node tests/browser/lobby.mjs <base-url> <artifact-dir> <chromium-path>
 //
@@ -83,13 +86,21 @@ try {
     await page.dispatchEvent("#name", "change");
   }
 
-  // Alice creates the room; Bob sees it appear in his live list and joins it.
+  // Alice creates the room; Bob sees it appear in his live list. Creating it too fails in plain
+  // words; joining it from the list works and clears the error.
   await alice.fill("#create-name", ROOM);
   await alice.fill("#create-max", "4");
   await alice.click("#create-btn");
   await alice.waitForSelector(`#room-title:text-is("${ROOM}")`, { timeout: TIMEOUT });
+  await bob.waitForSelector(`#room-list tr[data-room="${ROOM}"]`, { timeout: TIMEOUT });
+  await bob.fill("#create-name", ROOM);
+  await bob.click("#create-btn");
+  await bob.waitForSelector('#lobby-error:text-is("A room with that name already exists.")', { timeout: TIMEOUT });
   await bob.click(`#room-list tr[data-room="${ROOM}"] button.join`, { timeout: TIMEOUT });
   await bob.waitForSelector(`#room-title:text-is("${ROOM}")`, { timeout: TIMEOUT });
+  await bob.waitForSelector("#lobby-error:empty", { timeout: TIMEOUT });
+  // Alice's chat names the player who joined.
+  await alice.waitForSelector('#chat-log li.system:text-is("bob joined.")', { timeout: TIMEOUT });
 
   // Each sees the other in the member list, by name (names travel in the shared state).
   await alice.waitForSelector('#members .member-name:text-is("bob")', { timeout: TIMEOUT });
@@ -112,7 +123,12 @@ try {
   // Bob's network drops. Alice sees him away; she paints and chats while he is gone.
   const bobSession = await bob.evaluate(() => document.body.dataset.session);
   relay.cut();
+  await bob.waitForSelector('#status:has-text("Connection lost. Reconnecting")', { timeout: TIMEOUT });
+  await bob.fill("#chat-input", "into the void");
+  await bob.click("#chat-send");
+  await bob.waitForSelector('#room-error:text-is("You are offline right now. Try again once you are reconnected.")', { timeout: TIMEOUT });
   await alice.waitForSelector(`#members li[data-session="${bobSession}"] .badge.away`, { timeout: TIMEOUT });
+  await alice.waitForSelector('#chat-log li.system:text-is("bob lost their connection; their seat is held.")', { timeout: TIMEOUT });
   await alice.fill("#color", BLUE);
   await alice.click(CELL_WHILE_AWAY);
   await alice.fill("#chat-input", "while you were away");
@@ -129,10 +145,31 @@ try {
   );
   const resumedAs = await bob.evaluate(() => document.body.dataset.session);
   if (resumedAs !== bobSession) throw new Error(`bob came back as ${resumedAs}, not ${bobSession}`);
+  await bob.waitForSelector('#status:text-is("Back online.")', { timeout: TIMEOUT });
+  await bob.waitForSelector('#chat-log li.system:text-is("Back online. Here is what you missed:")', { timeout: TIMEOUT });
+  await bob.waitForSelector("#room-error:empty", { timeout: TIMEOUT });
   await alice.waitForSelector(`#members li[data-session="${bobSession}"]:not(:has(.badge.away))`, { timeout: TIMEOUT });
+  await alice.waitForSelector('#chat-log li.system:text-is("bob is back.")', { timeout: TIMEOUT });
+  const hexLines = await alice.evaluate(() => [...document.querySelectorAll("#chat-log li")]
+    .map((li) => li.textContent).filter((text) => /[0-9a-f]{8}/.test(text)));
+  if (hexLines.length) throw new Error(`chat lines with hex ids: ${JSON.stringify(hexLines)}`);
 
+  // Desktop width, then a phone's: the page must fit 390 px with nothing scrolling sideways.
   await alice.screenshot({ path: join(artifacts, "lobby-alice.png"), fullPage: true });
   await bob.screenshot({ path: join(artifacts, "lobby-bob.png"), fullPage: true });
+  for (const [width, page] of [[1280, alice], [390, bob]]) {
+    await page.setViewportSize({ width, height: 844 });
+    const overflow = await page.evaluate(() => {
+      const wide = [...document.querySelectorAll("body *")]
+        .filter((el) => el.getBoundingClientRect().right > innerWidth + 1)
+        .map((el) => `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""}`);
+      return { scrollWidth: document.documentElement.scrollWidth, wide: wide.slice(0, 5) };
+    });
+    if (overflow.scrollWidth > width || overflow.wide.length) {
+      throw new Error(`at ${width} px the page is ${overflow.scrollWidth} px wide: ${overflow.wide.join(", ")}`);
+    }
+  }
+  await bob.screenshot({ path: join(artifacts, "lobby-bob-390.png"), fullPage: true });
   console.log(`ok: screenshots in ${artifacts}`);
 } catch (err) {
   console.error(`browser test failed: ${err.message}`);

@@ -1,9 +1,12 @@
-//! The browser side end to end. In headless Chromium (tests/browser/lobby.mjs, driven through
-//! playwright-core), two pages create and join a room, one paints and chats, the other shows
-//! both; then one page's connection is cut and it resumes with what it missed; and parlor.js's
-//! codec is checked against PROTOCOL.md. `./scripts/test` installs
-//! Debian's chromium, node and the npm package when missing; run alone, these tests say what is
-//! missing instead of passing.
+//! The browser side end to end. In headless Chromium (driven through playwright-core): the
+//! lobby (tests/browser/lobby.mjs), where two pages create and join a room, one paints and
+//! chats, the other shows both, then one page's connection is cut and it resumes with what it
+//! missed; and parlor.js reconnecting by itself (reconnect.mjs) through a cut connection and a
+//! restarted server. In node: parlor.js's codec against PROTOCOL.md and its edge cases
+//! (codec.mjs), its request settling and reconnection against a fake WebSocket (client.mjs),
+//! and its TypeScript types (types.mjs). `./scripts/test` installs Debian's chromium, node and
+//! the npm packages when missing; run alone, these tests say what is missing instead of
+//! passing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,7 +34,10 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
         "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
     );
     let artifacts = root.join("target/test-artifacts/browser");
-    let _ = std::fs::remove_dir_all(&artifacts);
+    const SHOTS: [&str; 3] = ["lobby-alice.png", "lobby-bob.png", "lobby-bob-390.png"];
+    for shot in SHOTS {
+        let _ = std::fs::remove_file(artifacts.join(shot));
+    }
     // A browser under a loaded CI machine may answer pings late: a generous timeout, so that
     // this test is about the lobby and not about the heartbeat.
     let mut config = test_config();
@@ -60,25 +66,85 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
         output.status,
         artifacts.display()
     );
-    for shot in ["lobby-alice.png", "lobby-bob.png"] {
+    for shot in SHOTS {
         let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
         assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
     }
 }
 
-/// parlor.js's own MessagePack codec agrees, byte for byte, with every example in
-/// PROTOCOL.md (which the Rust codec is checked against too).
-#[test]
-fn the_javascript_codec_matches_every_protocol_example() {
+/// parlor.js in headless Chromium reconnects by itself (tests/browser/reconnect.mjs, which
+/// runs this package's `parlor` binary with JWT auth): through a relay that cuts the connection,
+/// a page resumes its session with every missed frame; across a restart of the server on the
+/// same port (SIGTERM, close 1001), pages start fresh sessions and are told the room was lost;
+/// requests meanwhile reject at once or wait, as asked, and none is left pending.
+#[tokio::test]
+async fn parlor_js_resumes_after_a_cut_and_starts_afresh_after_a_restart() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
+    );
+    let artifacts = root.join("target/test-artifacts/browser");
+    let run = tokio::process::Command::new("node")
+        .arg(script_dir.join("reconnect.mjs"))
+        .arg(env!("CARGO_BIN_EXE_parlor"))
+        .arg(&artifacts)
+        .arg(chromium())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the reconnect test finished within 120 s")
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "reconnect test failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `node tests/browser/<script>` and fails with its output unless it exits 0.
+fn node_script(script: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new("node")
-        .arg(root.join("tests/browser/codec.mjs"))
+        .arg(root.join("tests/browser").join(script))
         .output()
         .expect("node runs (./scripts/test installs it)");
     assert!(
         output.status.success(),
-        "{}{}",
+        "{script}:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// parlor.js's own MessagePack codec agrees, byte for byte, with every example in
+/// PROTOCOL.md (which the Rust codec is checked against too), and handles what it used to get
+/// wrong: Dates, Sets, prototypes and 64-bit integers.
+#[test]
+fn the_javascript_codec_matches_every_protocol_example() {
+    node_script("codec.mjs");
+}
+
+/// parlor.d.ts matches parlor.js (exports, members, events), the package installs with npm
+/// from the repository, and `tsc --noEmit` accepts tests/browser/usage.ts, which uses every
+/// public call and event.
+#[test]
+fn the_typescript_types_match_parlor_js_and_type_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("tests/browser/node_modules/typescript").exists(),
+        "typescript is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
+    );
+    node_script("types.mjs");
+}
+
+/// parlor.js against a fake WebSocket: no request hangs (closed, dropped, timed out, or held
+/// for the reconnect on request), and dropped connections resume or start afresh.
+#[test]
+fn the_javascript_client_settles_every_request_and_reconnects() {
+    node_script("client.mjs");
 }
