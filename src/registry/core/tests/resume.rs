@@ -332,7 +332,11 @@ fn room_patterns_limit_join_create_and_matchmaking() {
                 options: RoomOptions::default(),
             },
         );
-        assert_eq!(error_code(&out.take()), Some(ErrorCode::Forbidden), "{room}");
+        assert_eq!(
+            error_code(&out.take()),
+            Some(ErrorCode::Forbidden),
+            "{room}"
+        );
     }
     // Members see the user id in presence and in `joined`.
     let (b, out_b) = h.connect_as("t2", Some("bob"), None);
