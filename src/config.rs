@@ -13,6 +13,9 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
 /// Environment variables with this prefix override settings: `PARLOR_SECTION_KEY`.
 pub const ENV_PREFIX: &str = "PARLOR_";
 
+/// Largest `auth.leeway_seconds`.
+pub const MAX_LEEWAY_SECONDS: u64 = 300;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -106,6 +109,7 @@ pub struct AuthConfig {
     pub public_key_file: PathBuf,
     pub issuer: String,
     pub audience: String,
+    pub leeway_seconds: u64,
     pub rooms_claim: String,
     pub allowed_origins: Vec<String>,
 }
@@ -326,6 +330,15 @@ impl Config {
             }
             _ => {}
         }
+        if a.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return invalid(
+                "auth.leeway_seconds",
+                format!(
+                    "must be at most {MAX_LEEWAY_SECONDS}: it allows for clock skew, not a \
+                     grace period"
+                ),
+            );
+        }
         if a.algorithm != AuthAlgorithm::None && a.rooms_claim.is_empty() {
             return invalid("auth.rooms_claim", "must name a claim".into());
         }
@@ -541,6 +554,16 @@ mod tests {
                 value.to_string(),
             );
             let path = write(&std::env::temp_dir().join("parlor-c6"), "");
+            assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_token_leeway_is_five_seconds_and_at_most_five_minutes() {
+        assert_eq!(Config::embedded().unwrap().auth.leeway_seconds, 5);
+        for (value, ok) in [(0, true), (300, true), (301, false)] {
+            let var = ("PARLOR_AUTH_LEEWAY_SECONDS".to_string(), value.to_string());
+            let path = write(&std::env::temp_dir().join("parlor-c7"), "");
             assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
         }
     }
