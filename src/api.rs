@@ -155,9 +155,49 @@ fn read_body<T: serde::de::DeserializeOwned>(
         .unwrap_or_default();
     if MSGPACK_TYPES.iter().any(|t| content_type.starts_with(t)) {
         decode_value(body, max_depth).map_err(|err| ApiError::BadRequest(err.message))
+    } else if json_nests_deeper_than(body, max_depth) {
+        // The words of the MessagePack decoder's refusal, so both formats answer alike.
+        Err(ApiError::BadRequest(format!(
+            "arrays and maps nest deeper than {max_depth}"
+        )))
     } else {
         serde_json::from_slice(body).map_err(|err| ApiError::BadRequest(err.to_string()))
     }
+}
+
+/// Whether the arrays and objects of the JSON text `bytes` nest deeper than `max_depth`, the
+/// outermost counting as 1 (as a MessagePack body's own map does). serde_json's own bound is a
+/// fixed 128, so the text is scanned first: brackets count outside strings only, and inside a
+/// string a backslash escapes the next byte. Bytes of multi-byte UTF-8 characters are all
+/// above 0x7f, so they are never taken for a bracket or a quote. Malformed text is left for
+/// serde_json to refuse.
+fn json_nests_deeper_than(bytes: &[u8], max_depth: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[derive(Deserialize)]
@@ -282,4 +322,23 @@ async fn disconnect(
         }
     };
     answer(&req, &state, StatusCode::NO_CONTENT, handler).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_nests_deeper_than;
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings_only() {
+        assert!(!json_nests_deeper_than(b"{}", 1));
+        assert!(json_nests_deeper_than(b"{\"a\":[]}", 1));
+        assert!(!json_nests_deeper_than(b"{\"a\":[]}", 2));
+        assert!(!json_nests_deeper_than(b"[1,[2],[3],{\"b\":4}]", 2));
+        // Brackets in strings, escaped quotes and an escaped backslash before the closing quote.
+        assert!(!json_nests_deeper_than(br#"{"a":"[[[{\"[["}"#, 1));
+        assert!(json_nests_deeper_than(br#"{"a":"\\",  "b":[]}"#, 1));
+        assert!(!json_nests_deeper_than("{\"é\":\"ü[\"}".as_bytes(), 1));
+        assert!(json_nests_deeper_than("[".repeat(33).as_bytes(), 32));
+        assert!(!json_nests_deeper_than("[".repeat(32).as_bytes(), 32));
+    }
 }

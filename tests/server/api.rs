@@ -197,3 +197,54 @@ async fn read_list_and_disconnect() {
     let (status, _, _) = http(&node, "DELETE", &path, &[("authorization", &auth)], vec![]).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn json_bodies_are_held_to_max_depth_as_msgpack_bodies_are() {
+    let node = api_node();
+    let mut a = connect(&node).await;
+    a.join("table").await.expect("join");
+    let auth = bearer(KEY);
+    let nested =
+        |levels: usize| (0..levels).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+    // The body's own map is level 1, so `data` may nest max_depth - 1 (31) deep.
+    for (levels, allowed) in [(31, true), (32, false)] {
+        let body = serde_json::json!({"event": "deep", "data": nested(levels)});
+        let mut answers = Vec::new();
+        for (content_type, bytes) in [
+            ("application/json", body.to_string().into_bytes()),
+            ("application/msgpack", encode_value(&body).to_vec()),
+        ] {
+            let (status, _, answer) = http(
+                &node,
+                "POST",
+                "/api/rooms/table/events",
+                &[("authorization", &auth), ("content-type", content_type)],
+                bytes,
+            )
+            .await;
+            let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json answer");
+            answers.push((status, answer));
+        }
+        let (json, msgpack) = (&answers[0], &answers[1]);
+        assert_eq!(
+            json.0,
+            if allowed { 200 } else { 400 },
+            "{levels}: {json:?}"
+        );
+        assert_eq!(json.0, msgpack.0, "{levels}");
+        if !allowed {
+            assert_eq!(json.1, msgpack.1);
+            assert_eq!(json.1["error"], "bad_request");
+        }
+    }
+    // Only the two allowed bodies reached the room.
+    for _ in 0..2 {
+        let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+        assert!(matches!(frame, ServerFrame::Event(e) if e.event == "deep"));
+    }
+    a.emit("table", "marker", Value::Nil, true)
+        .await
+        .expect("emit");
+    let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+    assert!(matches!(frame, ServerFrame::Event(e) if e.event == "marker"));
+}
