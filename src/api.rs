@@ -5,7 +5,7 @@
 //! MessagePack when `Accept` names it.
 //!
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
-//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`
+//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
 //! - `GET    /api/rooms/{room}`         → the room, members, state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use parlor_protocol::{decode_value, encode_value, SessionId, Value};
 
 use crate::auth::bearer_token;
-use crate::http::AppState;
+use crate::http::{listing_limit, AppState};
 use crate::registry::actor::Publish;
 use crate::secret::same_secret;
 
@@ -275,7 +275,7 @@ async fn read_room(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -291,10 +291,10 @@ async fn list_rooms(
     let handler = async {
         let max = state.max_listed_rooms;
         let query = query.map_err(|err| ApiError::BadRequest(err.to_string()))?;
-        let limit = query.limit.unwrap_or(max);
-        if limit == 0 || limit > max {
-            return Err(ApiError::BadRequest(format!("limit is 1 to {max}")));
-        }
+        let limit = match &query.limit {
+            Some(raw) => listing_limit(raw, max).map_err(ApiError::BadRequest)?,
+            None => max,
+        };
         let rooms = state
             .registry()
             .all_rooms(limit)

@@ -165,13 +165,7 @@ fn parse_room_query(
                     .parse()
                     .map_err(|_| format!("free_seats is true or false, not {raw:?}"))?
             }
-            "limit" => {
-                limit = raw
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=max_listed_rooms).contains(n))
-                    .ok_or_else(|| format!("limit is 1 to {max_listed_rooms}, not {raw:?}"))?
-            }
+            "limit" => limit = listing_limit(raw, max_listed_rooms)?,
             other => match other.strip_prefix("meta.") {
                 Some(name) => {
                     let value = serde_json::from_str::<serde_json::Value>(raw)
@@ -185,6 +179,20 @@ fn parse_room_query(
         }
     }
     Ok((filter, limit))
+}
+
+/// A listing's `limit` parameter: a whole number from 1, cut to `max_listed_rooms` as
+/// `list_rooms` cuts it (a number too big for the machine included).
+pub fn listing_limit(raw: &str, max_listed_rooms: usize) -> Result<usize, String> {
+    let limit = match raw.parse::<usize>() {
+        Ok(n) => n,
+        Err(err) if *err.kind() == std::num::IntErrorKind::PosOverflow => usize::MAX,
+        Err(_) => 0,
+    };
+    if limit == 0 {
+        return Err(format!("limit is a whole number from 1, not {raw:?}"));
+    }
+    Ok(limit.min(max_listed_rooms))
 }
 
 async fn upgrade(
