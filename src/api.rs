@@ -6,7 +6,8 @@
 //!
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
 //! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
-//! - `GET    /api/rooms/{room}`         → the room, members, state, version, epoch, offset
+//! - `GET    /api/rooms/{room}`         → `RoomDetail`: room info (count as `member_count`),
+//!                                        `private`, `members` (list), state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
 
 use actix_web::http::{header, StatusCode};
