@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{rt, web, App, HttpServer};
 
 use crate::auth::Authenticator;
 use crate::cluster::{ClusterSettings, LinkConfig};
 use crate::config::Config;
-use crate::http::{routes, AppState};
+use crate::http::{routes, uniform_error, AppState};
 use crate::metrics::Metrics;
 use crate::registry::actor::{RegistryHandle, Timers};
 use crate::registry::RegistryLimits;
@@ -136,17 +137,22 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     });
     let shutdown_secs = config.shutdown_timeout().as_millis().div_ceil(1000) as u64;
     let user_timeout = config.client_timeout();
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-        .on_connect(move |conn, _| {
-            if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
-                tune_socket(tcp, user_timeout);
-            }
-        })
-        .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
-        .max_connections(config.limits.max_connections.saturating_add(64))
-        .backlog(4096)
-        .disable_signals()
-        .shutdown_timeout(shutdown_secs);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(uniform_error))
+            .app_data(state.clone())
+            .configure(routes)
+    })
+    .on_connect(move |conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
+            tune_socket(tcp, user_timeout);
+        }
+    })
+    .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
+    .max_connections(config.limits.max_connections.saturating_add(64))
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(shutdown_secs);
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }

@@ -166,7 +166,8 @@ async fn redis_going_away_and_coming_back() {
         nodes[0].api("GET", "/api/rooms/lounge", key, None).await.0,
         503
     );
-    assert_eq!(nodes[0].api("GET", "/rooms", key, None).await.0, 503);
+    let (status, body) = nodes[0].api("GET", "/rooms", key, None).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
     // Two members on the same node still reach each other directly.
     a.send_direct(neighbour.session_id(), "psst", Value::from(1))
         .await
