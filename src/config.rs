@@ -393,6 +393,30 @@ impl Config {
     }
 }
 
+/// `url` (a Redis URL) for the logs: without a user or password, nor the `user` and `pass`
+/// query parameters a unix-socket URL may carry them in.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(an unreadable URL)".into();
+    };
+    // Both fail only for URLs that cannot have credentials, which is what is wanted anyway.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if parsed.query().is_some() {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(key, _)| !matches!(key.as_ref(), "user" | "username" | "pass" | "password"))
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    parsed.into()
+}
+
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
         .map_err(|err| ConfigError::Syntax {
@@ -565,6 +589,32 @@ mod tests {
             let var = ("PARLOR_AUTH_LEEWAY_SECONDS".to_string(), value.to_string());
             let path = write(&std::env::temp_dir().join("parlor-c7"), "");
             assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_logged_without_credentials() {
+        for (url, logged) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://alice:hunter2@redis.example/3",
+                "rediss://redis.example/3",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=2&user=alice&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=2",
+            ),
+            (
+                "unix:///run/redis.sock?pass=hunter2",
+                "unix:///run/redis.sock",
+            ),
+            ("not a url hunter2", "(an unreadable URL)"),
+        ] {
+            assert_eq!(redacted_url(url), logged, "{url}");
         }
     }
 
