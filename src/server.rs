@@ -82,7 +82,11 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         replay_budget_bytes: config.session.outbound_budget_bytes / 2,
         max_away_sessions: config.limits.max_connections,
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if config.cluster.redis_url.is_empty() {
+        Metrics::new()
+    } else {
+        Metrics::for_cluster()
+    });
     let timers = Timers {
         state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
         lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
