@@ -235,6 +235,17 @@ impl Config {
                 "must be 0 or at least 1000 (see its comment in config.toml)".into(),
             );
         }
+        let smallest_frame_limit = self.smallest_frame_limit();
+        if l.max_frame_bytes < smallest_frame_limit {
+            return invalid(
+                "limits.max_frame_bytes",
+                format!(
+                    "must be at least {smallest_frame_limit} with these limits, or a client \
+                     could not send a legal `resume` naming all its rooms or a `create` with \
+                     the longest name, password and metadata"
+                ),
+            );
+        }
         let largest_frame = self.largest_server_frame();
         if s.outbound_budget_bytes < largest_frame {
             return invalid(
@@ -349,6 +360,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The smallest `max_frame_bytes` these limits allow: 1024, or more when the largest
+    /// legal `resume` (every room of a session, with the longest names) or `create` (the
+    /// longest name and password, the largest metadata) needs more. Both are bounded from
+    /// above, with room for the keys and headers MessagePack adds.
+    pub fn smallest_frame_limit(&self) -> usize {
+        const FLOOR: usize = 1024;
+        /// The frame's keys and the other fields: type, ref, session id, token, options...
+        const ENVELOPE: usize = 256;
+        /// A room position's keys, an epoch of 32 characters, an offset, headers.
+        const POSITION: usize = 96;
+        let l = &self.limits;
+        let resume = ENVELOPE + l.max_rooms_per_session * (l.max_room_name_bytes + POSITION);
+        let create = ENVELOPE
+            + l.max_room_name_bytes
+            + crate::registry::MAX_PASSWORD_BYTES
+            + l.max_metadata_bytes;
+        FLOOR.max(resume).max(create)
     }
 
     /// An upper bound on the largest frame the server may queue for one client, so that one
@@ -517,12 +547,12 @@ mod tests {
         let config = Config::load(
             Some(&write(&dir, "")),
             env(&[
-                ("PARLOR_LIMITS_MAX_FRAME_BYTES", "1024"),
+                ("PARLOR_LIMITS_MAX_FRAME_BYTES", "8192"),
                 ("PARLOR_SERVER_BIND", "0.0.0.0:9"),
             ]),
         )
         .unwrap();
-        assert_eq!(config.limits.max_frame_bytes, 1024);
+        assert_eq!(config.limits.max_frame_bytes, 8192);
         assert_eq!(config.server.bind.to_string(), "0.0.0.0:9");
     }
 
@@ -615,6 +645,83 @@ mod tests {
             ("not a url hunter2", "(an unreadable URL)"),
         ] {
             assert_eq!(redacted_url(url), logged, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_frame_limit_too_small_for_a_legal_resume_or_create_is_refused() {
+        for (value, ok) in [(1, false), (1023, false), (4096, true)] {
+            let var = (
+                "PARLOR_LIMITS_MAX_FRAME_BYTES".to_string(),
+                value.to_string(),
+            );
+            let path = write(&std::env::temp_dir().join("parlor-c8"), "");
+            let loaded = Config::load(Some(&path), [var]);
+            assert_eq!(loaded.is_ok(), ok, "{value}");
+            if let Err(err) = loaded {
+                assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");
+            }
+        }
+        // More rooms per session need more room for a resume.
+        let rooms = [
+            (
+                "PARLOR_LIMITS_MAX_FRAME_BYTES".to_string(),
+                "4096".to_string(),
+            ),
+            (
+                "PARLOR_LIMITS_MAX_ROOMS_PER_SESSION".to_string(),
+                "64".to_string(),
+            ),
+        ];
+        let path = write(&std::env::temp_dir().join("parlor-c9"), "");
+        assert!(Config::load(Some(&path), rooms).is_err());
+    }
+
+    #[test]
+    fn the_smallest_frame_limit_holds_the_largest_legal_resume_and_create() {
+        use parlor_protocol::{encode_client, ClientFrame, RoomOptions, RoomPosition, SessionId};
+        for (rooms, name_bytes, metadata_bytes) in [(16, 128, 1024), (1, 32, 1), (100, 1000, 9000)]
+        {
+            let mut config = Config::embedded().unwrap();
+            config.limits.max_rooms_per_session = rooms;
+            config.limits.max_room_name_bytes = name_bytes;
+            config.limits.max_metadata_bytes = metadata_bytes;
+            let limit = config.smallest_frame_limit();
+            let name = |n: usize| format!("{n:0>name_bytes$}");
+            let resume = ClientFrame::Resume {
+                reference: Some(u64::MAX),
+                session: SessionId::new_random(),
+                token: "f".repeat(64),
+                rooms: (0..rooms)
+                    .map(|n| RoomPosition {
+                        room: name(n),
+                        epoch: "e".repeat(32),
+                        offset: u64::MAX,
+                    })
+                    .collect(),
+            };
+            // Metadata whose encoding is as large as allowed: one string value.
+            let mut metadata = parlor_protocol::Metadata::new();
+            let value_bytes = metadata_bytes.saturating_sub(16).max(1);
+            metadata.insert("k".into(), "v".repeat(value_bytes).into());
+            let create = ClientFrame::Create {
+                reference: Some(u64::MAX),
+                room: Some(name(0)),
+                options: RoomOptions {
+                    max_members: Some(u32::MAX),
+                    private: true,
+                    password: Some("p".repeat(crate::registry::MAX_PASSWORD_BYTES)),
+                    metadata,
+                    dispose_when_empty: false,
+                },
+            };
+            for frame in [resume, create] {
+                let len = encode_client(&frame).len();
+                assert!(
+                    len <= limit,
+                    "{len} > {limit} for {rooms} rooms, {name_bytes} B names"
+                );
+            }
         }
     }
 
