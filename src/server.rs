@@ -160,7 +160,10 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
-    let server = server.bind(config.server.bind)?;
+    let address = config.server.bind;
+    let server = server
+        .bind(address)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {address}: {err}")))?;
     let addrs = server.addrs();
     Ok(Node {
         server: server.run(),

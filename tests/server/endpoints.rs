@@ -1,5 +1,6 @@
-//! The plain HTTP side as a client meets it: every error answer has the same JSON body,
-//! `{"error": code, "message": text}`, whoever writes it.
+//! The plain HTTP side as a client or an operator meets it: every error answer has the same
+//! JSON body, `{"error": code, "message": text}`, whoever writes it; an address that cannot
+//! be bound is named.
 
 use crate::common::*;
 
@@ -96,5 +97,36 @@ async fn a_node_at_its_connection_cap_says_so_in_the_common_body() {
         &body,
         "too_many_connections",
         &["max_connections"],
+    );
+}
+
+#[test]
+fn a_bind_error_names_the_address_and_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parlor"))
+        .args(["--bind", &addr, "--config", "/dev/null"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start parlor");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("parlor kept running on a taken address");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("in use"),
+        "{stderr}"
     );
 }
