@@ -1,6 +1,6 @@
 //! HTTP routes: `GET /ws` upgrades to a session (429 over the per-IP connection rate, 401/403
 //! without a valid token or from a disallowed origin, 503 over the connection cap),
-//! `GET /health` reports the registry's live counts, `GET /metrics` the Prometheus metrics,
+//! `GET /health` reports the registry's live counts, `GET /ready` whether to send it clients, `GET /metrics` the Prometheus metrics,
 //! `GET /rooms` lists public rooms as JSON, `/api/...` is the backend API (see `api`), and
 //! `/`, `/parlor.js` and the lobby's files are served from the binary.
 
@@ -86,6 +86,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(upgrade))
         .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
         .route("/rooms", web::get().to(rooms))
         .configure(crate::api::routes);
@@ -335,6 +336,30 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             HttpResponse::Ok().json(body)
         }
         None => unavailable(),
+    }
+}
+
+/// `GET /ready`, for load balancers: 200 while the node can serve new sessions; 503 once it
+/// shuts down (`shutting_down`), while a cluster node cannot reach Redis (`degraded`), or
+/// when the registry does not answer (`unavailable`). `/health` stays 200 in the first two:
+/// the node is alive, it only should not get new clients.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let registry = state.registry();
+    if registry.is_closing() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down".into(),
+        );
+    }
+    match registry.stats().await {
+        None => unavailable(),
+        Some(stats) if stats.cluster.as_ref().is_some_and(|c| !c.up) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded",
+            "the node cannot reach Redis".into(),
+        ),
+        Some(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
     }
 }
 

@@ -188,6 +188,7 @@ fn tune_socket(tcp: &rt::net::TcpStream, user_timeout: Duration) {
 pub struct BackgroundNode {
     pub addr: SocketAddr,
     handle: ServerHandle,
+    registry: RegistryHandle,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
@@ -198,6 +199,11 @@ impl BackgroundNode {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The node's registry, e.g. to begin its shutdown as a signal would.
+    pub fn registry(&self) -> &RegistryHandle {
+        &self.registry
     }
 
     /// Stops the node and waits for its thread.
@@ -234,17 +240,18 @@ pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
                     }
                 };
                 let addr = node.addrs.first().copied();
-                let _ = ready_tx.send(Ok((addr, node.server.handle())));
+                let _ = ready_tx.send(Ok((addr, node.server.handle(), node.registry.clone())));
                 node.server.await
             })
         })?;
     match ready_rx.recv() {
-        Ok(Ok((Some(addr), handle))) => Ok(BackgroundNode {
+        Ok(Ok((Some(addr), handle, registry))) => Ok(BackgroundNode {
             addr,
             handle,
+            registry,
             thread: Some(thread),
         }),
-        Ok(Ok((None, _))) => Err(io::Error::other("the node bound no address")),
+        Ok(Ok((None, _, _))) => Err(io::Error::other("the node bound no address")),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(io::Error::other(
             "the node's thread ended before it listened",

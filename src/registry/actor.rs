@@ -3,6 +3,7 @@
 //! handlers reach it through `RegistryHandle`, which refuses requests rather than queue them
 //! without bound.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -266,6 +267,8 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct RegistryHandle {
     inner: Inner,
+    /// Set once the node has begun to shut down; `/ready` reads it without asking the actor.
+    closing: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -313,6 +316,7 @@ impl RegistryHandle {
         });
         Self {
             inner: Inner::Single(addr),
+            closing: Arc::default(),
         }
     }
 
@@ -329,6 +333,7 @@ impl RegistryHandle {
         });
         Self {
             inner: Inner::Cluster(addr),
+            closing: Arc::default(),
         }
     }
 
@@ -382,7 +387,14 @@ impl RegistryHandle {
     }
 
     /// Tells every session the node is going away; returns once the registry has done so.
+    /// From the call on, the node is no longer ready (`is_closing`).
     pub async fn shut_down(&self) {
+        self.closing.store(true, Ordering::Release);
         let _ = ask!(self, ShutDown);
+    }
+
+    /// Whether the node has begun to shut down.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 }

@@ -130,3 +130,18 @@ fn a_bind_error_names_the_address_and_why() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn ready_answers_503_once_the_node_shuts_down_while_health_stays_200() {
+    let node = start(test_config());
+    let mut client = connect(&node).await;
+    client.join("hall").await.expect("join");
+    let (status, body) = get_json(&node, "/ready").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    // What SIGTERM does first: the registry tells every session the node is going away.
+    node.registry().shut_down().await;
+    let (status, _, body) = http(&node, "GET", "/ready", &[], vec![]).await;
+    assert_eq!(status, 503);
+    assert_error_body("/ready", &body, "shutting_down", &[]);
+    assert_eq!(get_json(&node, "/health").await.0, 200, "still alive");
+}
