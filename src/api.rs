@@ -7,7 +7,7 @@
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
 //! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
 //! - `GET    /api/rooms/{room}`         → `RoomDetail`: room info (count as `member_count`),
-//!                                        `private`, `members` (list), state, version, epoch, offset
+//!   `private`, `members` (list), state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
 
 use actix_web::http::{header, StatusCode};
