@@ -5,8 +5,9 @@
 //! MessagePack when `Accept` names it.
 //!
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
-//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`
-//! - `GET    /api/rooms/{room}`         → the room, members, state, version, epoch, offset
+//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
+//! - `GET    /api/rooms/{room}`         → `RoomDetail`: room info (count as `member_count`),
+//!   `private`, `members` (list), state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
 
 use actix_web::http::{header, StatusCode};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
 
 use crate::auth::bearer_token;
-use crate::http::AppState;
+use crate::http::{listing_limit, AppState};
 use crate::registry::actor::Publish;
 use crate::secret::same_secret;
 
@@ -155,6 +156,11 @@ fn read_body<T: serde::de::DeserializeOwned>(
         .unwrap_or_default();
     if MSGPACK_TYPES.iter().any(|t| content_type.starts_with(t)) {
         decode_value(body, max_depth).map_err(|err| ApiError::BadRequest(err.message))
+    } else if json_nests_deeper_than(body, max_depth) {
+        // The words of the MessagePack decoder's refusal, so both formats answer alike.
+        Err(ApiError::BadRequest(format!(
+            "arrays and maps nest deeper than {max_depth}"
+        )))
     } else {
         serde_json::from_slice(body).map_err(|err| ApiError::BadRequest(err.to_string()))
     }
@@ -165,6 +171,41 @@ fn read_body<T: serde::de::DeserializeOwned>(
 #[derive(Deserialize)]
 #[serde(transparent)]
 struct PublishBody(#[serde(deserialize_with = "map_only::deserialize")] PublishFields);
+
+/// Whether the arrays and objects of the JSON text `bytes` nest deeper than `max_depth`, the
+/// outermost counting as 1 (as a MessagePack body's own map does). serde_json's own bound is a
+/// fixed 128, so the text is scanned first: brackets count outside strings only, and inside a
+/// string a backslash escapes the next byte. Bytes of multi-byte UTF-8 characters are all
+/// above 0x7f, so they are never taken for a bracket or a quote. Malformed text is left for
+/// serde_json to refuse.
+fn json_nests_deeper_than(bytes: &[u8], max_depth: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,7 +283,7 @@ async fn read_room(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -258,10 +299,10 @@ async fn list_rooms(
     let handler = async {
         let max = state.max_listed_rooms;
         let query = query.map_err(|err| ApiError::BadRequest(err.to_string()))?;
-        let limit = query.limit.unwrap_or(max);
-        if limit == 0 || limit > max {
-            return Err(ApiError::BadRequest(format!("limit is 1 to {max}")));
-        }
+        let limit = match &query.limit {
+            Some(raw) => listing_limit(raw, max).map_err(ApiError::BadRequest)?,
+            None => max,
+        };
         let rooms = state
             .registry()
             .all_rooms(limit)
@@ -289,4 +330,23 @@ async fn disconnect(
         }
     };
     answer(&req, &state, StatusCode::NO_CONTENT, handler).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_nests_deeper_than;
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings_only() {
+        assert!(!json_nests_deeper_than(b"{}", 1));
+        assert!(json_nests_deeper_than(b"{\"a\":[]}", 1));
+        assert!(!json_nests_deeper_than(b"{\"a\":[]}", 2));
+        assert!(!json_nests_deeper_than(b"[1,[2],[3],{\"b\":4}]", 2));
+        // Brackets in strings, escaped quotes and an escaped backslash before the closing quote.
+        assert!(!json_nests_deeper_than(br#"{"a":"[[[{\"[["}"#, 1));
+        assert!(json_nests_deeper_than(br#"{"a":"\\",  "b":[]}"#, 1));
+        assert!(!json_nests_deeper_than("{\"é\":\"ü[\"}".as_bytes(), 1));
+        assert!(json_nests_deeper_than("[".repeat(33).as_bytes(), 32));
+        assert!(!json_nests_deeper_than("[".repeat(32).as_bytes(), 32));
+    }
 }

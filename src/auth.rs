@@ -23,6 +23,8 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
     #[error("the token is signed with another algorithm than this server accepts")]
     WrongAlgorithm,
     #[error("the token's signature is not valid")]
@@ -39,6 +41,7 @@ impl AuthError {
         match self {
             Self::Missing => "token_missing",
             Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
             Self::WrongAlgorithm => "wrong_algorithm",
             Self::BadSignature => "bad_signature",
             Self::Invalid(_) => "invalid_token",
@@ -93,6 +96,9 @@ impl Authenticator {
                 };
                 let mut validation = Validation::new(algorithm);
                 validation.set_required_spec_claims(&["exp", "sub"]);
+                // jsonwebtoken skips `nbf` unless asked, and allows 60 s of skew unless told.
+                validation.validate_nbf = true;
+                validation.leeway = config.leeway_seconds;
                 if config.issuer.is_empty() {
                     validation.iss = None;
                 } else {
@@ -158,6 +164,7 @@ impl Verifier {
         )
         .map_err(|err| match err.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             other => AuthError::Invalid(format!("{other:?}")),

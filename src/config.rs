@@ -13,6 +13,9 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
 /// Environment variables with this prefix override settings: `PARLOR_SECTION_KEY`.
 pub const ENV_PREFIX: &str = "PARLOR_";
 
+/// Largest `auth.leeway_seconds`.
+pub const MAX_LEEWAY_SECONDS: u64 = 300;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -108,6 +111,7 @@ pub struct AuthConfig {
     pub public_key_file: PathBuf,
     pub issuer: String,
     pub audience: String,
+    pub leeway_seconds: u64,
     pub rooms_claim: String,
     pub allowed_origins: Vec<String>,
 }
@@ -233,6 +237,17 @@ impl Config {
                 "must be 0 or at least 1000 (see its comment in config.toml)".into(),
             );
         }
+        let smallest_frame_limit = self.smallest_frame_limit();
+        if l.max_frame_bytes < smallest_frame_limit {
+            return invalid(
+                "limits.max_frame_bytes",
+                format!(
+                    "must be at least {smallest_frame_limit} with these limits, or a client \
+                     could not send a legal `resume` naming all its rooms or a `create` with \
+                     the longest name, password and metadata"
+                ),
+            );
+        }
         if self.registry.queue_bytes
             < l.max_frame_bytes
                 .max(crate::session::reader::MIN_REQUEST_COST)
@@ -352,6 +367,15 @@ impl Config {
             }
             _ => {}
         }
+        if a.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return invalid(
+                "auth.leeway_seconds",
+                format!(
+                    "must be at most {MAX_LEEWAY_SECONDS}: it allows for clock skew, not a \
+                     grace period"
+                ),
+            );
+        }
         if a.algorithm != AuthAlgorithm::None && a.rooms_claim.is_empty() {
             return invalid("auth.rooms_claim", "must name a claim".into());
         }
@@ -362,6 +386,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The smallest `max_frame_bytes` these limits allow: 1024, or more when the largest
+    /// legal `resume` (every room of a session, with the longest names) or `create` (the
+    /// longest name and password, the largest metadata) needs more. Both are bounded from
+    /// above, with room for the keys and headers MessagePack adds.
+    pub fn smallest_frame_limit(&self) -> usize {
+        const FLOOR: usize = 1024;
+        /// The frame's keys and the other fields: type, ref, session id, token, options...
+        const ENVELOPE: usize = 256;
+        /// A room position's keys, an epoch of 32 characters, an offset, headers.
+        const POSITION: usize = 96;
+        let l = &self.limits;
+        let resume = ENVELOPE + l.max_rooms_per_session * (l.max_room_name_bytes + POSITION);
+        let create = ENVELOPE
+            + l.max_room_name_bytes
+            + crate::registry::MAX_PASSWORD_BYTES
+            + l.max_metadata_bytes;
+        FLOOR.max(resume).max(create)
     }
 
     /// An upper bound on the largest frame the server may queue for one client, so that one
@@ -406,6 +449,30 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_timeout_ms)
     }
+}
+
+/// `url` (a Redis URL) for the logs: without a user or password, nor the `user` and `pass`
+/// query parameters a unix-socket URL may carry them in.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(an unreadable URL)".into();
+    };
+    // Both fail only for URLs that cannot have credentials, which is what is wanted anyway.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if parsed.query().is_some() {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(key, _)| !matches!(key.as_ref(), "user" | "username" | "pass" | "password"))
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    parsed.into()
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
@@ -508,12 +575,12 @@ mod tests {
         let config = Config::load(
             Some(&write(&dir, "")),
             env(&[
-                ("PARLOR_LIMITS_MAX_FRAME_BYTES", "1024"),
+                ("PARLOR_LIMITS_MAX_FRAME_BYTES", "8192"),
                 ("PARLOR_SERVER_BIND", "0.0.0.0:9"),
             ]),
         )
         .unwrap();
-        assert_eq!(config.limits.max_frame_bytes, 1024);
+        assert_eq!(config.limits.max_frame_bytes, 8192);
         assert_eq!(config.server.bind.to_string(), "0.0.0.0:9");
     }
 
@@ -570,6 +637,119 @@ mod tests {
             );
             let path = write(&std::env::temp_dir().join("parlor-c6"), "");
             assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_token_leeway_is_five_seconds_and_at_most_five_minutes() {
+        assert_eq!(Config::embedded().unwrap().auth.leeway_seconds, 5);
+        for (value, ok) in [(0, true), (300, true), (301, false)] {
+            let var = ("PARLOR_AUTH_LEEWAY_SECONDS".to_string(), value.to_string());
+            let path = write(&std::env::temp_dir().join("parlor-c7"), "");
+            assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn redis_urls_are_logged_without_credentials() {
+        for (url, logged) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://alice:hunter2@redis.example/3",
+                "rediss://redis.example/3",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=2&user=alice&pass=hunter2",
+                "redis+unix:///run/redis.sock?db=2",
+            ),
+            (
+                "unix:///run/redis.sock?pass=hunter2",
+                "unix:///run/redis.sock",
+            ),
+            ("not a url hunter2", "(an unreadable URL)"),
+        ] {
+            assert_eq!(redacted_url(url), logged, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_frame_limit_too_small_for_a_legal_resume_or_create_is_refused() {
+        for (value, ok) in [(1, false), (1023, false), (4096, true)] {
+            let var = (
+                "PARLOR_LIMITS_MAX_FRAME_BYTES".to_string(),
+                value.to_string(),
+            );
+            let path = write(&std::env::temp_dir().join("parlor-c8"), "");
+            let loaded = Config::load(Some(&path), [var]);
+            assert_eq!(loaded.is_ok(), ok, "{value}");
+            if let Err(err) = loaded {
+                assert!(err.to_string().contains("limits.max_frame_bytes"), "{err}");
+            }
+        }
+        // More rooms per session need more room for a resume.
+        let rooms = [
+            (
+                "PARLOR_LIMITS_MAX_FRAME_BYTES".to_string(),
+                "4096".to_string(),
+            ),
+            (
+                "PARLOR_LIMITS_MAX_ROOMS_PER_SESSION".to_string(),
+                "64".to_string(),
+            ),
+        ];
+        let path = write(&std::env::temp_dir().join("parlor-c9"), "");
+        assert!(Config::load(Some(&path), rooms).is_err());
+    }
+
+    #[test]
+    fn the_smallest_frame_limit_holds_the_largest_legal_resume_and_create() {
+        use parlor_protocol::{encode_client, ClientFrame, RoomOptions, RoomPosition, SessionId};
+        for (rooms, name_bytes, metadata_bytes) in [(16, 128, 1024), (1, 32, 1), (100, 1000, 9000)]
+        {
+            let mut config = Config::embedded().unwrap();
+            config.limits.max_rooms_per_session = rooms;
+            config.limits.max_room_name_bytes = name_bytes;
+            config.limits.max_metadata_bytes = metadata_bytes;
+            let limit = config.smallest_frame_limit();
+            let name = |n: usize| format!("{n:0>name_bytes$}");
+            let resume = ClientFrame::Resume {
+                reference: Some(u64::MAX),
+                session: SessionId::new_random(),
+                token: "f".repeat(64),
+                rooms: (0..rooms)
+                    .map(|n| RoomPosition {
+                        room: name(n),
+                        epoch: "e".repeat(32),
+                        offset: u64::MAX,
+                    })
+                    .collect(),
+            };
+            // Metadata whose encoding is as large as allowed: one string value.
+            let mut metadata = parlor_protocol::Metadata::new();
+            let value_bytes = metadata_bytes.saturating_sub(16).max(1);
+            metadata.insert("k".into(), "v".repeat(value_bytes).into());
+            let create = ClientFrame::Create {
+                reference: Some(u64::MAX),
+                room: Some(name(0)),
+                options: RoomOptions {
+                    max_members: Some(u32::MAX),
+                    private: true,
+                    password: Some("p".repeat(crate::registry::MAX_PASSWORD_BYTES)),
+                    metadata,
+                    dispose_when_empty: false,
+                },
+            };
+            for frame in [resume, create] {
+                let len = encode_client(&frame).len();
+                assert!(
+                    len <= limit,
+                    "{len} > {limit} for {rooms} rooms, {name_bytes} B names"
+                );
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! HTTP routes: `GET /ws` upgrades to a session (429 over the per-IP connection rate, 401/403
 //! without a valid token or from a disallowed origin, 503 over the connection cap),
-//! `GET /health` reports the registry's live counts, `GET /metrics` the Prometheus metrics,
+//! `GET /health` reports the registry's live counts, `GET /ready` whether to send it clients, `GET /metrics` the Prometheus metrics,
 //! `GET /rooms` lists public rooms as JSON, `/api/...` is the backend API (see `api`), and
 //! `/`, `/parlor.js` and the lobby's files are served from the binary.
 
@@ -10,6 +10,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use actix_http::ws::Codec;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
 
@@ -84,6 +87,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(upgrade))
         .route("/health", web::get().to(health))
+        .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
         .route("/rooms", web::get().to(rooms))
         .configure(crate::api::routes);
@@ -130,6 +134,71 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// The body of every HTTP error answer: `{"error": code, "message": why}`.
+fn error_body(code: &str, message: String) -> serde_json::Value {
+    serde_json::json!({ "error": code, "message": message })
+}
+
+/// An error answer with `status` and the common body.
+pub fn error_response(status: StatusCode, code: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(error_body(code, message))
+}
+
+/// 503 `unavailable`: the registry has stopped, or a cluster node cannot ask Redis.
+fn unavailable() -> HttpResponse {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the room registry cannot answer now (stopped, or cut off from Redis)".into(),
+    )
+}
+
+/// Gives the error answers that actix-web writes itself (an unknown path, a wrong method, a
+/// request that is no WebSocket handshake on `/ws`, a body over actix's payload limit) the
+/// common JSON body, so that a client reads every error alike. The code is the status's
+/// reason phrase in snake case (`not_found`, `method_not_allowed`, `bad_request`,
+/// `payload_too_large`); the message is actix's, or the phrase. Answers that already carry
+/// JSON or MessagePack are the handlers' own and pass unchanged.
+pub fn uniform_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let written_by_us = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json") || t.starts_with("application/msgpack"));
+    if written_by_us {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = res
+        .response()
+        .error()
+        .map(ToString::to_string)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| reason.to_owned());
+    let code: String = reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let (req, old) = res.into_parts();
+    let mut new = error_response(status, &code, message);
+    // Keep what the answer says besides its body (Allow on a 405, Upgrade on a 426).
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new).map_into_right_body(),
+    ))
+}
+
 /// `GET /rooms?mode=M&free_seats=true&limit=N&meta.KEY=VALUE`: the public rooms matching the
 /// filter, as `list_rooms` gives them. A `meta.` value is read as JSON when it parses as JSON
 /// (`3`, `true`, `"3"`) and as a plain string otherwise.
@@ -139,16 +208,11 @@ async fn rooms(
 ) -> HttpResponse {
     let (filter, limit) = match parse_room_query(&query, state.max_listed_rooms) {
         Ok(parsed) => parsed,
-        Err(why) => {
-            return HttpResponse::BadRequest()
-                .json(serde_json::json!({"error": "bad_query", "message": why}))
-        }
+        Err(why) => return error_response(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     match state.registry().list_rooms(filter, limit).await {
         Some(rooms) => HttpResponse::Ok().json(serde_json::json!({ "rooms": rooms })),
-        None => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
-        }
+        None => unavailable(),
     }
 }
 
@@ -166,13 +230,7 @@ fn parse_room_query(
                     .parse()
                     .map_err(|_| format!("free_seats is true or false, not {raw:?}"))?
             }
-            "limit" => {
-                limit = raw
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=max_listed_rooms).contains(n))
-                    .ok_or_else(|| format!("limit is 1 to {max_listed_rooms}, not {raw:?}"))?
-            }
+            "limit" => limit = listing_limit(raw, max_listed_rooms)?,
             other => match other.strip_prefix("meta.") {
                 Some(name) => {
                     let value = serde_json::from_str::<serde_json::Value>(raw)
@@ -188,6 +246,20 @@ fn parse_room_query(
     Ok((filter, limit))
 }
 
+/// A listing's `limit` parameter: a whole number from 1, cut to `max_listed_rooms` as
+/// `list_rooms` cuts it (a number too big for the machine included).
+pub fn listing_limit(raw: &str, max_listed_rooms: usize) -> Result<usize, String> {
+    let limit = match raw.parse::<usize>() {
+        Ok(n) => n,
+        Err(err) if *err.kind() == std::num::IntErrorKind::PosOverflow => usize::MAX,
+        Err(_) => 0,
+    };
+    if limit == 0 {
+        return Err(format!("limit is a whole number from 1, not {raw:?}"));
+    }
+    Ok(limit.min(max_listed_rooms))
+}
+
 async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
@@ -196,31 +268,42 @@ async fn upgrade(
     if let (Some(limiter), Some(peer)) = (&state.connection_rate, req.peer_addr()) {
         if !limiter.admit(peer.ip()) {
             state.metrics().rate_limited(Limit::Connections);
-            return Ok(HttpResponse::TooManyRequests().json(serde_json::json!({
-                "error": "rate_limited",
-                "message": "too many new connections from this address",
-            })));
+            return Ok(error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many new connections from this address".into(),
+            ));
         }
     }
     let identity = match state.auth.admit(&req) {
         Ok(identity) => identity,
         Err(err) => {
             state.metrics().auth_failures.inc();
-            let body = serde_json::json!({"error": err.code(), "message": err.to_string()});
-            return Ok(match err {
-                crate::auth::AuthError::Origin(_) => HttpResponse::Forbidden().json(body),
-                _ => HttpResponse::Unauthorized()
-                    .insert_header(("WWW-Authenticate", "Bearer"))
-                    .json(body),
-            });
+            let status = match err {
+                crate::auth::AuthError::Origin(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let mut response = error_response(status, err.code(), err.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return Ok(response);
         }
     };
     let Some(slot) = ConnectionSlot::try_acquire(&state.live_connections, state.max_connections)
     else {
-        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "error": "too_many_connections",
-            "max_connections": state.max_connections,
-        })));
+        let mut body = error_body(
+            "too_many_connections",
+            format!(
+                "this node holds its limit of {} connections",
+                state.max_connections
+            ),
+        );
+        body["max_connections"] = state.max_connections.into();
+        return Ok(HttpResponse::ServiceUnavailable().json(body));
     };
     let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
@@ -260,9 +343,31 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             }
             HttpResponse::Ok().json(body)
         }
-        None => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "registry_down"}))
-        }
+        None => unavailable(),
+    }
+}
+
+/// `GET /ready`, for load balancers: 200 while the node can serve new sessions; 503 once it
+/// shuts down (`shutting_down`), while a cluster node cannot reach Redis (`degraded`), or
+/// when the registry does not answer (`unavailable`). `/health` stays 200 in the first two:
+/// the node is alive, it only should not get new clients.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let registry = state.registry();
+    if registry.is_closing() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down".into(),
+        );
+    }
+    match registry.stats().await {
+        None => unavailable(),
+        Some(stats) if stats.cluster.as_ref().is_some_and(|c| !c.up) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded",
+            "the node cannot reach Redis".into(),
+        ),
+        Some(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
     }
 }
 

@@ -95,7 +95,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a node that runs alone: no `parlor_cluster_*` families, which would
+    /// only ever say 0 (and `cluster_up` 0 reads as an outage).
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The metrics of a cluster node: those of a single node and the `parlor_cluster_*` ones.
+    pub fn for_cluster() -> Self {
+        Self::build(true)
+    }
+
+    fn build(cluster: bool) -> Self {
         let mut registry = Registry::with_prefix("parlor");
         let metrics = Self {
             sessions: Gauge::default(),
@@ -172,6 +183,16 @@ impl Metrics {
             "Upgrades refused for a missing or invalid token or a disallowed origin",
             m.auth_failures.clone(),
         );
+        if cluster {
+            Self::register_cluster(&mut registry, m);
+        }
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn register_cluster(registry: &mut Registry, m: &Self) {
         registry.register(
             "cluster_up",
             "Cluster nodes: 1 while Redis is reachable, 0 while the node is degraded",
@@ -187,10 +208,6 @@ impl Metrics {
             "Cluster nodes: channel messages dropped while the node was behind (read back from the room's stream)",
             m.cluster_messages_dropped.clone(),
         );
-        Self {
-            registry,
-            ..metrics
-        }
     }
 
     pub fn error(&self, code: ErrorCode) {

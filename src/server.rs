@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{rt, web, App, HttpServer};
 
 use crate::auth::Authenticator;
 use crate::cluster::{ClusterSettings, LinkConfig};
 use crate::config::Config;
-use crate::http::{routes, AppState};
+use crate::http::{routes, uniform_error, AppState};
 use crate::metrics::Metrics;
 use crate::registry::actor::{RegistryHandle, Timers};
 use crate::registry::RegistryLimits;
@@ -83,7 +84,11 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         replay_budget_bytes: config.session.outbound_budget_bytes / 2,
         max_away_sessions: config.limits.max_connections,
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if config.cluster.redis_url.is_empty() {
+        Metrics::new()
+    } else {
+        Metrics::for_cluster()
+    });
     let timers = Timers {
         state_patch_interval: Duration::from_millis(config.rooms.state_patch_interval_ms),
         lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
@@ -138,21 +143,29 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     });
     let shutdown_secs = config.shutdown_timeout().as_millis().div_ceil(1000) as u64;
     let user_timeout = config.client_timeout();
-    let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-        .on_connect(move |conn, _| {
-            if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
-                tune_socket(tcp, user_timeout);
-            }
-        })
-        .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
-        .max_connections(config.limits.max_connections.saturating_add(64))
-        .backlog(4096)
-        .disable_signals()
-        .shutdown_timeout(shutdown_secs);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(uniform_error))
+            .app_data(state.clone())
+            .configure(routes)
+    })
+    .on_connect(move |conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
+            tune_socket(tcp, user_timeout);
+        }
+    })
+    .client_disconnect_timeout(Duration::from_millis(config.server.close_linger_ms))
+    .max_connections(config.limits.max_connections.saturating_add(64))
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(shutdown_secs);
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
-    let server = server.bind(config.server.bind)?;
+    let address = config.server.bind;
+    let server = server
+        .bind(address)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {address}: {err}")))?;
     let addrs = server.addrs();
     Ok(Node {
         server: server.run(),
@@ -177,6 +190,7 @@ fn tune_socket(tcp: &rt::net::TcpStream, user_timeout: Duration) {
 pub struct BackgroundNode {
     pub addr: SocketAddr,
     handle: ServerHandle,
+    registry: RegistryHandle,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
@@ -187,6 +201,11 @@ impl BackgroundNode {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The node's registry, e.g. to begin its shutdown as a signal would.
+    pub fn registry(&self) -> &RegistryHandle {
+        &self.registry
     }
 
     /// Stops the node and waits for its thread.
@@ -223,17 +242,18 @@ pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
                     }
                 };
                 let addr = node.addrs.first().copied();
-                let _ = ready_tx.send(Ok((addr, node.server.handle())));
+                let _ = ready_tx.send(Ok((addr, node.server.handle(), node.registry.clone())));
                 node.server.await
             })
         })?;
     match ready_rx.recv() {
-        Ok(Ok((Some(addr), handle))) => Ok(BackgroundNode {
+        Ok(Ok((Some(addr), handle, registry))) => Ok(BackgroundNode {
             addr,
             handle,
+            registry,
             thread: Some(thread),
         }),
-        Ok(Ok((None, _))) => Err(io::Error::other("the node bound no address")),
+        Ok(Ok((None, _, _))) => Err(io::Error::other("the node bound no address")),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(io::Error::other(
             "the node's thread ended before it listened",

@@ -17,6 +17,8 @@ use futures_util::StreamExt;
 use redis::Value as Reply;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::redacted_url;
+
 /// Commands queued but not yet sent; beyond this a call is refused at once.
 const CALL_QUEUE: usize = 16_384;
 /// Commands sent in one pipeline at most.
@@ -260,12 +262,13 @@ async fn run_commands(
     replies: mpsc::Sender<Replied>,
 ) {
     let mut retry = RETRY_FIRST;
+    let mut reported_down = false;
     loop {
         let connection = connect_commands(&client, config.library).await;
         let mut connection = match connection {
             Ok(connection) => connection,
             Err(err) => {
-                tracing::debug!("cluster: cannot reach Redis for commands: {err}");
+                report_unreachable(&mut reported_down, &config.url, "commands", &err);
                 if !fail_queued(&mut queue, &replies).await {
                     return;
                 }
@@ -279,7 +282,10 @@ async fn run_commands(
         if events.send(LinkEvent::Commands(true)).await.is_err() {
             return;
         }
-        tracing::info!("cluster: command connection to Redis is up");
+        tracing::info!(
+            "cluster: command connection to Redis at {} is up",
+            redacted_url(&config.url)
+        );
         let ended = serve_commands(&mut connection, &mut queue, &replies).await;
         up.store(false, Ordering::Release);
         if ended
@@ -288,7 +294,31 @@ async fn run_commands(
         {
             return;
         }
-        tracing::warn!("cluster: lost the command connection to Redis");
+        tracing::warn!(
+            "cluster: lost the command connection to Redis at {}; reconnecting",
+            redacted_url(&config.url)
+        );
+        // That was the outage's warning; the retries that follow log at DEBUG.
+        reported_down = true;
+    }
+}
+
+/// Logs that Redis cannot be reached: at WARN once per outage, with the URL (without its
+/// credentials), and at DEBUG on every retry after, so a long outage does not fill the logs.
+fn report_unreachable(
+    reported: &mut bool,
+    url: &str,
+    connection: &str,
+    err: &dyn std::fmt::Display,
+) {
+    if std::mem::replace(reported, true) {
+        tracing::debug!("cluster: still cannot reach Redis for {connection}: {err}");
+    } else {
+        tracing::warn!(
+            "cluster: cannot reach Redis at {} for {connection}: {err}; retrying at least \
+             once a second",
+            redacted_url(url)
+        );
     }
 }
 
@@ -379,17 +409,20 @@ async fn run_subscriptions(
     let room_prefix = format!("{}c:", config.prefix);
     let mut wanted: HashSet<String> = HashSet::from([inbox.clone()]);
     let mut retry = RETRY_FIRST;
+    let mut reported_down = false;
     loop {
         let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(err)) => {
-                tracing::debug!("cluster: cannot reach Redis for subscriptions: {err}");
+                report_unreachable(&mut reported_down, &config.url, "subscriptions", &err);
                 apply_queued(&mut requests, &mut wanted);
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
             }
             Err(_) => {
+                let err = format!("no answer within {CONNECT_TIMEOUT:?}");
+                report_unreachable(&mut reported_down, &config.url, "subscriptions", &err);
                 apply_queued(&mut requests, &mut wanted);
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
@@ -413,6 +446,12 @@ async fn run_subscriptions(
         retry = RETRY_FIRST;
         if events.send(LinkEvent::Subscriptions(true)).await.is_err() {
             return;
+        }
+        if std::mem::take(&mut reported_down) {
+            tracing::info!(
+                "cluster: subscription connection to Redis at {} is up again",
+                redacted_url(&config.url)
+            );
         }
         loop {
             tokio::select! {
@@ -464,7 +503,11 @@ async fn run_subscriptions(
                 }
             }
         }
-        tracing::warn!("cluster: lost the subscription connection to Redis");
+        tracing::warn!(
+            "cluster: lost the subscription connection to Redis at {}; reconnecting",
+            redacted_url(&config.url)
+        );
+        reported_down = true;
         if events.send(LinkEvent::Subscriptions(false)).await.is_err() {
             return;
         }

@@ -4,6 +4,7 @@
 //! the queue (`RequestGate`) before its session reads the next one from the socket, so the
 //! queue is bounded without refusing anything. The HTTP handlers ask through the mailbox.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -336,6 +337,8 @@ pub struct RegistryHandle {
     inner: Inner,
     inbox: mpsc::UnboundedSender<Inbound>,
     gate: RequestGate,
+    /// Set once the node has begun to shut down; `/ready` reads it without asking the actor.
+    closing: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -380,6 +383,7 @@ impl RegistryHandle {
             inner: Inner::Single(addr),
             inbox,
             gate: RequestGate::new(queue_bytes),
+            closing: Arc::default(),
         }
     }
 
@@ -400,6 +404,7 @@ impl RegistryHandle {
             inner: Inner::Cluster(addr),
             inbox,
             gate: RequestGate::new(queue_bytes),
+            closing: Arc::default(),
         }
     }
 
@@ -469,7 +474,14 @@ impl RegistryHandle {
     }
 
     /// Tells every session the node is going away; returns once the registry has done so.
+    /// From the call on, the node is no longer ready (`is_closing`).
     pub async fn shut_down(&self) {
+        self.closing.store(true, Ordering::Release);
         let _ = ask!(self, ShutDown);
+    }
+
+    /// Whether the node has begun to shut down.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 }

@@ -84,10 +84,11 @@ pub struct Profile {
     pub rooms: Option<RoomPatterns>,
 }
 
-/// A room as the backend API reads it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// A room as the backend API reads it. It serializes as one map: the room info's fields, but
+/// with `members` the list of members and the count as `member_count` (a flattened `RoomInfo`
+/// would write the key `members` twice).
+#[derive(Clone, Debug, PartialEq)]
 pub struct RoomDetail {
-    #[serde(flatten)]
     pub info: RoomInfo,
     pub private: bool,
     pub members: Vec<MemberDetail>,
@@ -95,6 +96,53 @@ pub struct RoomDetail {
     pub version: u64,
     pub epoch: String,
     pub offset: u64,
+}
+
+impl serde::Serialize for RoomDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Detail<'a> {
+            room: &'a str,
+            member_count: u32,
+            max_members: u32,
+            locked: bool,
+            password: bool,
+            owner: Option<SessionId>,
+            metadata: &'a Metadata,
+            private: bool,
+            members: &'a [MemberDetail],
+            state: &'a Document,
+            version: u64,
+            epoch: &'a str,
+            offset: u64,
+        }
+        // Taken apart whole, so that a field added to RoomInfo cannot be left out here.
+        let RoomInfo {
+            room,
+            members: member_count,
+            max_members,
+            locked,
+            password,
+            owner,
+            metadata,
+        } = &self.info;
+        Detail {
+            room,
+            member_count: *member_count,
+            max_members: *max_members,
+            locked: *locked,
+            password: *password,
+            owner: *owner,
+            metadata,
+            private: self.private,
+            members: &self.members,
+            state: &self.state,
+            version: self.version,
+            epoch: &self.epoch,
+            offset: self.offset,
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

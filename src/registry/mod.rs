@@ -12,7 +12,7 @@ pub mod script;
 pub(crate) use self::core::{graces_over, new_room_id};
 pub use self::core::{
     Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,
-    RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,
+    RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES,
 };
 pub(crate) use self::lobby::Lobby;
 pub(crate) use self::room::{Listing, RoomRules};

@@ -106,6 +106,8 @@ async fn the_backend_api_on_any_node_sees_the_whole_cluster() {
     // Read it through node c: both members, wherever they are.
     let (status, room) = nodes[2].api("GET", "/api/rooms/table", KEY, None).await;
     assert_eq!(status, 200);
+    // The shape of one node's answer: the count under its own key, `members` the list.
+    assert_eq!(room["member_count"], 2);
     let members: Vec<&str> = room["members"]
         .as_array()
         .expect("members")

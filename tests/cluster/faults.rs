@@ -121,6 +121,8 @@ async fn redis_going_away_and_coming_back() {
     let stopped = Instant::now();
     within(10, "node a degraded", nodes[0].wait_for_redis(false)).await;
     assert_eq!(nodes[0].health().await["status"], "degraded");
+    let (status, body) = nodes[0].api("GET", "/ready", key, None).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("degraded")));
     let metrics = within(5, "metrics", async {
         let url = nodes[0].http_url("/metrics");
         tokio::task::spawn_blocking(move || ureq::get(&url).call().ok()?.into_string().ok())
@@ -176,7 +178,8 @@ async fn redis_going_away_and_coming_back() {
         nodes[0].api("GET", "/api/rooms/lounge", key, None).await.0,
         503
     );
-    assert_eq!(nodes[0].api("GET", "/rooms", key, None).await.0, 503);
+    let (status, body) = nodes[0].api("GET", "/rooms", key, None).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")));
     // Two members on the same node still reach each other directly.
     a.send_direct(neighbour.session_id(), "psst", Value::from(1))
         .await
@@ -197,6 +200,7 @@ async fn redis_going_away_and_coming_back() {
     let back = Instant::now();
     within(10, "node a back", nodes[0].wait_for_redis(true)).await;
     within(10, "node b back", nodes[1].wait_for_redis(true)).await;
+    assert_eq!(nodes[0].api("GET", "/ready", key, None).await.0, 200);
     // Cross-node delivery is back within 5 s of Redis.
     within(5, "an emit to get through", async {
         loop {

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use parlor_client::Client;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-fn redis_server() -> PathBuf {
+pub fn redis_server() -> PathBuf {
     ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
         .iter()
         .map(PathBuf::from)

@@ -4,6 +4,7 @@
 mod backend;
 mod faults;
 mod harness;
+mod ops;
 mod rooms;
 mod state;
 #[path = "../support/wait.rs"]

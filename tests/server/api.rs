@@ -232,3 +232,141 @@ async fn a_publish_body_written_as_an_array_is_refused() {
     let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
     assert!(matches!(frame, ServerFrame::Event(e) if e.event == "marker"));
 }
+
+#[tokio::test]
+async fn json_bodies_are_held_to_max_depth_as_msgpack_bodies_are() {
+    let node = api_node();
+    let mut a = connect(&node).await;
+    a.join("table").await.expect("join");
+    let auth = bearer(KEY);
+    let nested =
+        |levels: usize| (0..levels).fold(serde_json::json!(0), |v, _| serde_json::json!([v]));
+    // The body's own map is level 1, so `data` may nest max_depth - 1 (31) deep.
+    for (levels, allowed) in [(31, true), (32, false)] {
+        let body = serde_json::json!({"event": "deep", "data": nested(levels)});
+        let mut answers = Vec::new();
+        for (content_type, bytes) in [
+            ("application/json", body.to_string().into_bytes()),
+            ("application/msgpack", encode_value(&body).to_vec()),
+        ] {
+            let (status, _, answer) = http(
+                &node,
+                "POST",
+                "/api/rooms/table/events",
+                &[("authorization", &auth), ("content-type", content_type)],
+                bytes,
+            )
+            .await;
+            let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json answer");
+            answers.push((status, answer));
+        }
+        let (json, msgpack) = (&answers[0], &answers[1]);
+        assert_eq!(
+            json.0,
+            if allowed { 200 } else { 400 },
+            "{levels}: {json:?}"
+        );
+        assert_eq!(json.0, msgpack.0, "{levels}");
+        if !allowed {
+            assert_eq!(json.1, msgpack.1);
+            assert_eq!(json.1["error"], "bad_request");
+        }
+    }
+    // Only the two allowed bodies reached the room.
+    for _ in 0..2 {
+        let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+        assert!(matches!(frame, ServerFrame::Event(e) if e.event == "deep"));
+    }
+    a.emit("table", "marker", Value::Nil, true)
+        .await
+        .expect("emit");
+    let frame = next_matching(&mut a, "an event", |f| matches!(f, ServerFrame::Event(_))).await;
+    assert!(matches!(frame, ServerFrame::Event(e) if e.event == "marker"));
+}
+
+/// The keys of a map as written, in order and repeats included (serde_json and rmpv keep
+/// only one of each).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+#[tokio::test]
+async fn a_room_read_names_each_key_once_with_members_the_list() {
+    let node = api_node();
+    let auth = bearer(KEY);
+    let mut a = connect(&node).await;
+    let mut b = connect(&node).await;
+    a.join("table").await.expect("join");
+    b.join("table").await.expect("join");
+    let (status, _, json) = http(
+        &node,
+        "GET",
+        "/api/rooms/table",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let Keys(mut keys) = serde_json::from_slice(&json).expect("a map");
+    let count = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        count,
+        "a key repeats: {}",
+        String::from_utf8_lossy(&json)
+    );
+    let room: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    assert_eq!(room["member_count"], 2);
+    assert_eq!(room["members"][1]["session"], b.session_id().to_string());
+    // Every field of the room's listing is there, the count under its own name.
+    let (_, _, list) = http(
+        &node,
+        "GET",
+        "/api/rooms",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    let list: serde_json::Value = serde_json::from_slice(&list).expect("json");
+    for key in list["rooms"][0].as_object().expect("a room").keys() {
+        let key = if key == "members" {
+            "member_count"
+        } else {
+            key.as_str()
+        };
+        assert!(keys.iter().any(|k| k == key), "{key} is missing");
+    }
+    // The same map in MessagePack.
+    let (_, _, packed) = http(
+        &node,
+        "GET",
+        "/api/rooms/table",
+        &[("authorization", &auth), ("accept", "application/msgpack")],
+        vec![],
+    )
+    .await;
+    let Keys(mut packed_keys) = decode_value(&packed, 32).expect("a msgpack map");
+    packed_keys.sort();
+    assert_eq!(packed_keys, keys);
+}

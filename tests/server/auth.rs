@@ -205,3 +205,46 @@ async fn an_origin_not_on_the_allow_list_gets_403() {
         Ok(())
     );
 }
+
+/// The code of the 401 that refuses `token` on `node`.
+async fn refusal(node: &parlor::BackgroundNode, token: &str) -> (u16, String) {
+    let (status, body) = get_json(node, &format!("/ws?token={token}")).await;
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn nbf_is_checked_and_exp_has_only_the_configured_leeway() {
+    let node = hs256_node();
+    let url = node.ws_url();
+    let early = hs256(
+        serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}),
+        SECRET,
+    );
+    assert_eq!(
+        refusal(&node, &early).await,
+        (401, "token_not_yet_valid".to_owned())
+    );
+    let started = hs256(
+        serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() - 10}),
+        SECRET,
+    );
+    assert_eq!(open(&format!("{url}?token={started}"), &[]).await, Ok(()));
+    // Expired 30 s ago: inside jsonwebtoken's own 60 s, outside the default 5 s.
+    let lapsed = hs256(serde_json::json!({"sub": "a", "exp": now() - 30}), SECRET);
+    assert_eq!(
+        refusal(&node, &lapsed).await,
+        (401, "token_expired".to_owned())
+    );
+    let mut config = test_config();
+    config.auth.algorithm = parlor::config::AuthAlgorithm::HS256;
+    config.auth.secret = SECRET.into();
+    config.auth.leeway_seconds = 120;
+    let lenient = start(config);
+    assert_eq!(
+        open(&format!("{}?token={lapsed}", lenient.ws_url()), &[]).await,
+        Ok(())
+    );
+}

@@ -181,9 +181,9 @@ async fn connections_over_the_cap_are_refused_with_503_before_the_upgrade() {
 #[tokio::test]
 async fn a_full_request_queue_slows_senders_down_and_refuses_nothing() {
     let mut config = test_config();
-    // Room for four requests at most: the senders below outrun the registry many times over.
-    config.limits.max_frame_bytes = 1024;
-    config.registry.queue_bytes = 1024;
+    // Room for sixteen requests at most: the senders below outrun the registry many times over.
+    config.limits.max_frame_bytes = 4096;
+    config.registry.queue_bytes = 4096;
     let node = start(config);
     let mut listener = connect(&node).await;
     listener.join("r").await.unwrap();

@@ -405,3 +405,44 @@ async fn get_rooms_filters_like_list_rooms_and_rejects_bad_queries() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_limit_over_max_listed_rooms_is_cut_to_it_over_http_too() {
+    const KEY: &str = "backend-key-0123456789";
+    let mut config = test_config();
+    config.limits.max_listed_rooms = 2;
+    config.api.key = KEY.into();
+    let node = start(config);
+    let mut a = connect(&node).await;
+    for room in ["one", "two", "three"] {
+        a.create(Some(room), RoomOptions::default()).await.unwrap();
+    }
+    let auth = format!("Bearer {KEY}");
+    let rooms = |body: &serde_json::Value| body["rooms"].as_array().map(Vec::len);
+    for limit in ["2", "100", "99999999999999999999999"] {
+        let (status, body) = get_json(&node, &format!("/rooms?limit={limit}")).await;
+        assert_eq!((status, rooms(&body)), (200, Some(2)), "/rooms {limit}");
+        let path = format!("/api/rooms?limit={limit}");
+        let (status, _, body) =
+            http(&node, "GET", &path, &[("authorization", &auth)], vec![]).await;
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!((status, rooms(&body)), (200, Some(2)), "{path}");
+    }
+    for limit in ["0", "-1", "ten", ""] {
+        let (status, body) = get_json(&node, &format!("/rooms?limit={limit}")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_query")),
+            "{limit}"
+        );
+        let path = format!("/api/rooms?limit={limit}");
+        let (status, _, body) =
+            http(&node, "GET", &path, &[("authorization", &auth)], vec![]).await;
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad_request")),
+            "{path}"
+        );
+    }
+}

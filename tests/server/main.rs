@@ -7,6 +7,7 @@ mod binary;
 mod browser;
 mod cleanup;
 mod common;
+mod endpoints;
 mod framing;
 mod limits;
 mod lobby;

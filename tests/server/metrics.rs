@@ -88,4 +88,7 @@ async fn every_family_is_exposed_with_plausible_values_after_a_scripted_session(
     assert_eq!(get("parlor_rate_limit_closes_total"), 0.0);
     assert_eq!(get("parlor_resumes_total{outcome=\"replayed\"}"), 1.0);
     assert_eq!(get("parlor_auth_failures_total"), 0.0);
+    // A node that runs alone has no cluster to report on: no parlor_cluster_up 0 that reads
+    // like an outage.
+    assert!(!page.contains("parlor_cluster_"), "{page}");
 }
