@@ -84,7 +84,7 @@ mod tests {
         while now <= start + ms(span) {
             let at = now.duration_since(start).as_millis() as u64;
             if let Some(every) = heard_every {
-                if at % every == 0 {
+                if at.is_multiple_of(every) {
                     beat.heard(now);
                 }
             }
