@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         reference: None,
                         room: room.into(),
                         password: None,
+                        create: true,
                     },
                     ("/leave", room) => ClientFrame::Leave { reference: None, room: room.into() },
                     ("/to", room) => {

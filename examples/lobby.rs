@@ -137,6 +137,7 @@ impl Lobby {
                 reference: None,
                 room: name.to_string(),
                 password: password.first().map(|p| p.to_string()),
+                create: true,
             }),
             ["/quick", mode, seats @ ..] => self.switch(ClientFrame::JoinOrCreate {
                 reference: None,

@@ -26,6 +26,7 @@ function setStatus(text, ok) {
 const WORDS = {
   room_full: "That room is full.",
   room_locked: "That room is locked by its owner.",
+  room_not_found: "There is no room with that id.",
   wrong_password: "Wrong password for that room.",
   room_exists: "A room with that name already exists.",
   invalid_room: "A room name must be 1 to 128 characters long.",
@@ -103,7 +104,8 @@ function renderLobby() {
   body.replaceChildren(...rooms.map((info) => {
     const tr = document.createElement("tr");
     tr.dataset.room = info.room;
-    const flags = `${info.locked ? " 🔒" : ""}${info.password ? " 🔑" : ""}`;
+    const full = info.members >= info.max_members;
+    const flags = `${info.locked_by_owner ? " 🔒" : ""}${info.password ? " 🔑" : ""}`;
     tr.innerHTML = `<td class="name"></td><td class="mode"></td><td class="count"></td><td></td>`;
     tr.querySelector(".name").textContent = info.room + flags;
     tr.querySelector(".mode").textContent = info.metadata.mode ?? "";
@@ -116,7 +118,8 @@ function renderLobby() {
       const password = info.password ? prompt(`Password for ${info.room}`) ?? "" : undefined;
       enter(() => parlor.join(info.room, password));
     };
-    button.title = info.locked ? "locked or full" : `join ${info.room}`;
+    button.title = info.locked_by_owner ? "locked by its owner" : full ? "full" : `join ${info.room}`;
+    if (full && !info.locked_by_owner && room?.name !== info.room) button.textContent = "Full";
     tr.lastChild.append(button);
     return tr;
   }));
@@ -149,7 +152,8 @@ $("create-form").onsubmit = (e) => {
 
 $("join-form").onsubmit = (e) => {
   e.preventDefault();
-  enter(() => parlor.join($("join-id").value.trim(), $("join-password").value || undefined));
+  // Join by id joins a room that exists, never makes one from a typo.
+  enter(() => parlor.join($("join-id").value.trim(), $("join-password").value || undefined, { create: false }));
 };
 
 /** Leaves the current room, if any, then runs `joining` and shows the room it resolves to. */
@@ -245,16 +249,17 @@ async function leaveRoom() {
 
 $("leave-btn").onclick = () => act("room-error", leaveRoom());
 
-$("lock-btn").onclick = () => act("room-error", room.locked ? room.unlock() : room.lock());
+$("lock-btn").onclick = () => act("room-error", room.lockedByOwner ? room.unlock() : room.lock());
 
 function renderRoomHead() {
   const flags = [];
   if (room.private) flags.push("private");
-  if (room.locked) flags.push("locked");
+  if (room.lockedByOwner) flags.push("locked");
+  else if (room.locked) flags.push("full");
   flags.push(`${room.members.length}/${room.maxMembers}`);
   $("room-flags").replaceChildren(...flags.map((f) => Object.assign(document.createElement("span"), { className: "badge", textContent: f })));
   $("owner-controls").hidden = !room.isOwner;
-  $("lock-btn").textContent = room.locked ? "Unlock" : "Lock";
+  $("lock-btn").textContent = room.lockedByOwner ? "Unlock" : "Lock";
 }
 
 function renderMembers() {

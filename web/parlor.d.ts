@@ -84,6 +84,7 @@ export type ErrorCode =
   | "unknown_session"
   | "overloaded"
   | "room_exists"
+  | "room_not_found"
   | "room_locked"
   | "wrong_password"
   | "not_owner"
@@ -96,6 +97,7 @@ export type ErrorCode =
   | "rate_limited"
   | "forbidden"
   | "unavailable"
+  | "outcome_unknown"
   // the client's own
   | "disconnected"
   | "closed"
@@ -135,7 +137,10 @@ export interface JoinedFrame {
   members: string[];
   owner: string;
   max_members: number;
+  /** Closed to newcomers: full, or locked by the owner. */
   locked: boolean;
+  /** Locked by the owner, full or not. */
+  locked_by_owner: boolean;
   private: boolean;
   metadata: { [key: string]: Value };
   state: State;
@@ -183,6 +188,7 @@ export interface RoomUpdateFrame {
   room: string;
   owner: string | null;
   locked: boolean;
+  locked_by_owner: boolean;
   metadata: { [key: string]: Value };
   offset: number;
 }
@@ -199,7 +205,10 @@ export interface RoomInfo {
   room: string;
   members: number;
   max_members: number;
+  /** Closed to newcomers: full, or locked by the owner. */
   locked: boolean;
+  /** Locked by the owner, full or not (a room only full is `locked` alone). */
+  locked_by_owner: boolean;
   password: boolean;
   owner: string | null;
   metadata: { [key: string]: Value };
@@ -320,6 +329,11 @@ export interface RequestOptions {
   waitForReconnect?: boolean;
 }
 
+export interface JoinOptions extends RequestOptions {
+  /** False: join only a room that exists (else `room_not_found`); for "join by id". */
+  create?: boolean;
+}
+
 export interface EmitOptions extends RequestOptions {
   /** Also deliver the event to this client. */
   echo?: boolean;
@@ -367,7 +381,10 @@ export declare class Room extends Emitter<RoomEvents> {
   users: { [session: string]: string };
   owner: string | null;
   maxMembers: number;
+  /** Closed to newcomers: full, or locked by the owner. */
   locked: boolean;
+  /** Locked by the owner, full or not: what `unlock` undoes. */
+  lockedByOwner: boolean;
   private: boolean;
   metadata: { [key: string]: Value };
   /** A mirror of the room's shared state. */
@@ -408,7 +425,7 @@ export declare class Parlor extends Emitter<ParlorEvents> {
   lobby: Map<string, RoomInfo> | null;
   /** Sends any request frame (a `ref` is added); resolves with its answer. */
   request<T = unknown>(frame: { type: string; [field: string]: unknown }, options?: RequestOptions): Promise<T>;
-  join(room: string, password?: string | null, options?: RequestOptions): Promise<Room>;
+  join(room: string, password?: string | null, options?: JoinOptions): Promise<Room>;
   create(options?: RoomOptions, room?: string, requestOptions?: RequestOptions): Promise<Room>;
   joinOrCreate(filter?: RoomFilter, options?: RoomOptions, requestOptions?: RequestOptions): Promise<Room>;
   listRooms(filter?: RoomFilter, limit?: number, options?: RequestOptions): Promise<RoomInfo[]>;

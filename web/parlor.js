@@ -504,7 +504,9 @@ function settings(options) {
 /**
  * A room this session is in. Its fields follow the server: `members` (session ids, oldest
  * first), `away` (members whose connection dropped), `users` (session id -> user id), `owner`,
- * `locked`, `private`, `maxMembers`, `metadata`, `state` (a mirror of the shared state) and
+ * `locked` (closed to newcomers: full, or locked by the owner), `lockedByOwner` (locked by
+ * the owner, full or not: what `unlock` undoes), `private`, `maxMembers`, `metadata`, `state`
+ * (a mirror of the shared state) and
  * `version`. Events: "event", "presence", "update" (owner/lock/metadata), "state" (after each
  * patch), "reset" (replaced by a snapshot after a resume), "left" (reason `lost`: the client
  * lost the room across a reconnect).
@@ -559,6 +561,7 @@ function resetRoom(room, joined) {
   room.owner = joined.owner;
   room.maxMembers = joined.max_members;
   room.locked = joined.locked;
+  room.lockedByOwner = joined.locked_by_owner ?? false;
   room.private = joined.private;
   room.metadata = joined.metadata;
   room.state = joined.state;
@@ -642,10 +645,14 @@ export class Parlor extends Emitter {
     });
   }
 
-  /** Joins a room (created with default rules if it does not exist); resolves with its Room. */
+  /**
+   * Joins a room (created with default rules if it does not exist, unless `options.create` is
+   * false: then only an existing room, else `room_not_found`); resolves with its Room.
+   */
   join(room, password, options) {
     const frame = { type: "join", room };
     if (password) frame.password = password;
+    if (options?.create === false) frame.create = false;
     return this.request(frame, options);
   }
   /** Creates a room (`room` omitted: the server names it) and joins it as owner. */
@@ -1045,6 +1052,7 @@ export class Parlor extends Emitter {
         if (room) {
           room.owner = frame.owner;
           room.locked = frame.locked;
+          room.lockedByOwner = frame.locked_by_owner ?? false;
           room.metadata = frame.metadata;
           fire(room, "update", frame);
         }

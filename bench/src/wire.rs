@@ -92,6 +92,7 @@ impl Proto {
                 reference: Some(ACK_ID),
                 room: room.into(),
                 password: None,
+                create: true,
             }),
             Self::SocketIo => sio_packet(
                 SIO_EVENT,

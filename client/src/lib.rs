@@ -220,6 +220,7 @@ impl Client {
             reference: None,
             room: room.into(),
             password: password.map(Into::into),
+            create: true,
         })
         .await
     }

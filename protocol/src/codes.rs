@@ -37,6 +37,8 @@ pub enum ErrorCode {
     Overloaded,
     /// A `create` named a room that already exists.
     RoomExists,
+    /// A `join` with `create: false` named a room that does not exist.
+    RoomNotFound,
     /// The room was locked by its owner.
     RoomLocked,
     /// The room has a password and the `join` did not give it.
@@ -88,6 +90,7 @@ impl ErrorCode {
             Self::UnknownSession => "unknown_session",
             Self::Overloaded => "overloaded",
             Self::RoomExists => "room_exists",
+            Self::RoomNotFound => "room_not_found",
             Self::RoomLocked => "room_locked",
             Self::WrongPassword => "wrong_password",
             Self::NotOwner => "not_owner",

@@ -24,6 +24,9 @@ pub enum ClientFrame {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<String>,
+        /// False: join only a room that exists (`room_not_found` otherwise).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        create: bool,
     },
     /// Create a room with `options` and join it as its owner. Without `room`, the server names
     /// it (an unguessable id).
@@ -317,7 +320,11 @@ pub struct RoomInfo {
     pub room: String,
     pub members: u32,
     pub max_members: u32,
+    /// Closed to newcomers: locked by the owner, or full.
     pub locked: bool,
+    /// Locked by the owner, full or not (a room that is only full is `locked` but not this).
+    #[serde(default)]
+    pub locked_by_owner: bool,
     /// Joining needs a password.
     pub password: bool,
     pub owner: Option<SessionId>,
@@ -413,7 +420,11 @@ pub struct JoinedFrame {
     pub members: Vec<SessionId>,
     pub owner: Option<SessionId>,
     pub max_members: u32,
+    /// Closed to newcomers: locked by the owner, or full.
     pub locked: bool,
+    /// Locked by the owner (`lock`), full or not; `unlock` undoes only this.
+    #[serde(default)]
+    pub locked_by_owner: bool,
     pub private: bool,
     pub metadata: Metadata,
     pub state: Document,
@@ -439,7 +450,11 @@ pub struct JoinedFrame {
 pub struct RoomUpdateFrame {
     pub room: String,
     pub owner: Option<SessionId>,
+    /// Closed to newcomers: locked by the owner, or full.
     pub locked: bool,
+    /// Locked by the owner, full or not.
+    #[serde(default)]
+    pub locked_by_owner: bool,
     pub metadata: Metadata,
     pub offset: u64,
 }

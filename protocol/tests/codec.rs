@@ -67,6 +67,7 @@ fn info() -> RoomInfo {
         members: 2,
         max_members: 4,
         locked: true,
+        locked_by_owner: true,
         password: false,
         owner: Some(id(1)),
         metadata: metadata(),
@@ -80,11 +81,13 @@ fn every_client_frame_round_trips() {
             reference: Some(u64::MAX),
             room: "r".into(),
             password: None,
+            create: true,
         },
         ClientFrame::Join {
             reference: None,
             room: "r".into(),
             password: Some("pw".into()),
+            create: true,
         },
         ClientFrame::Create {
             reference: Some(1),
@@ -226,6 +229,7 @@ fn every_server_frame_round_trips() {
             owner: Some(id(1)),
             max_members: 4,
             locked: false,
+            locked_by_owner: false,
             private: true,
             metadata: metadata(),
             state: {
@@ -243,6 +247,7 @@ fn every_server_frame_round_trips() {
             room: "r".into(),
             owner: None,
             locked: true,
+            locked_by_owner: true,
             metadata: Metadata::new(),
             offset: 3,
         }),
@@ -348,6 +353,7 @@ fn key_order_and_integer_width_do_not_matter_and_unknown_keys_are_ignored() {
             reference: Some(5),
             room: "r".into(),
             password: None,
+            create: true,
         }
     );
 }
@@ -363,6 +369,7 @@ fn bad_frames_are_classified() {
         reference: Some(1),
         room: "r".into(),
         password: None,
+        create: true,
     });
     assert_eq!(code_of(&[], 32), (ErrorCode::Malformed, None));
     assert_eq!(code_of(&[0xc1], 32), (ErrorCode::Malformed, None));

@@ -21,6 +21,7 @@ fn joined(room: &str, epoch: &str, offset: u64) -> ServerFrame {
         owner: None,
         max_members: 4,
         locked: false,
+        locked_by_owner: false,
         private: false,
         metadata: Metadata::new(),
         state: Document::new(),

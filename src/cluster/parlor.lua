@@ -100,9 +100,10 @@ local function announce(P, hist, room, skip)
   local f = redis.call('HMGET', P .. 'r:' .. room, 'own', 'hl', 'n', 'max', 'meta')
   local locked = is_locked(f[2], f[3], f[4])
   return append(P, hist, room, function(off)
-    return map_header(6) .. mp('type') .. mp('room_update') .. mp('room') .. mp(room)
+    return map_header(7) .. mp('type') .. mp('room_update') .. mp('room') .. mp(room)
       .. mp('owner') .. ((f[1] and f[1] ~= '') and mp(f[1]) or NIL)
       .. mp('locked') .. (locked and TRUE or FALSE)
+      .. mp('locked_by_owner') .. (f[2] == '1' and TRUE or FALSE)
       .. mp('metadata') .. f[5] .. mp('offset') .. mp(off)
   end, skip)
 end
@@ -281,7 +282,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- join(sid, token, user, room, password ('' or '='..pw), max_rooms, rules...)
+-- join(sid, token, user, room, password ('' or '='..pw), max_rooms, rules (8), may create (1/0))
 redis.register_function('parlor_join', function(_, a)
   local P, hist, node = common(a)
   local sid, token, user, room, pw, max_rooms = a[4], a[5], a[6], a[7], a[8], tonumber(a[9])
@@ -289,6 +290,9 @@ redis.register_function('parlor_join', function(_, a)
     return { 'err', 'already_joined', room }
   end
   local rk = P .. 'r:' .. room
+  if redis.call('EXISTS', rk) == 0 and a[18] == '0' then
+    return { 'err', 'room_not_found', room }
+  end
   if redis.call('EXISTS', rk) == 0 then
     if redis.call('ZCARD', P .. 'rooms') >= max_rooms then
       return { 'err', 'room_limit', int(max_rooms) }

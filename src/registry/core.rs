@@ -106,6 +106,7 @@ impl serde::Serialize for RoomDetail {
             member_count: u32,
             max_members: u32,
             locked: bool,
+            locked_by_owner: bool,
             password: bool,
             owner: Option<SessionId>,
             metadata: &'a Metadata,
@@ -122,6 +123,7 @@ impl serde::Serialize for RoomDetail {
             members: member_count,
             max_members,
             locked,
+            locked_by_owner,
             password,
             owner,
             metadata,
@@ -131,6 +133,7 @@ impl serde::Serialize for RoomDetail {
             member_count: *member_count,
             max_members: *max_members,
             locked: *locked,
+            locked_by_owner: *locked_by_owner,
             password: *password,
             owner: *owner,
             metadata,
@@ -290,6 +293,8 @@ pub enum RequestError {
     UnknownSession(SessionId),
     #[error("room {0:?} already exists")]
     RoomExists(String),
+    #[error("there is no room {0:?}")]
+    RoomNotFound(String),
     #[error("room {0:?} is locked")]
     RoomLocked(String),
     #[error("wrong password for room {0:?}")]
@@ -343,6 +348,7 @@ impl RequestError {
             Self::RoomFull { .. } => ErrorCode::RoomFull,
             Self::UnknownSession(_) => ErrorCode::UnknownSession,
             Self::RoomExists(_) => ErrorCode::RoomExists,
+            Self::RoomNotFound(_) => ErrorCode::RoomNotFound,
             Self::RoomLocked(_) => ErrorCode::RoomLocked,
             Self::WrongPassword(_) => ErrorCode::WrongPassword,
             Self::NotOwner(_) => ErrorCode::NotOwner,
@@ -812,9 +818,12 @@ impl<O: Outlet> Registry<O> {
         }
         let reference = frame.reference();
         let result = match frame {
-            ClientFrame::Join { room, password, .. } => {
-                self.join(id, room, password.as_deref(), reference)
-            }
+            ClientFrame::Join {
+                room,
+                password,
+                create,
+                ..
+            } => self.join(id, room, password.as_deref(), create, reference),
             ClientFrame::Create { room, options, .. } => self.create(id, room, options, reference),
             ClientFrame::JoinOrCreate {
                 filter, options, ..
@@ -931,11 +940,13 @@ impl<O: Outlet> Registry<O> {
         id: SessionId,
         room_name: String,
         password: Option<&str>,
+        create: bool,
         reference: Option<Ref>,
     ) -> Result<Answered, RequestError> {
         self.limits.check_room_name(&room_name)?;
         self.check_can_join(id, Some(&room_name))?;
         match self.rooms.get(&room_name) {
+            None if !create => return Err(RequestError::RoomNotFound(room_name)),
             None => {
                 let rules = self.limits.default_rules();
                 self.open_room(&room_name, rules)?;
@@ -1107,6 +1118,7 @@ impl<O: Outlet> Registry<O> {
             owner: room.owner,
             max_members: u32::try_from(room.max_members).unwrap_or(u32::MAX),
             locked: room.is_locked(),
+            locked_by_owner: room.locked_by_hand,
             private: room.private,
             metadata: room.metadata.clone(),
             state: room.state.clone(),
@@ -1372,12 +1384,18 @@ impl<O: Outlet> Registry<O> {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        let (owner, locked, metadata) = (room.owner, room.is_locked(), room.metadata.clone());
+        let (owner, locked, locked_by_owner, metadata) = (
+            room.owner,
+            room.is_locked(),
+            room.locked_by_hand,
+            room.metadata.clone(),
+        );
         self.broadcast(room_name, skip, |offset| {
             ServerFrame::RoomUpdate(RoomUpdateFrame {
                 room: room_name.to_owned(),
                 owner,
                 locked,
+                locked_by_owner,
                 metadata,
                 offset,
             })

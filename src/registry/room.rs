@@ -194,6 +194,7 @@ impl<O> Room<O> {
             members: saturate(self.members.len()),
             max_members: saturate(self.max_members),
             locked: self.is_locked(),
+            locked_by_owner: self.locked_by_hand,
             password: self.password.is_some(),
             owner: self.owner,
             metadata: self.metadata.clone(),

@@ -75,6 +75,8 @@ pub enum Request {
     Join {
         room: u8,
         password: Option<u8>,
+        /// False: only a room that exists.
+        create: bool,
     },
     Create {
         room: Option<u8>,
@@ -355,10 +357,15 @@ impl World {
         let reference = Some(1);
         let seats = |n: &Option<u8>| n.map(|n| u32::from(n % 6));
         match request {
-            Request::Join { room: r, password } => ClientFrame::Join {
+            Request::Join {
+                room: r,
+                password,
+                create,
+            } => ClientFrame::Join {
                 reference,
                 room: room(*r),
                 password: password.map(|p| format!("pw{}", p % 2)),
+                create: *create,
             },
             Request::Create {
                 room: r,

@@ -67,6 +67,7 @@ export async function everything(url: string, jwt: string): Promise<void> {
   const quick = { timeoutMs: 2_000, waitForReconnect: true };
   const room: Room = await parlor.join("lobby");
   await parlor.join("vault", "open sesame", quick);
+  await parlor.join("a1b2c3", null, { create: false, timeoutMs: 1_000 });
   await parlor.create({ max_members: 4, private: true, password: "pw", metadata: { mode: "duel" }, dispose_when_empty: false }, "arena", quick);
   await parlor.create();
   await parlor.joinOrCreate({ mode: "duel", free_seats: true, metadata: { map: "dust" } }, { max_members: 2 }, quick);
@@ -87,6 +88,7 @@ export async function everything(url: string, jwt: string): Promise<void> {
   const owner: string | null = room.owner;
   const seats: number = room.maxMembers;
   const locked: boolean = room.locked;
+  const lockedByOwner: boolean = room.lockedByOwner;
   const hidden: boolean = room.private;
   const metadata: { [key: string]: Value } = room.metadata;
   const doc: State = room.state;
@@ -96,7 +98,7 @@ export async function everything(url: string, jwt: string): Promise<void> {
   const position: RoomPosition = room.position;
   const mine: boolean = room.isOwner;
   const client: Parlor = room.client;
-  void [name, members, away, users, owner, seats, locked, hidden, metadata, doc, version, epoch, next, position, mine, client];
+  void [name, members, away, users, owner, seats, locked, lockedByOwner, hidden, metadata, doc, version, epoch, next, position, mine, client];
   await room.emit("move", { x: 1, at: new Date() }, { echo: true, timeoutMs: 1_000 });
   await room.emit("ping");
   await room.lock(quick);
@@ -140,7 +142,7 @@ export async function everything(url: string, jwt: string): Promise<void> {
   offs.push(
     room.on("event", (e: EventFrame) => console.log(e.data)),
     room.on("presence", (p: PresenceFrame) => console.log(p.status)),
-    room.on("update", (u: RoomUpdateFrame) => console.log(u.owner, u.locked, u.metadata)),
+    room.on("update", (u: RoomUpdateFrame) => console.log(u.owner, u.locked, u.locked_by_owner, u.metadata)),
     room.on("state", (s: StatePatch) => console.log(s.version, s.author, s.ops)),
     room.on("reset", (j: JoinedFrame) => console.log(j.epoch, j.offset, j.state)),
     room.on("left", (l: LeftFrame) => console.log(l.reason)),

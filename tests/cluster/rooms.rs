@@ -245,3 +245,61 @@ async fn matchmaking_keeps_to_the_rooms_claim_as_one_node_does() {
     );
     redis.assert_consistent();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_by_id_and_the_owners_lock_read_the_same_on_every_node() {
+    let (redis, nodes) = cluster(2, &[]).await;
+    let mut owner = nodes[0].client().await;
+    let mut guest = nodes[1].client().await;
+    let join_existing = |room: &str| parlor_client::protocol::ClientFrame::Join {
+        reference: None,
+        room: room.into(),
+        password: None,
+        create: false,
+    };
+    // Join by id never makes a room.
+    match guest.request(join_existing("vault")).await {
+        Err(parlor_client::ClientError::Refused(e)) => {
+            assert_eq!(e.code, parlor_client::protocol::ErrorCode::RoomNotFound)
+        }
+        other => panic!("expected room_not_found, got {other:?}"),
+    }
+    owner
+        .create(
+            Some("vault"),
+            RoomOptions {
+                max_members: Some(2),
+                ..RoomOptions::default()
+            },
+        )
+        .await
+        .expect("create");
+    guest
+        .request(join_existing("vault"))
+        .await
+        .expect("join by id");
+    // Full, not locked by its owner; then locked by its owner as well.
+    next_matching(
+        &mut owner,
+        5,
+        "the room full",
+        |f| matches!(f, ServerFrame::RoomUpdate(u) if u.locked && !u.locked_by_owner),
+    )
+    .await;
+    owner.set_locked("vault", true).await.expect("lock");
+    next_matching(
+        &mut guest,
+        5,
+        "the room locked by its owner",
+        |f| matches!(f, ServerFrame::RoomUpdate(u) if u.locked && u.locked_by_owner),
+    )
+    .await;
+    let listed = guest
+        .list_rooms(RoomFilter::default(), None)
+        .await
+        .expect("list");
+    assert!(listed
+        .iter()
+        .any(|r| r.room == "vault" && r.locked_by_owner));
+    redis.assert_consistent();
+}

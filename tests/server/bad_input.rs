@@ -53,6 +53,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
         reference: Some(1),
         room: "x".into(),
         password: None,
+        create: true,
     })
     .to_vec();
     let mut deep = Value::from(0);
@@ -138,6 +139,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
                     reference: Some(9),
                     room: "".into(),
                     password: None,
+                    create: true,
                 })
                 .to_vec(),
             ),
@@ -151,6 +153,7 @@ async fn non_fatal_bad_input_gets_its_error_code_and_loses_nothing() {
                     reference: Some(10),
                     room: "r".repeat(129),
                     password: None,
+                    create: true,
                 })
                 .to_vec(),
             ),
@@ -205,6 +208,7 @@ async fn fragmented_binary_messages_are_reassembled() {
         reference: Some(3),
         room: "frag".into(),
         password: None,
+        create: true,
     })
     .to_vec();
     let (first, rest) = join.split_at(4);

@@ -116,11 +116,13 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
             reference: Some(10),
             room: "r".into(),
             password: None,
+            create: true,
         },
         ClientFrame::Join {
             reference: Some(11),
             room: "r".into(),
             password: None,
+            create: true,
         }, // already_joined
         ClientFrame::Emit {
             reference: Some(12),
@@ -160,6 +162,7 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
             reference: Some(18),
             room: "".into(),
             password: None,
+            create: true,
         }, // invalid_room
     ];
     for frame in &requests {
@@ -170,6 +173,7 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
         reference: Some(99),
         room: "end".into(),
         password: None,
+        create: true,
     })
     .await
     .unwrap();

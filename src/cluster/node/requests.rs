@@ -14,9 +14,12 @@ impl ClusterActor {
     ) {
         let reference = frame.reference();
         let result = match frame {
-            ClientFrame::Join { room, password, .. } => {
-                self.join(ctx, id, room, password, reference)
-            }
+            ClientFrame::Join {
+                room,
+                password,
+                create,
+                ..
+            } => self.join(ctx, id, room, password, create, reference),
             ClientFrame::Create { room, options, .. } => {
                 self.create(ctx, id, room, options, reference)
             }
@@ -135,6 +138,7 @@ impl ClusterActor {
         id: SessionId,
         room: String,
         password: Option<String>,
+        create: bool,
         reference: Option<Ref>,
     ) -> Result<(), RequestError> {
         self.limits().check_room_name(&room)?;
@@ -145,6 +149,7 @@ impl ClusterActor {
             .arg(password.map(|p| format!("={p}")).unwrap_or_default())
             .arg(self.limits().max_rooms);
         Self::rules(&mut cmd, &self.limits().default_rules());
+        cmd.arg(u8::from(create));
         self.seat(ctx, id, cmd, reference);
         Ok(())
     }

@@ -109,6 +109,7 @@ impl Harness {
                 reference: Some(1),
                 room: room.into(),
                 password: None,
+                create: true,
             },
         );
     }

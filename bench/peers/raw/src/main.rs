@@ -122,6 +122,7 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
                         members,
                         max_members: u32::MAX,
                         locked: false,
+                        locked_by_owner: false,
                         private: false,
                         metadata: Metadata::new(),
                         state: Document::new(),

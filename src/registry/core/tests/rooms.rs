@@ -51,6 +51,7 @@ impl Harness {
                 reference: Some(3),
                 room: room.into(),
                 password: password.map(Into::into),
+                create: true,
             },
         );
         self.frames_of(id)
@@ -797,4 +798,64 @@ fn rooms_that_change_all_the_time_do_not_starve_the_lobby_of_the_others() {
             .any(|f| f.changed.iter().any(|i| i.room == "r29"));
     }
     assert!(heard_last, "r29 waited behind the busy rooms for ever");
+}
+
+#[test]
+fn a_full_room_and_one_locked_by_its_owner_are_told_apart() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    let (b, out_b) = h.connect();
+    let (watcher, _) = h.connect();
+    h.create(a, Some("r"), seats(2));
+    let joined = h.try_join(b, "r", None).into_iter().find_map(|f| match f {
+        ServerFrame::Joined(j) => Some(j),
+        _ => None,
+    });
+    // Full: closed to newcomers, but not by its owner, so `unlock` has nothing to undo.
+    assert!(matches!(joined, Some(j) if j.locked && !j.locked_by_owner));
+    let update = out_a.take().into_iter().find_map(|f| match f {
+        ServerFrame::RoomUpdate(u) => Some(u),
+        _ => None,
+    });
+    assert!(matches!(update, Some(u) if u.locked && !u.locked_by_owner));
+    let info = &h.registry.all_rooms(10)[0];
+    assert!(info.locked && !info.locked_by_owner);
+    // Locked by the owner too: both say so, in room_update, joined and room info alike.
+    h.run(
+        a,
+        ClientFrame::Lock {
+            reference: None,
+            room: "r".into(),
+        },
+    );
+    let update = out_b.take().into_iter().find_map(|f| match f {
+        ServerFrame::RoomUpdate(u) => Some(u),
+        _ => None,
+    });
+    assert!(matches!(update, Some(u) if u.locked && u.locked_by_owner));
+    let info = &h.registry.all_rooms(10)[0];
+    assert!(info.locked && info.locked_by_owner);
+    assert!(h.list(watcher, RoomFilter::default())[0].locked_by_owner);
+}
+
+#[test]
+fn join_without_create_joins_only_a_room_that_exists() {
+    let mut h = Harness::new();
+    let (a, _) = h.connect();
+    let (b, out_b) = h.connect();
+    let join_existing = |room: &str| ClientFrame::Join {
+        reference: Some(7),
+        room: room.into(),
+        password: None,
+        create: false,
+    };
+    h.run(b, join_existing("r"));
+    assert_eq!(error_code(&out_b.take()), Some(ErrorCode::RoomNotFound));
+    assert!(!h.registry.rooms.contains_key("r"), "a room was made");
+    h.create(a, Some("r"), RoomOptions::default());
+    h.run(b, join_existing("r"));
+    assert!(out_b
+        .take()
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "r")));
 }
