@@ -18,6 +18,7 @@ use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
 
 use crate::auth::bearer_token;
 use crate::http::{listing_limit, AppState};
+use crate::json::json_response;
 use crate::registry::actor::Publish;
 use crate::secret::same_secret;
 
@@ -139,7 +140,7 @@ fn respond<T: Serialize>(req: &HttpRequest, status: StatusCode, body: &T) -> Htt
             .content_type("application/msgpack")
             .body(encode_value(body))
     } else {
-        HttpResponse::build(status).json(body)
+        json_response(status, body)
     }
 }
 

@@ -16,9 +16,10 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
 
-use parlor_protocol::{RoomFilter, Value};
+use parlor_protocol::{RoomFilter, RoomInfo, Value};
 
 use crate::auth::{Authenticator, SUBPROTOCOL};
+use crate::json::json_response;
 use crate::metrics::{Limit, Metrics};
 use crate::registry::actor::RegistryHandle;
 use crate::registry::DEFAULT_LISTED_ROOMS;
@@ -134,7 +135,8 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The body of every HTTP error answer: `{"error": code, "message": why}`.
+/// The body of every HTTP error answer: `{"error": code, "message": why}`. Only strings go
+/// into it, so `json!` cannot fail here.
 fn error_body(code: &str, message: String) -> serde_json::Value {
     serde_json::json!({ "error": code, "message": message })
 }
@@ -211,9 +213,15 @@ async fn rooms(
         Err(why) => return error_response(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     match state.registry().list_rooms(filter, limit).await {
-        Some(rooms) => HttpResponse::Ok().json(serde_json::json!({ "rooms": rooms })),
+        Some(rooms) => json_response(StatusCode::OK, &RoomList { rooms }),
         None => unavailable(),
     }
+}
+
+/// `{"rooms": [room info...]}`, the answer of `GET /rooms`.
+#[derive(serde::Serialize)]
+struct RoomList {
+    rooms: Vec<RoomInfo>,
 }
 
 fn parse_room_query(
@@ -329,22 +337,38 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     match state.registry().stats().await {
         Some(stats) => {
             let degraded = stats.cluster.as_ref().is_some_and(|c| !c.up);
-            let mut body = serde_json::json!({
-                "status": if degraded { "degraded" } else { "ok" },
-                "sessions": stats.sessions,
-                "away": stats.away,
-                "rooms": stats.rooms,
-            });
-            if let Some(cluster) = &stats.cluster {
-                body["cluster"] = serde_json::json!({
-                    "node": cluster.node,
-                    "redis": if cluster.up { "up" } else { "down" },
-                });
-            }
-            HttpResponse::Ok().json(body)
+            let body = Health {
+                status: if degraded { "degraded" } else { "ok" },
+                sessions: stats.sessions,
+                away: stats.away,
+                rooms: stats.rooms,
+                cluster: stats.cluster.map(|c| ClusterStatus {
+                    node: c.node,
+                    redis: if c.up { "up" } else { "down" },
+                }),
+            };
+            json_response(StatusCode::OK, &body)
         }
         None => unavailable(),
     }
+}
+
+/// The body of `GET /health`.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    sessions: usize,
+    away: usize,
+    rooms: usize,
+    /// Cluster nodes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterStatus>,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterStatus {
+    node: String,
+    redis: &'static str,
 }
 
 /// `GET /ready`, for load balancers: 200 while the node can serve new sessions; 503 once it

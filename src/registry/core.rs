@@ -251,6 +251,14 @@ impl RegistryLimits {
                 "metadata is {size} bytes encoded, over the limit of {max}"
             )));
         }
+        // Metadata is what listings show and filters match, `GET /rooms` in JSON included,
+        // and JSON names an object's members by strings only: a map inside metadata keyed
+        // by anything else could not be listed as it is.
+        if metadata.values().any(has_key_not_a_string) {
+            return Err(RequestError::InvalidOptions(
+                "the keys of maps inside metadata must be strings".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -1626,6 +1634,28 @@ pub(crate) fn graces_over(
         .filter(|id| since(id).is_some_and(|t| now.duration_since(t) >= grace))
         .copied()
         .collect()
+}
+
+/// Whether `value` holds, at any depth, a map with a key that is not a UTF-8 string. Walked
+/// with a stack of its own: what a peer sent is bounded by `max_depth`, but this need not
+/// rely on it.
+fn has_key_not_a_string(value: &Value) -> bool {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Map(entries) => {
+                for (key, value) in entries {
+                    if key.as_str().is_none() {
+                        return true;
+                    }
+                    pending.push(value);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).

@@ -370,3 +370,75 @@ async fn a_room_read_names_each_key_once_with_members_the_list() {
     packed_keys.sort();
     assert_eq!(packed_keys, keys);
 }
+
+#[tokio::test]
+async fn a_state_holding_map_keys_json_cannot_carry_is_read_as_json_all_the_same() {
+    // The state may hold maps keyed by nil, integers, arrays (PROTOCOL.md section 4); JSON
+    // names members by strings only, so the JSON answer writes such a key as its JSON text.
+    let node = api_node();
+    let auth = bearer(KEY);
+    let mut a = connect(&node).await;
+    a.join("odd").await.expect("join");
+    let odd = Value::Map(vec![
+        (Value::Nil, Value::from(1)),
+        (Value::from(2), Value::from("two")),
+        (
+            Value::Array(vec![Value::from(3), Value::from("x")]),
+            Value::Binary(vec![4, 5]),
+        ),
+    ]);
+    a.update_state(
+        "odd",
+        vec![parlor_client::protocol::StateOp::Set {
+            path: vec!["m".into()],
+            value: odd.clone(),
+        }],
+        None,
+    )
+    .await
+    .expect("update");
+    let (status, content_type, body) = http(
+        &node,
+        "GET",
+        "/api/rooms/odd",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/json"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let room: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        room["state"]["m"],
+        serde_json::json!({"null": 1, "2": "two", "[3,\"x\"]": [4, 5]})
+    );
+    // The listing, and the same room in MessagePack, keys as they are.
+    let (status, _, _) = http(
+        &node,
+        "GET",
+        "/api/rooms",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, packed) = http(
+        &node,
+        "GET",
+        "/api/rooms/odd",
+        &[("authorization", &auth), ("accept", "application/msgpack")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let room: Value = decode_value(&packed, 32).expect("msgpack");
+    let state = room
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("state")))
+        .map(|(_, v)| v.clone());
+    assert_eq!(state, Some(Value::Map(vec![(Value::from("m"), odd)])));
+}
