@@ -1,5 +1,6 @@
 //! HTTP routes: `GET /ws` upgrades to a session (429 over the per-IP connection rate, 401/403
-//! without a valid token or from a disallowed origin, 503 over the connection cap),
+//! without a valid token or from a disallowed origin, 503 over the connection cap, 400 for an
+//! offer of subprotocols without `parlor`),
 //! `GET /health` reports the registry's live counts, `GET /ready` whether to send it clients, `GET /metrics` the Prometheus metrics,
 //! `GET /rooms` lists public rooms as JSON, `/api/...` is the backend API (see `api`), and
 //! `/`, `/parlor.js` and the lobby's files are served from the binary.
@@ -18,7 +19,7 @@ use actix_web_actors::ws::{self, WebsocketContext};
 
 use parlor_protocol::{RoomFilter, RoomInfo, Value};
 
-use crate::auth::{Authenticator, SUBPROTOCOL};
+use crate::auth::{offered_subprotocols, Authenticator, SUBPROTOCOL};
 use crate::json::json_response;
 use crate::metrics::{Limit, Metrics};
 use crate::registry::actor::RegistryHandle;
@@ -313,7 +314,21 @@ async fn upgrade(
         body["max_connections"] = state.max_connections.into();
         return Ok(HttpResponse::ServiceUnavailable().json(body));
     };
-    let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
+    let mut response = ws::handshake(&req)?;
+    // actix-web-actors would read only the first header line for `parlor`, and accept an
+    // offer without it by selecting nothing, which a browser then fails after the session
+    // was made. Every line counts, and such an offer is refused here, before any session.
+    let mut offered = offered_subprotocols(&req).peekable();
+    if offered.peek().is_some() {
+        if !offered.any(|p| p == SUBPROTOCOL) {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "subprotocol_required",
+                format!("the offered subprotocols must include {SUBPROTOCOL:?}"),
+            ));
+        }
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
+    }
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
     let max_frame_bytes = state.node.settings.max_frame_bytes;
     let input = SocketReader::new(payload, max_frame_bytes, state.registry().gate());
