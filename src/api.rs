@@ -12,6 +12,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
@@ -49,7 +50,9 @@ enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("the room registry has stopped")]
+    #[error("the body is over limits.max_frame_bytes ({max} bytes)")]
+    PayloadTooLarge { max: usize },
+    #[error("the room registry cannot answer now (stopped, or cut off from Redis)")]
     Unavailable,
 }
 
@@ -60,6 +63,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -70,6 +74,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unavailable => "unavailable",
         }
     }
@@ -225,20 +230,42 @@ struct Published {
     offset: u64,
 }
 
+/// Reads the body, at most `max` bytes of it. The handler reads it itself, after the key is
+/// checked: a `web::Bytes` argument would be read before, and held to actix-web's own limit
+/// (256 KiB) rather than to `max`, answered in actix's words.
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::PayloadTooLarge { max });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| ApiError::BadRequest(err.to_string()))?;
+        if body.len() + chunk.len() > max {
+            return Err(ApiError::PayloadTooLarge { max });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 async fn publish(
     req: HttpRequest,
     room: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let handler = async {
         let settings = &state.node.settings;
-        if body.len() > settings.max_frame_bytes {
-            return Err(ApiError::BadRequest(format!(
-                "the body is over limits.max_frame_bytes ({})",
-                settings.max_frame_bytes
-            )));
-        }
+        let body = read_limited(&req, payload, settings.max_frame_bytes).await?;
         let PublishBody(PublishFields { event, data }) =
             read_body(&req, &body, settings.max_depth)?;
         let max_event = settings.limits.max_event_name_bytes as usize;

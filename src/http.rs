@@ -157,11 +157,11 @@ fn unavailable() -> HttpResponse {
 }
 
 /// Gives the error answers that actix-web writes itself (an unknown path, a wrong method, a
-/// request that is no WebSocket handshake on `/ws`, a body over actix's payload limit) the
-/// common JSON body, so that a client reads every error alike. The code is the status's
-/// reason phrase in snake case (`not_found`, `method_not_allowed`, `bad_request`,
-/// `payload_too_large`); the message is actix's, or the phrase. Answers that already carry
-/// JSON or MessagePack are the handlers' own and pass unchanged.
+/// request that is no WebSocket handshake on `/ws`) the common JSON body, so that a client
+/// reads every error alike. The code is the status's reason phrase in snake case
+/// (`not_found`, `method_not_allowed`, `bad_request`, `upgrade_required`); the message is
+/// actix's, or the phrase. Answers that already carry JSON or MessagePack are the handlers'
+/// own and pass unchanged.
 pub fn uniform_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let written_by_us = res
         .headers()
