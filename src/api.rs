@@ -5,7 +5,8 @@
 //! MessagePack when `Accept` names it.
 //!
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
-//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
+//! - `GET    /api/rooms?limit=N`        → `{rooms: [Listing...]}` (room info and `private`), at
+//!   most max_listed_rooms
 //! - `GET    /api/rooms/{room}`         → `RoomDetail`: room info (count as `member_count`),
 //!   `private`, `members` (list), state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
@@ -21,6 +22,7 @@ use crate::auth::bearer_token;
 use crate::http::{listing_limit, AppState};
 use crate::json::json_response;
 use crate::registry::actor::Publish;
+use crate::registry::Listing;
 use crate::secret::same_secret;
 
 const MSGPACK_TYPES: &[&str] = &[
@@ -314,9 +316,10 @@ struct ListQuery {
     limit: Option<String>,
 }
 
+/// `{"rooms": [...]}`: each room's info and whether it is private.
 #[derive(Serialize)]
 struct RoomList {
-    rooms: Vec<parlor_protocol::RoomInfo>,
+    rooms: Vec<Listing>,
 }
 
 async fn list_rooms(

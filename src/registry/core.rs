@@ -18,7 +18,7 @@ use parlor_protocol::{
 };
 
 use super::lobby::Lobby;
-use super::room::{HistoryEntry, HistoryLimits, Member, Room, RoomRules};
+use super::room::{HistoryEntry, HistoryLimits, Listing, Member, Room, RoomRules};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::secret::same_secret;
 
@@ -740,14 +740,15 @@ impl<O: Outlet> Registry<O> {
         })
     }
 
-    /// Every room, private ones included, oldest first, at most `limit`; for the backend API.
-    pub fn all_rooms(&self, limit: usize) -> Vec<RoomInfo> {
+    /// Every room, private ones included and said to be, oldest first, at most `limit`; for
+    /// the backend API.
+    pub fn all_rooms(&self, limit: usize) -> Vec<Listing> {
         let mut rooms: Vec<(&String, &Room<O>)> = self.rooms.iter().collect();
         rooms.sort_unstable_by_key(|(_, room)| room.created);
         rooms
             .into_iter()
             .take(limit)
-            .map(|(name, room)| room.info(name))
+            .map(|(name, room)| room.listing(name))
             .collect()
     }
 

@@ -186,8 +186,34 @@ async fn read_list_and_disconnect() {
     .await;
     let list: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(list["rooms"][0]["room"], "secret");
+    // ...and said to be private there, which a public room is not.
+    assert_eq!(list["rooms"][0]["private"], true);
+    let mut b = connect(&node).await;
+    b.join("open").await.expect("join");
+    let (_, _, body) = http(
+        &node,
+        "GET",
+        "/api/rooms",
+        &[("authorization", &auth)],
+        vec![],
+    )
+    .await;
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let privacy: Vec<(&str, bool)> = list["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| Some((r["room"].as_str()?, r["private"].as_bool()?)))
+        .collect();
+    assert_eq!(privacy, [("secret", true), ("open", false)]);
     let (_, public) = get_json(&node, "/rooms").await;
-    assert_eq!(public["rooms"].as_array().map(Vec::len), Some(0));
+    let public: Vec<&str> = public["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["room"].as_str())
+        .collect();
+    assert_eq!(public, ["open"]);
 
     let path = format!("/api/sessions/{}", a.session_id());
     let (status, _, _) = http(&node, "DELETE", &path, &[("authorization", &auth)], vec![]).await;
