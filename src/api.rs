@@ -5,20 +5,24 @@
 //! MessagePack when `Accept` names it.
 //!
 //! - `POST   /api/rooms/{room}/events`  `{event, data}` → `{offset}`
-//! - `GET    /api/rooms?limit=N`        → `{rooms: [RoomInfo...]}`, at most max_listed_rooms
+//! - `GET    /api/rooms?limit=N`        → `{rooms: [Listing...]}` (room info and `private`), at
+//!   most max_listed_rooms
 //! - `GET    /api/rooms/{room}`         → `RoomDetail`: room info (count as `member_count`),
 //!   `private`, `members` (list), state, version, epoch, offset
 //! - `DELETE /api/sessions/{session}`   → 204
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
 
 use crate::auth::bearer_token;
 use crate::http::{listing_limit, AppState};
+use crate::json::json_response;
 use crate::registry::actor::Publish;
+use crate::registry::Listing;
 use crate::secret::same_secret;
 
 const MSGPACK_TYPES: &[&str] = &[
@@ -48,7 +52,9 @@ enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("the room registry has stopped")]
+    #[error("the body is over limits.max_frame_bytes ({max} bytes)")]
+    PayloadTooLarge { max: usize },
+    #[error("the room registry cannot answer now (stopped, or cut off from Redis)")]
     Unavailable,
 }
 
@@ -59,6 +65,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -69,6 +76,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Unavailable => "unavailable",
         }
     }
@@ -139,7 +147,7 @@ fn respond<T: Serialize>(req: &HttpRequest, status: StatusCode, body: &T) -> Htt
             .content_type("application/msgpack")
             .body(encode_value(body))
     } else {
-        HttpResponse::build(status).json(body)
+        json_response(status, body)
     }
 }
 
@@ -224,20 +232,42 @@ struct Published {
     offset: u64,
 }
 
+/// Reads the body, at most `max` bytes of it. The handler reads it itself, after the key is
+/// checked: a `web::Bytes` argument would be read before, and held to actix-web's own limit
+/// (256 KiB) rather than to `max`, answered in actix's words.
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::PayloadTooLarge { max });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| ApiError::BadRequest(err.to_string()))?;
+        if body.len() + chunk.len() > max {
+            return Err(ApiError::PayloadTooLarge { max });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 async fn publish(
     req: HttpRequest,
     room: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let handler = async {
         let settings = &state.node.settings;
-        if body.len() > settings.max_frame_bytes {
-            return Err(ApiError::BadRequest(format!(
-                "the body is over limits.max_frame_bytes ({})",
-                settings.max_frame_bytes
-            )));
-        }
+        let body = read_limited(&req, payload, settings.max_frame_bytes).await?;
         let PublishBody(PublishFields { event, data }) =
             read_body(&req, &body, settings.max_depth)?;
         let max_event = settings.limits.max_event_name_bytes as usize;
@@ -286,9 +316,10 @@ struct ListQuery {
     limit: Option<String>,
 }
 
+/// `{"rooms": [...]}`: each room's info and whether it is private.
 #[derive(Serialize)]
 struct RoomList {
-    rooms: Vec<parlor_protocol::RoomInfo>,
+    rooms: Vec<Listing>,
 }
 
 async fn list_rooms(

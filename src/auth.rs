@@ -213,23 +213,27 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 /// The token the request carries, in order of preference: the Authorization header, a
 /// subprotocol, the query string.
 fn token_of(req: &HttpRequest) -> Option<String> {
-    let headers = req.headers();
     if let Some(bearer) = bearer_token(req) {
         return Some(bearer.to_owned());
     }
-    let from_protocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| {
-            p.trim()
-                .strip_prefix(BEARER_PROTOCOL_PREFIX)
-                .map(str::to_owned)
-        });
+    let from_protocol = offered_subprotocols(req)
+        .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX).map(str::to_owned));
     if from_protocol.is_some() {
         return from_protocol;
     }
     web_query_token(req.query_string())
+}
+
+/// The subprotocols the upgrade offers, in order: the comma-separated entries of every
+/// `Sec-WebSocket-Protocol` header line, since a client may split the list over several lines
+/// (RFC 7230 section 3.2.2) and each line counts. Empty entries are skipped.
+pub fn offered_subprotocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
 }
 
 fn web_query_token(query: &str) -> Option<String> {

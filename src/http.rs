@@ -1,5 +1,6 @@
 //! HTTP routes: `GET /ws` upgrades to a session (429 over the per-IP connection rate, 401/403
-//! without a valid token or from a disallowed origin, 503 over the connection cap),
+//! without a valid token or from a disallowed origin, 503 over the connection cap, 400 for an
+//! offer of subprotocols without `parlor`),
 //! `GET /health` reports the registry's live counts, `GET /ready` whether to send it clients, `GET /metrics` the Prometheus metrics,
 //! `GET /rooms` lists public rooms as JSON, `/api/...` is the backend API (see `api`), and
 //! `/`, `/parlor.js` and the lobby's files are served from the binary.
@@ -16,9 +17,10 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
 
-use parlor_protocol::{RoomFilter, Value};
+use parlor_protocol::{RoomFilter, RoomInfo, Value};
 
-use crate::auth::{Authenticator, SUBPROTOCOL};
+use crate::auth::{offered_subprotocols, Authenticator, SUBPROTOCOL};
+use crate::json::json_response;
 use crate::metrics::{Limit, Metrics};
 use crate::registry::actor::RegistryHandle;
 use crate::registry::DEFAULT_LISTED_ROOMS;
@@ -134,7 +136,8 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The body of every HTTP error answer: `{"error": code, "message": why}`.
+/// The body of every HTTP error answer: `{"error": code, "message": why}`. Only strings go
+/// into it, so `json!` cannot fail here.
 fn error_body(code: &str, message: String) -> serde_json::Value {
     serde_json::json!({ "error": code, "message": message })
 }
@@ -154,11 +157,11 @@ fn unavailable() -> HttpResponse {
 }
 
 /// Gives the error answers that actix-web writes itself (an unknown path, a wrong method, a
-/// request that is no WebSocket handshake on `/ws`, a body over actix's payload limit) the
-/// common JSON body, so that a client reads every error alike. The code is the status's
-/// reason phrase in snake case (`not_found`, `method_not_allowed`, `bad_request`,
-/// `payload_too_large`); the message is actix's, or the phrase. Answers that already carry
-/// JSON or MessagePack are the handlers' own and pass unchanged.
+/// request that is no WebSocket handshake on `/ws`) the common JSON body, so that a client
+/// reads every error alike. The code is the status's reason phrase in snake case
+/// (`not_found`, `method_not_allowed`, `bad_request`, `upgrade_required`); the message is
+/// actix's, or the phrase. Answers that already carry JSON or MessagePack are the handlers'
+/// own and pass unchanged.
 pub fn uniform_error<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let written_by_us = res
         .headers()
@@ -211,9 +214,15 @@ async fn rooms(
         Err(why) => return error_response(StatusCode::BAD_REQUEST, "bad_query", why),
     };
     match state.registry().list_rooms(filter, limit).await {
-        Some(rooms) => HttpResponse::Ok().json(serde_json::json!({ "rooms": rooms })),
+        Some(rooms) => json_response(StatusCode::OK, &RoomList { rooms }),
         None => unavailable(),
     }
+}
+
+/// `{"rooms": [room info...]}`, the answer of `GET /rooms`.
+#[derive(serde::Serialize)]
+struct RoomList {
+    rooms: Vec<RoomInfo>,
 }
 
 fn parse_room_query(
@@ -305,7 +314,21 @@ async fn upgrade(
         body["max_connections"] = state.max_connections.into();
         return Ok(HttpResponse::ServiceUnavailable().json(body));
     };
-    let mut response = ws::handshake_with_protocols(&req, &[SUBPROTOCOL])?;
+    let mut response = ws::handshake(&req)?;
+    // actix-web-actors would read only the first header line for `parlor`, and accept an
+    // offer without it by selecting nothing, which a browser then fails after the session
+    // was made. Every line counts, and such an offer is refused here, before any session.
+    let mut offered = offered_subprotocols(&req).peekable();
+    if offered.peek().is_some() {
+        if !offered.any(|p| p == SUBPROTOCOL) {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "subprotocol_required",
+                format!("the offered subprotocols must include {SUBPROTOCOL:?}"),
+            ));
+        }
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
+    }
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
     let max_frame_bytes = state.node.settings.max_frame_bytes;
     let input = SocketReader::new(payload, max_frame_bytes, state.registry().gate());
@@ -329,22 +352,38 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     match state.registry().stats().await {
         Some(stats) => {
             let degraded = stats.cluster.as_ref().is_some_and(|c| !c.up);
-            let mut body = serde_json::json!({
-                "status": if degraded { "degraded" } else { "ok" },
-                "sessions": stats.sessions,
-                "away": stats.away,
-                "rooms": stats.rooms,
-            });
-            if let Some(cluster) = &stats.cluster {
-                body["cluster"] = serde_json::json!({
-                    "node": cluster.node,
-                    "redis": if cluster.up { "up" } else { "down" },
-                });
-            }
-            HttpResponse::Ok().json(body)
+            let body = Health {
+                status: if degraded { "degraded" } else { "ok" },
+                sessions: stats.sessions,
+                away: stats.away,
+                rooms: stats.rooms,
+                cluster: stats.cluster.map(|c| ClusterStatus {
+                    node: c.node,
+                    redis: if c.up { "up" } else { "down" },
+                }),
+            };
+            json_response(StatusCode::OK, &body)
         }
         None => unavailable(),
     }
+}
+
+/// The body of `GET /health`.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    sessions: usize,
+    away: usize,
+    rooms: usize,
+    /// Cluster nodes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterStatus>,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterStatus {
+    node: String,
+    redis: &'static str,
 }
 
 /// `GET /ready`, for load balancers: 200 while the node can serve new sessions; 503 once it

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod registry;
 pub mod secret;

@@ -186,7 +186,11 @@ fn classify(bytes: &[u8], max_depth: usize, failure: Failure) -> DecodeError {
         }
         Failure::Decode(err) => err,
     };
-    let salvaged = decode_exact::<Envelope>(bytes, max_depth.max(SALVAGE_DEPTH)).ok();
+    // Only a map is a frame: serde would also read the envelope from a positional array
+    // (`["dance", 5]`), which is `not_a_map` with no `ref`, whatever it holds.
+    let salvaged = starts_with_map(bytes)
+        .then(|| decode_exact::<Envelope>(bytes, max_depth.max(SALVAGE_DEPTH)).ok())
+        .flatten();
     let reference = salvaged.as_ref().and_then(|e| e.reference);
     match err {
         E::DepthLimitExceeded => DecodeError::new(

@@ -382,10 +382,13 @@ fn bad_frames_are_classified() {
         (ErrorCode::Malformed, None)
     );
     assert_eq!(code_of(&[0x93, 1, 2, 3], 32), (ErrorCode::NotAMap, None));
-    // serde would read a tagged enum from an array with the tag first.
+    // serde would read a tagged enum from an array with the tag first, and the envelope of a
+    // frame that fails (an unknown type, a missing field) likewise: no `ref` is read from it.
     for array in [
         vec![Value::from("unsubscribe_lobby")],
         vec![Value::from("join"), Value::from(1), Value::from("r")],
+        vec![Value::from("dance"), Value::from(5)],
+        vec![Value::from("join"), Value::from(5)],
     ] {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &Value::Array(array)).unwrap();

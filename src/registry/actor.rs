@@ -18,7 +18,7 @@ use parlor_protocol::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Profile, Registry, RegistryLimits, RoomDetail};
+use super::{Listing, Profile, Registry, RegistryLimits, RoomDetail};
 use crate::cluster::{ClusterActor, ClusterSettings};
 use crate::metrics::Metrics;
 use crate::session::outbox::SessionOutlet;
@@ -72,9 +72,9 @@ pub struct Publish {
 #[rtype(result = "Result<Option<RoomDetail>, Unreachable>")]
 pub struct ReadRoom(pub String);
 
-/// Backend API: every room, private ones included.
+/// Backend API: every room, private ones included (and said to be).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<RoomInfo>, Unreachable>")]
+#[rtype(result = "Result<Vec<Listing>, Unreachable>")]
 pub struct AllRooms {
     pub limit: usize,
 }
@@ -465,7 +465,7 @@ impl RegistryHandle {
         ask!(self, ReadRoom(room)).ok()?.ok()
     }
 
-    pub async fn all_rooms(&self, limit: usize) -> Option<Vec<RoomInfo>> {
+    pub async fn all_rooms(&self, limit: usize) -> Option<Vec<Listing>> {
         ask!(self, AllRooms { limit }).ok()?.ok()
     }
 

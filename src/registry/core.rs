@@ -18,7 +18,7 @@ use parlor_protocol::{
 };
 
 use super::lobby::Lobby;
-use super::room::{HistoryEntry, HistoryLimits, Member, Room, RoomRules};
+use super::room::{HistoryEntry, HistoryLimits, Listing, Member, Room, RoomRules};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::secret::same_secret;
 
@@ -253,6 +253,14 @@ impl RegistryLimits {
             return Err(RequestError::InvalidOptions(format!(
                 "metadata is {size} bytes encoded, over the limit of {max}"
             )));
+        }
+        // Metadata is what listings show and filters match, `GET /rooms` in JSON included,
+        // and JSON names an object's members by strings only: a map inside metadata keyed
+        // by anything else could not be listed as it is.
+        if metadata.values().any(has_key_not_a_string) {
+            return Err(RequestError::InvalidOptions(
+                "the keys of maps inside metadata must be strings".into(),
+            ));
         }
         Ok(())
     }
@@ -738,14 +746,15 @@ impl<O: Outlet> Registry<O> {
         })
     }
 
-    /// Every room, private ones included, oldest first, at most `limit`; for the backend API.
-    pub fn all_rooms(&self, limit: usize) -> Vec<RoomInfo> {
+    /// Every room, private ones included and said to be, oldest first, at most `limit`; for
+    /// the backend API.
+    pub fn all_rooms(&self, limit: usize) -> Vec<Listing> {
         let mut rooms: Vec<(&String, &Room<O>)> = self.rooms.iter().collect();
         rooms.sort_unstable_by_key(|(_, room)| room.created);
         rooms
             .into_iter()
             .take(limit)
-            .map(|(name, room)| room.info(name))
+            .map(|(name, room)| room.listing(name))
             .collect()
     }
 
@@ -1644,6 +1653,28 @@ pub(crate) fn graces_over(
         .filter(|id| since(id).is_some_and(|t| now.duration_since(t) >= grace))
         .copied()
         .collect()
+}
+
+/// Whether `value` holds, at any depth, a map with a key that is not a UTF-8 string. Walked
+/// with a stack of its own: what a peer sent is bounded by `max_depth`, but this need not
+/// rely on it.
+fn has_key_not_a_string(value: &Value) -> bool {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Map(entries) => {
+                for (key, value) in entries {
+                    if key.as_str().is_none() {
+                        return true;
+                    }
+                    pending.push(value);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An unguessable room id, for rooms the server names (private rooms are joined by it).

@@ -15,4 +15,5 @@ pub use self::core::{
     RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES,
 };
 pub(crate) use self::lobby::Lobby;
-pub(crate) use self::room::{Listing, RoomRules};
+pub use self::room::Listing;
+pub(crate) use self::room::RoomRules;

@@ -222,10 +222,49 @@ impl<O> Room<O> {
 
 /// A room as listings and the lobby see it: what they show, and whether it is private (never
 /// shown). The single-node registry makes it from a `Room`; a cluster node reads it from Redis.
+/// The backend API lists it whole: it serializes as one map, the room info's fields and then
+/// `private`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Listing {
-    pub(crate) info: RoomInfo,
-    pub(crate) private: bool,
+pub struct Listing {
+    pub info: RoomInfo,
+    pub private: bool,
+}
+
+impl serde::Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Listed<'a> {
+            room: &'a str,
+            members: u32,
+            max_members: u32,
+            locked: bool,
+            password: bool,
+            owner: Option<SessionId>,
+            metadata: &'a Metadata,
+            private: bool,
+        }
+        // Taken apart whole, so that a field added to RoomInfo cannot be left out here.
+        let RoomInfo {
+            room,
+            members,
+            max_members,
+            locked,
+            password,
+            owner,
+            metadata,
+        } = &self.info;
+        Listed {
+            room,
+            members: *members,
+            max_members: *max_members,
+            locked: *locked,
+            password: *password,
+            owner: *owner,
+            metadata,
+            private: self.private,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Listing {

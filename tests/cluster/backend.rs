@@ -119,6 +119,26 @@ async fn the_backend_api_on_any_node_sees_the_whole_cluster() {
         [alice.session_id().to_string(), bob.session_id().to_string()]
     );
 
+    // The listing, through node a, says which rooms are private (bob's, made on node b).
+    bob.create(
+        Some("hideout"),
+        RoomOptions {
+            private: true,
+            ..RoomOptions::default()
+        },
+    )
+    .await
+    .expect("create");
+    let (status, list) = nodes[0].api("GET", "/api/rooms", KEY, None).await;
+    assert_eq!(status, 200, "{list}");
+    let privacy: Vec<(&str, bool)> = list["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| Some((r["room"].as_str()?, r["private"].as_bool()?)))
+        .collect();
+    assert_eq!(privacy, [("table", false), ("hideout", true)]);
+
     // Disconnect alice (node a) through node c.
     let path = format!("/api/sessions/{}", alice.session_id());
     let (status, _) = nodes[2].api("DELETE", &path, KEY, None).await;

@@ -26,12 +26,14 @@ async fn every_http_error_has_the_same_json_body() {
         ("GET", "/ws", 400, "bad_request"),
         ("GET", "/rooms?limit=0", 400, "bad_query"),
         ("GET", "/api/rooms", 404, "api_disabled"),
-        // actix-web's own limit on a body, before any handler runs.
-        ("POST", "/api/rooms/table/events", 413, "payload_too_large"),
+        ("POST", "/api/rooms/table/events", 404, "api_disabled"),
     ];
     for (method, path, want_status, code) in cases {
+        // Small: a body the server does not read makes it close the connection after its
+        // answer, which a client still writing a large one may meet as a broken pipe. (That
+        // the API refuses before it reads a body is api.rs's to show.)
         let body = if method == "POST" {
-            vec![b' '; 300 << 10]
+            br#"{"event":"x"}"#.to_vec()
         } else {
             vec![]
         };

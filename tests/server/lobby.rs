@@ -446,3 +446,53 @@ async fn a_limit_over_max_listed_rooms_is_cut_to_it_over_http_too() {
         );
     }
 }
+
+#[tokio::test]
+async fn metadata_holding_a_map_key_json_cannot_carry_is_refused_and_get_rooms_stays_up() {
+    // A map keyed by nil inside metadata: MessagePack can say it, JSON cannot, and
+    // `GET /rooms` lists metadata as JSON. One such room used to make `/rooms` panic for
+    // everyone for as long as it lived.
+    let node = start(test_config());
+    let mut a = connect(&node).await;
+    let nil_keyed = Metadata::from([(
+        "m".to_owned(),
+        Value::Map(vec![(Value::Nil, Value::from(1))]),
+    )]);
+    let refused = a
+        .create(
+            Some("odd"),
+            RoomOptions {
+                metadata: nil_keyed.clone(),
+                ..RoomOptions::default()
+            },
+        )
+        .await
+        .map(drop);
+    assert_eq!(refused_code(refused), ErrorCode::InvalidOptions);
+    let refused = a
+        .join_or_create(
+            RoomFilter {
+                metadata: nil_keyed.clone(),
+                ..RoomFilter::default()
+            },
+            RoomOptions::default(),
+        )
+        .await
+        .map(drop);
+    assert_eq!(refused_code(refused), ErrorCode::InvalidOptions);
+    a.create(Some("plain"), RoomOptions::default())
+        .await
+        .expect("create");
+    let refused = a.set_metadata("plain", nil_keyed).await;
+    assert_eq!(refused_code(refused), ErrorCode::InvalidOptions);
+    let (status, body) = get_json(&node, "/rooms").await;
+    assert_eq!(status, 200, "{body}");
+    let rooms: Vec<&str> = body["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["room"].as_str())
+        .collect();
+    assert_eq!(rooms, ["plain"]);
+    assert_usable(&mut a, "after").await;
+}

@@ -18,5 +18,6 @@ mod rooms;
 mod shutdown;
 mod slow_consumer;
 mod state;
+mod subprotocol;
 #[path = "../support/wait.rs"]
 mod wait;

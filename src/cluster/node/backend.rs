@@ -76,13 +76,13 @@ impl Handler<ReadRoom> for ClusterActor {
 }
 
 impl Handler<AllRooms> for ClusterActor {
-    type Result = ResponseActFuture<Self, Result<Vec<RoomInfo>, Unreachable>>;
+    type Result = ResponseActFuture<Self, Result<Vec<Listing>, Unreachable>>;
     fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
         let rooms = self.every_room();
         Box::pin(
             async move {
                 let listed = rooms.await?;
-                Ok(listed.into_iter().take(msg.limit).map(|l| l.info).collect())
+                Ok(listed.into_iter().take(msg.limit).collect())
             }
             .into_actor(self),
         )

@@ -858,4 +858,80 @@ fn join_without_create_joins_only_a_room_that_exists() {
         .take()
         .iter()
         .any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "r")));
+fn metadata_with_a_map_key_that_is_not_a_string_is_refused_everywhere() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.connect();
+    let keyed = |key: Value| -> Metadata {
+        Metadata::from([(
+            "m".to_owned(),
+            Value::Array(vec![Value::Map(vec![(key, Value::from(1))])]),
+        )])
+    };
+    let bad = [
+        keyed(Value::Nil),
+        keyed(Value::from(1)),
+        keyed(Value::Binary(vec![1])),
+        keyed(Value::Array(vec![])),
+        keyed(Value::Map(vec![])),
+    ];
+    for metadata in bad {
+        let options = RoomOptions {
+            metadata: metadata.clone(),
+            ..RoomOptions::default()
+        };
+        h.run(
+            a,
+            ClientFrame::Create {
+                reference: Some(1),
+                room: Some("r".into()),
+                options: options.clone(),
+            },
+        );
+        assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidOptions));
+        h.run(
+            a,
+            ClientFrame::JoinOrCreate {
+                reference: Some(1),
+                filter: RoomFilter::default(),
+                options,
+            },
+        );
+        assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidOptions));
+        // A filter's metadata becomes the metadata of the room matchmaking makes.
+        h.run(
+            a,
+            ClientFrame::JoinOrCreate {
+                reference: Some(1),
+                filter: RoomFilter {
+                    metadata: metadata.clone(),
+                    ..RoomFilter::default()
+                },
+                options: RoomOptions::default(),
+            },
+        );
+        assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidOptions));
+        assert_eq!(h.registry.room_count(), 0);
+    }
+    // String keys, at any depth, are metadata like any other; and the owner's set_metadata
+    // is held to the same rule.
+    let nested = keyed(Value::from("k"));
+    h.create(
+        a,
+        Some("r"),
+        RoomOptions {
+            metadata: nested.clone(),
+            ..RoomOptions::default()
+        },
+    );
+    out_a.take();
+    h.run(
+        a,
+        ClientFrame::SetMetadata {
+            reference: Some(1),
+            room: "r".into(),
+            metadata: keyed(Value::Nil),
+        },
+    );
+    assert_eq!(error_code(&out_a.take()), Some(ErrorCode::InvalidOptions));
+    assert_eq!(h.list(a, RoomFilter::default())[0].metadata, nested);
 }
