@@ -819,7 +819,7 @@ fn a_full_room_and_one_locked_by_its_owner_are_told_apart() {
     });
     assert!(matches!(update, Some(u) if u.locked && !u.locked_by_owner));
     let info = &h.registry.all_rooms(10)[0];
-    assert!(info.locked && !info.locked_by_owner);
+    assert!(info.info.locked && !info.info.locked_by_owner);
     // Locked by the owner too: both say so, in room_update, joined and room info alike.
     h.run(
         a,
@@ -834,7 +834,7 @@ fn a_full_room_and_one_locked_by_its_owner_are_told_apart() {
     });
     assert!(matches!(update, Some(u) if u.locked && u.locked_by_owner));
     let info = &h.registry.all_rooms(10)[0];
-    assert!(info.locked && info.locked_by_owner);
+    assert!(info.info.locked && info.info.locked_by_owner);
     assert!(h.list(watcher, RoomFilter::default())[0].locked_by_owner);
 }
 
@@ -858,6 +858,9 @@ fn join_without_create_joins_only_a_room_that_exists() {
         .take()
         .iter()
         .any(|f| matches!(f, ServerFrame::Joined(j) if j.room == "r")));
+}
+
+#[test]
 fn metadata_with_a_map_key_that_is_not_a_string_is_refused_everywhere() {
     let mut h = Harness::new();
     let (a, out_a) = h.connect();
