@@ -1,12 +1,12 @@
 //! The session's WebSocket reader on arbitrary bytes, fed in arbitrary chunks: it must never
-//! panic, never hold more than one frame (`max_frame_bytes` + 14), hand out only messages
-//! within the limit, and say nothing more once it has failed.
+//! panic, never hold more than the limit plus one control frame (`MAX_BUFFERED_OVER_LIMIT`),
+//! hand out only messages within the limit, and say nothing more once it has failed.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use parlor::session::reader::{Message, MessageReader, MAX_CLIENT_HEADER_BYTES};
+use parlor::session::reader::{Message, MessageReader, MAX_BUFFERED_OVER_LIMIT};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -39,7 +39,7 @@ fuzz_target!(|input: Input| {
                 assert!(n > 0, "a reader that has not failed wants bytes");
                 reader.feed(&rest[..n]);
                 rest = &rest[n..];
-                assert!(reader.buffered() <= max + MAX_CLIENT_HEADER_BYTES);
+                assert!(reader.buffered() <= max + MAX_BUFFERED_OVER_LIMIT);
             }
             Err(_) => {
                 failed = true;

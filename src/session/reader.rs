@@ -2,9 +2,11 @@
 //! bounded by the largest message the server accepts.
 //!
 //! `MessageReader` is sans-IO: it is fed bytes and hands out whole messages (fragments
-//! reassembled) or the first framing error. It never holds more than one frame: it asks for
-//! exactly the bytes it still needs, and a header that declares a payload over the limit is an
-//! error as soon as the header is read, before any of that payload is buffered.
+//! reassembled) or the first framing error. It holds at most one frame beside the fragments
+//! before it, and never more than the limit plus `MAX_BUFFERED_OVER_LIMIT` (a control frame
+//! may come between fragments): it asks for exactly the bytes it still needs, and a header
+//! that declares a payload over the limit is an error as soon as the header is read, before
+//! any of that payload is buffered.
 //! `SocketReader` drives it from the HTTP payload stream, and holds each binary message until
 //! the registry's request queue has room for it: until then the socket is not read, so TCP
 //! slows the sender down instead of the server buffering or dropping its requests.
@@ -24,6 +26,9 @@ use tokio_util::sync::PollSemaphore;
 pub const MAX_CLIENT_HEADER_BYTES: usize = 14;
 /// Longest payload of a control frame (ping, pong, close), RFC 6455 section 5.5.
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The most a reader holds beyond its message limit: a control frame whole (header and
+/// payload), which may arrive between the fragments of a message already at the limit.
+pub const MAX_BUFFERED_OVER_LIMIT: usize = MAX_CLIENT_HEADER_BYTES + MAX_CONTROL_PAYLOAD;
 
 /// One whole message from the client.
 #[derive(Debug, PartialEq)]
@@ -146,7 +151,9 @@ impl MessageReader {
             let mut frame = self.buf.split_to(frame_len);
             // Parser checks the frame again and unmasks it; every way it can fail was checked
             // above, but its answer is the one that counts.
-            let payload = match Parser::parse(&mut frame, true, self.max_bytes) {
+            // (Its own size check must not refuse a control frame our limits allow.)
+            let limit = self.max_bytes.max(MAX_CONTROL_PAYLOAD);
+            let payload = match Parser::parse(&mut frame, true, limit) {
                 Ok(Some((_, _, payload))) => payload.map_or_else(Bytes::new, BytesMut::freeze),
                 _ => return Err(ReadError::Protocol("malformed frame")),
             };
