@@ -411,7 +411,19 @@ async function start() {
     document.body.dataset.session = parlor.session;
     document.body.dataset.connection = parlor.state;
   };
-  parlor.on("lobby", renderLobby);
+  // A degraded server (a cluster node cut off from its Redis) cannot list rooms for a while:
+  // parlor.js keeps asking by itself, and the status line says why the list is stale.
+  const degraded = "Connected, but the server is having trouble: the room list will come back by itself.";
+  parlor.on("lobby", () => {
+    if (document.body.dataset.connection === "degraded") online("Connected.");
+    renderLobby();
+  });
+  parlor.on("error", (err) => {
+    if (["unavailable", "outcome_unknown", "overloaded"].includes(err.code) && parlor.state === "open") {
+      setStatus(degraded, false);
+      document.body.dataset.connection = "degraded";
+    }
+  });
   parlor.on("reconnecting", ({ attempt, delay }) => {
     const when = delay >= 1000 ? ` in ${Math.round(delay / 1000)} s` : "";
     setStatus(`Connection lost. Reconnecting${when}${attempt > 1 ? ` (attempt ${attempt})` : ""}…`, false);
@@ -434,7 +446,16 @@ async function start() {
     document.body.dataset.connection = "closed";
   });
   online("Connected.");
-  await act("lobby-error", parlor.subscribeLobby({}));
+  try {
+    await parlor.subscribeLobby({});
+  } catch (err) {
+    if (["unavailable", "outcome_unknown", "overloaded"].includes(err.code)) {
+      setStatus(degraded, false);
+      document.body.dataset.connection = "degraded";
+    } else {
+      showError("lobby-error", err);
+    }
+  }
   document.body.dataset.ready = "true";
 }
 

@@ -486,6 +486,9 @@ const ROOM_FRAMES = new Set(["event", "presence", "room_update", "state_patch"])
 const RECONNECT_CODES = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014, 4000]);
 
 const RECONNECT_DEFAULTS = { minDelayMs: 500, maxDelayMs: 10_000, maxAttempts: Infinity };
+/** Errors that say the server cannot serve a request now (a cluster node cut off from Redis),
+ * not that it never will. */
+const TRANSIENT_CODES = new Set(["unavailable", "outcome_unknown", "overloaded"]);
 
 /** The options of `Parlor.connect`, with every default filled in. */
 function settings(options) {
@@ -672,11 +675,24 @@ export class Parlor extends Emitter {
   }
   /**
    * Keeps `this.lobby` (name -> room info) up to date; "lobby" fires after each change. The
-   * subscription is made again, with the same filter, after every reconnect.
+   * subscription is made again, with the same filter, after every reconnect. When the server
+   * cannot serve it now (`unavailable`, `outcome_unknown`, `overloaded`: a degraded cluster
+   * node), the call rejects, and the client keeps trying by itself, backing off, until it gets
+   * it ("lobby" then fires) or `unsubscribeLobby` is called.
    */
   async subscribeLobby(filter = {}, options) {
-    const rooms = await this.request({ type: "subscribe_lobby", filter }, options);
     this.#lobbyFilter = filter;
+    let rooms;
+    try {
+      rooms = await this.request({ type: "subscribe_lobby", filter }, options);
+    } catch (err) {
+      if (TRANSIENT_CODES.has(err.code) && this.#lobbyFilter === filter) {
+        this.#retryLobby(filter, 0);
+      } else if (this.#lobbyFilter === filter && err.code !== "disconnected") {
+        this.#lobbyFilter = null;
+      }
+      throw err;
+    }
     this.lobby = new Map(rooms.map((r) => [r.room, r]));
     fire(this, "lobby", this.lobby);
     return this.lobby;
@@ -865,13 +881,28 @@ export class Parlor extends Emitter {
     }
   }
 
-  #resubscribeLobby() {
-    this.#internal({ type: "subscribe_lobby", filter: this.#lobbyFilter }).then((rooms) => {
+  #resubscribeLobby(attempt = 0) {
+    const filter = this.#lobbyFilter;
+    this.#internal({ type: "subscribe_lobby", filter }).then((rooms) => {
+      if (this.#lobbyFilter !== filter) return;
       this.lobby = new Map(rooms.map((r) => [r.room, r]));
       fire(this, "lobby", this.lobby);
     }, (err) => {
-      if (err.code !== "disconnected" && err.code !== "closed") fire(this, "error", err);
+      if (err.code === "disconnected" || err.code === "closed") return;
+      fire(this, "error", err);
+      if (TRANSIENT_CODES.has(err.code)) this.#retryLobby(filter, attempt);
     });
+  }
+
+  /** Tries the lobby subscription again after a backoff, while it is still wanted. */
+  #retryLobby(filter, attempt) {
+    const { minDelayMs, maxDelayMs } = this.#options.reconnect || RECONNECT_DEFAULTS;
+    const ceiling = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(attempt, 30));
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    setTimeout(() => {
+      // A reconnect meanwhile subscribes again by itself; so does a new subscribeLobby.
+      if (this.state === "open" && this.#lobbyFilter === filter) this.#resubscribeLobby(attempt + 1);
+    }, delay);
   }
 
   /** Rooms the session is no longer in after a reconnect: each hears "left", reason `lost`. */

@@ -342,6 +342,39 @@ await test("a refused resume starts a fresh session and names the rooms lost", a
   parlor.close();
 });
 
+await test("a lobby subscription the server cannot serve now is tried again until it is", async () => {
+  // A cluster node cut off from Redis answers `unavailable`: the call rejects, and the client
+  // keeps asking, backing off, until the node serves it; unsubscribing stops it.
+  const server = new FakeServer();
+  let refusals = 3;
+  server.answer = (frame, ws) => {
+    if (frame.type === "subscribe_lobby" && refusals > 0) {
+      refusals--;
+      ws.deliver({ type: "error", ref: frame.ref, code: "unavailable", message: "Redis is unreachable" });
+    } else if (frame.type === "subscribe_lobby") {
+      ws.deliver({ type: "room_list", ref: frame.ref, rooms: [{ room: "r", members: 1, max_members: 4, locked: false, locked_by_owner: false, password: false, owner: PEER, metadata: {} }] });
+    } else ws.deliver({ type: "ok", ref: frame.ref });
+  };
+  const parlor = await connected(server);
+  const errors = [];
+  parlor.on("error", (e) => errors.push(e.code));
+  let lobby = null;
+  parlor.on("lobby", (l) => { lobby = l; });
+  await rejectsWith(parlor.subscribeLobby({ mode: "duel" }), "unavailable", 50);
+  await until("the subscription, once the node serves it", () => lobby !== null);
+  assert(lobby.has("r") && parlor.lobby === lobby, "the lobby holds the listing");
+  assert(refusals === 0 && errors.join() === "unavailable,unavailable", `the retries: ${errors}`);
+  const asked = server.last.sent.filter((f) => f.type === "subscribe_lobby");
+  assert(asked.length === 4 && asked.every((f) => f.filter.mode === "duel"), "with the same filter");
+  // Unsubscribed meanwhile: no more tries.
+  refusals = 1;
+  await rejectsWith(parlor.subscribeLobby({}), "unavailable", 50);
+  await parlor.unsubscribeLobby();
+  await sleep(100);
+  assert(server.last.sent.filter((f) => f.type === "subscribe_lobby").length === 5, "no retry after unsubscribing");
+  parlor.close();
+});
+
 await test("a session in no room starts afresh without trying to resume", async () => {
   const server = new FakeServer();
   const parlor = await connected(server);
