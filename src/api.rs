@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use parlor_protocol::{decode_value, encode_value, map_only, SessionId, Value};
 
+use crate::app::{listing_limit, AppState};
 use crate::auth::bearer_token;
-use crate::http::{listing_limit, AppState};
+use crate::engine::Publish;
 use crate::json::json_response;
-use crate::registry::actor::Publish;
 use crate::registry::Listing;
 use crate::secret::same_secret;
 

@@ -248,10 +248,7 @@ impl Config {
                 ),
             );
         }
-        if self.registry.queue_bytes
-            < l.max_frame_bytes
-                .max(crate::session::reader::MIN_REQUEST_COST)
-        {
+        if self.registry.queue_bytes < l.max_frame_bytes.max(crate::engine::MIN_REQUEST_COST) {
             return invalid(
                 "registry.queue_bytes",
                 format!(
@@ -422,7 +419,7 @@ impl Config {
         let listing = l.max_listed_rooms * (l.max_metadata_bytes + ROOM_INFO_OVERHEAD);
         // A lobby frame's listings, plus the frame's own keys and array headers.
         let lobby = self.rooms.lobby_frame_bytes + 64;
-        relayed.max(joined).max(listing).max(lobby) + crate::session::outbox::MAX_HEADER_BYTES
+        relayed.max(joined).max(listing).max(lobby) + crate::outbox::MAX_HEADER_BYTES
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -6,8 +6,6 @@
 //! `/`, `/parlor.js` and the lobby's files are served from the binary.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use actix_http::ws::Codec;
@@ -19,72 +17,14 @@ use actix_web_actors::ws::{self, WebsocketContext};
 
 use parlor_protocol::{RoomFilter, RoomInfo, Value};
 
-use crate::auth::{offered_subprotocols, Authenticator, SUBPROTOCOL};
-use crate::json::json_response;
-use crate::metrics::{Limit, Metrics};
-use crate::registry::actor::RegistryHandle;
+use crate::app::{listing_limit, AppState};
+use crate::auth::{offered_subprotocols, SUBPROTOCOL};
+use crate::json::{error_body, error_response, json_response};
+use crate::metrics::Limit;
+use crate::outbox::{ConnectionSlot, CountedBody, OutboundBudget};
 use crate::registry::DEFAULT_LISTED_ROOMS;
-use crate::session::outbox::{ConnectionSlot, CountedBody, OutboundBudget};
 use crate::session::reader::SocketReader;
-use crate::session::{Session, SessionContext};
-
-/// New connections per client address. The limiter keeps one small entry per address it has
-/// seen; past `CONNECTION_RATE_KEYS` entries it forgets the idle ones, at most once a second
-/// (each sweep walks every entry).
-pub struct ConnectionRate {
-    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
-    next_sweep: std::sync::Mutex<std::time::Instant>,
-}
-
-/// Addresses the connection-rate limiter remembers before it sweeps out the idle ones.
-const CONNECTION_RATE_KEYS: usize = 4096;
-
-impl ConnectionRate {
-    pub fn new(quota: governor::Quota) -> Self {
-        Self {
-            limiter: governor::RateLimiter::keyed(quota),
-            next_sweep: std::sync::Mutex::new(std::time::Instant::now()),
-        }
-    }
-
-    /// Takes one connection from `ip`'s bucket; false when it is empty.
-    pub fn admit(&self, ip: IpAddr) -> bool {
-        if self.limiter.len() > CONNECTION_RATE_KEYS {
-            let now = std::time::Instant::now();
-            // A poisoned lock only means another sweep panicked; sweeping again is safe.
-            let mut next = self.next_sweep.lock().unwrap_or_else(|e| e.into_inner());
-            if now >= *next {
-                *next = now + std::time::Duration::from_secs(1);
-                drop(next);
-                self.limiter.retain_recent();
-            }
-        }
-        self.limiter.check_key(&ip).is_ok()
-    }
-}
-
-/// What every request handler shares.
-pub struct AppState {
-    pub node: SessionContext,
-    pub live_connections: Arc<AtomicUsize>,
-    pub max_connections: usize,
-    pub outbound_budget_bytes: usize,
-    pub max_listed_rooms: usize,
-    pub auth: Authenticator,
-    pub connection_rate: Option<ConnectionRate>,
-    /// The backend API's key; empty when the API is off.
-    pub api_key: String,
-}
-
-impl AppState {
-    pub fn registry(&self) -> &RegistryHandle {
-        &self.node.registry
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.node.metrics
-    }
-}
+use crate::session::Session;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(upgrade))
@@ -135,17 +75,6 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../web/parlor.js"),
     },
 ];
-
-/// The body of every HTTP error answer: `{"error": code, "message": why}`. Only strings go
-/// into it, so `json!` cannot fail here.
-fn error_body(code: &str, message: String) -> serde_json::Value {
-    serde_json::json!({ "error": code, "message": message })
-}
-
-/// An error answer with `status` and the common body.
-pub fn error_response(status: StatusCode, code: &str, message: String) -> HttpResponse {
-    HttpResponse::build(status).json(error_body(code, message))
-}
 
 /// 503 `unavailable`: the registry has stopped, or a cluster node cannot ask Redis.
 fn unavailable() -> HttpResponse {
@@ -253,20 +182,6 @@ fn parse_room_query(
         }
     }
     Ok((filter, limit))
-}
-
-/// A listing's `limit` parameter: a whole number from 1, cut to `max_listed_rooms` as
-/// `list_rooms` cuts it (a number too big for the machine included).
-pub fn listing_limit(raw: &str, max_listed_rooms: usize) -> Result<usize, String> {
-    let limit = match raw.parse::<usize>() {
-        Ok(n) => n,
-        Err(err) if *err.kind() == std::num::IntErrorKind::PosOverflow => usize::MAX,
-        Err(_) => 0,
-    };
-    if limit == 0 {
-        return Err(format!("limit is a whole number from 1, not {raw:?}"));
-    }
-    Ok(limit.min(max_listed_rooms))
 }
 
 async fn upgrade(

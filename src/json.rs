@@ -120,13 +120,24 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse
             .body(text),
         Err(err) => {
             tracing::error!(%err, "cannot write an answer as JSON");
-            crate::http::error_response(
+            error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_server_error",
                 err.to_string(),
             )
         }
     }
+}
+
+/// The body of every HTTP error answer: `{"error": code, "message": why}`. Only strings go
+/// into it, so `json!` cannot fail here.
+pub fn error_body(code: &str, message: String) -> serde_json::Value {
+    serde_json::json!({ "error": code, "message": message })
+}
+
+/// An error answer with `status` and the common body.
+pub fn error_response(status: StatusCode, code: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(error_body(code, message))
 }
 
 #[cfg(test)]

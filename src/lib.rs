@@ -3,12 +3,15 @@
 //! and membership. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod outbox;
 pub mod registry;
 pub mod secret;
 pub mod server;

@@ -11,12 +11,14 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{rt, web, App, HttpServer};
 
+use crate::app::AppState;
 use crate::auth::Authenticator;
 use crate::cluster::{ClusterSettings, LinkConfig};
 use crate::config::Config;
-use crate::http::{routes, uniform_error, AppState};
+use crate::engine::single::{self, Timers};
+use crate::engine::RegistryHandle;
+use crate::http::{routes, uniform_error};
 use crate::metrics::Metrics;
-use crate::registry::actor::{RegistryHandle, Timers};
 use crate::registry::RegistryLimits;
 use crate::session::{SessionContext, SessionSettings};
 
@@ -96,7 +98,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
             .clamp(Duration::from_millis(10), Duration::from_secs(1)),
     };
     let registry = if config.cluster.redis_url.is_empty() {
-        RegistryHandle::start(
+        single::start(
             limits,
             config.registry.queue_bytes,
             timers,
@@ -105,7 +107,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     } else {
         let node = config.node_id();
         tracing::info!("cluster node {node}, rooms in Redis");
-        RegistryHandle::start_cluster(
+        crate::cluster::start(
             ClusterSettings {
                 link: LinkConfig {
                     url: config.cluster.redis_url.clone(),
@@ -138,7 +140,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
             rates.connections_per_ip_per_second,
             rates.connection_burst,
         )
-        .map(crate::http::ConnectionRate::new),
+        .map(crate::app::ConnectionRate::new),
         api_key: config.api.key.clone(),
     });
     let shutdown_secs = config.shutdown_timeout().as_millis().div_ceil(1000) as u64;

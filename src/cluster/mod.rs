@@ -19,5 +19,30 @@ mod wire;
 pub use link::LinkConfig;
 pub use node::{ClusterActor, ClusterSettings};
 
+use std::sync::Arc;
+
+use actix::{Actor, Arbiter, AsyncContext};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::engine::{RegistryHandle, MAILBOX_CAPACITY};
+use crate::metrics::Metrics;
+
+/// Starts a cluster node's actor on an arbiter of its own; requests waiting for it are bounded
+/// by `queue_bytes`.
+pub fn start(
+    settings: ClusterSettings,
+    queue_bytes: usize,
+    metrics: Arc<Metrics>,
+) -> RegistryHandle {
+    let (inbox, queue) = RegistryHandle::inbox();
+    let arbiter = Arbiter::new();
+    let addr = ClusterActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.add_stream(UnboundedReceiverStream::new(queue));
+        ClusterActor::new(settings, metrics)
+    });
+    RegistryHandle::for_engine(&addr, inbox, queue_bytes)
+}
+
 /// The Lua library every node loads into Redis.
 pub const LIBRARY: &str = include_str!("parlor.lua");

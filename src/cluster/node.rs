@@ -28,16 +28,16 @@ use tokio::sync::mpsc;
 use super::fanout::{Fill, LocalRooms};
 use super::link::{Link, LinkConfig, LinkError, LinkEvent, Replied, REPLY_QUEUE};
 use super::wire::{self, Answer, InboxMessage, Snapshot};
-use crate::metrics::{Metrics, ResumeOutcome};
-use crate::registry::actor::{
+use crate::engine::{
     handle_inbound, AllRooms, ClientRequest, ClusterHealth, Connect, Disconnect, GetStats, Inbound,
     KickSession, ListRooms, Publish, ReadRoom, RegistryStats, Resume, ShutDown,
 };
+use crate::metrics::{Metrics, ResumeOutcome};
+use crate::outbox::SessionOutlet;
 use crate::registry::{
     graces_over, new_room_id, Close, Listing, Lobby, Outlet, Profile, RegistryLimits, RequestError,
     RoomDetail, RoomRules, BACKEND, DEFAULT_LISTED_ROOMS,
 };
-use crate::session::outbox::SessionOutlet;
 
 mod backend;
 mod listing;

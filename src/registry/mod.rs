@@ -1,8 +1,8 @@
 //! The room registry: who is connected, which rooms exist, who is in each and who owns them,
 //! their shared state, and who watches the lobby. `Registry` is a plain struct with no I/O (its
-//! unit tests drive it directly); `actor` wraps it in the actix actor that sessions talk to.
+//! unit tests drive it directly); the engines (`engine::single`, `cluster`) run it in actors.
+//! Nothing here imports an engine, a session or the HTTP side.
 
-pub mod actor;
 mod core;
 mod lobby;
 mod room;

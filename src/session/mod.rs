@@ -5,7 +5,6 @@
 //! ended. A `resume` changes which session the connection is.
 
 mod heartbeat;
-pub mod outbox;
 mod rate;
 pub mod reader;
 
@@ -15,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Message, StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, StreamHandler, WrapFuture,
 };
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::Bytes;
@@ -27,12 +26,12 @@ use parlor_protocol::{
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use self::heartbeat::{Beat, Heartbeat};
-use self::outbox::{encoded_len, OutboundBudget, Outgoing, SessionOutlet};
 use self::rate::{RateLimits, RateVerdict, SessionRates};
 use self::reader::{Input, Message as Incoming, SocketReader};
 use crate::config::Config;
+use crate::engine::{ClientRequest, Connect, Disconnect, RegistryHandle, Resume};
 use crate::metrics::{Metrics, ResumeOutcome};
-use crate::registry::actor::{ClientRequest, Connect, Disconnect, RegistryHandle, Resume};
+use crate::outbox::{encoded_len, Outbound, OutboundBudget, Outgoing, SessionOutlet};
 use crate::registry::{Close, Profile, RequestError};
 
 /// After the server sends its close frame, it waits this long for the client's (reading and
@@ -42,15 +41,6 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The connection's input, as the upgrade hands it over.
 pub type ClientInput = SocketReader<actix_web::web::Payload>;
-
-/// What the registry sends a session through its actor mailbox (frames take the outlet's
-/// channel instead; see `outbox::SessionOutlet`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Outbound {
-    /// Close the connection, and why.
-    Close(Close),
-}
 
 /// Settings every session shares, computed once from the configuration.
 #[derive(Debug)]

@@ -12,15 +12,16 @@
 //! slows the sender down instead of the server buffering or dropping its requests.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_http::ws::{CloseReason, Parser};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::Stream;
 use parlor_protocol::close;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::PollSemaphore;
+
+use crate::engine::RequestGate;
 
 /// The longest header of a client frame: 2 bytes, an 8-byte length, a 4-byte mask.
 pub const MAX_CLIENT_HEADER_BYTES: usize = 14;
@@ -308,33 +309,6 @@ pub enum Input {
     Failed(ReadError),
 }
 
-/// Places in the registry's request queue, counted in bytes of encoded requests: a binary
-/// message of `n` bytes takes `max(n, MIN_REQUEST_COST)` of them until the registry has handled it.
-#[derive(Clone)]
-pub struct RequestGate {
-    semaphore: Arc<Semaphore>,
-}
-
-/// The least a request costs in the queue, so that the queue also bounds how many wait.
-pub const MIN_REQUEST_COST: usize = 256;
-
-impl RequestGate {
-    pub fn new(bytes: usize) -> Self {
-        Self {
-            semaphore: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
-        }
-    }
-
-    /// Places free now, for tests and metrics.
-    pub fn available(&self) -> usize {
-        self.semaphore.available_permits()
-    }
-
-    fn cost(len: usize) -> u32 {
-        u32::try_from(len.max(MIN_REQUEST_COST)).unwrap_or(u32::MAX)
-    }
-}
-
 /// See the module docs.
 pub struct SocketReader<S> {
     payload: S,
@@ -353,7 +327,7 @@ impl<S> SocketReader<S> {
             payload,
             pending: Bytes::new(),
             reader: MessageReader::new(max_bytes),
-            gate: PollSemaphore::new(Arc::clone(&gate.semaphore)),
+            gate: PollSemaphore::new(gate.semaphore()),
             held: None,
             failed: false,
         }

@@ -3,7 +3,7 @@
 
 use super::listing::filtered;
 use super::*;
-use crate::registry::actor::Unreachable;
+use crate::engine::Unreachable;
 
 impl ClusterActor {
     /// Sends `cmd`; its reply, or `Unreachable` when Redis cannot be asked.

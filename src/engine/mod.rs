@@ -1,28 +1,25 @@
-//! The registry actor: a thin actix shell around `Registry`, on its own arbiter, which also
-//! runs the clock (away sessions' grace), lobby and state-patch timers. Sessions reach it
-//! through `RegistryHandle`'s inbox, in the order they send; a request waits for its place in
+//! The contract between the node's front (sessions, HTTP, the backend API) and an engine (the
+//! single-node `RegistryActor` in `single`, or a cluster node's actor): the messages both
+//! engines answer, and `RegistryHandle`, the one way to reach whichever runs. Sessions reach
+//! it through the handle's inbox, in the order they send; a request waits for its place in
 //! the queue (`RequestGate`) before its session reads the next one from the socket, so the
-//! queue is bounded without refusing anything. The HTTP handlers ask through the mailbox.
+//! queue is bounded without refusing anything. The HTTP handlers ask through `Recipient`s.
+//! Nothing here knows which engine runs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use actix::dev::MessageResponse;
-use actix::{
-    Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult, StreamHandler,
-};
+use actix::{Actor, Addr, Context, Handler, Message, Recipient};
 use parlor_protocol::{
     ClientFrame, LeaveReason, Ref, RoomFilter, RoomInfo, RoomPosition, SessionId, Value,
 };
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{Listing, Profile, Registry, RegistryLimits, RoomDetail};
-use crate::cluster::{ClusterActor, ClusterSettings};
-use crate::metrics::Metrics;
-use crate::session::outbox::SessionOutlet;
-use crate::session::reader::RequestGate;
+use crate::outbox::SessionOutlet;
+use crate::registry::{Listing, Profile, RoomDetail};
+
+pub mod single;
 
 /// A cluster node could not ask Redis: the answer is unknown (not "none").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,227 +178,98 @@ pub struct ListRooms {
     pub limit: usize,
 }
 
-/// How often the registry's timers fire. A zero `state_patch_interval` means patches are not
-/// held, so no timer runs for them.
-#[derive(Clone, Copy, Debug)]
-pub struct Timers {
-    pub state_patch_interval: Duration,
-    pub lobby_interval: Duration,
-    /// How often away sessions are checked against their grace.
-    pub clock_interval: Duration,
-}
-
-pub struct RegistryActor {
-    registry: Registry<SessionOutlet>,
-    timers: Timers,
-    inbox: Option<mpsc::UnboundedReceiver<Inbound>>,
-}
-
-impl Actor for RegistryActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(inbox) = self.inbox.take() {
-            ctx.add_stream(UnboundedReceiverStream::new(inbox));
-        }
-        ctx.run_interval(self.timers.clock_interval, |actor, _| {
-            actor.registry.advance(Instant::now());
-        });
-        ctx.run_interval(self.timers.lobby_interval, |actor, _| {
-            actor.registry.flush_lobby();
-        });
-        if !self.timers.state_patch_interval.is_zero() {
-            ctx.run_interval(self.timers.state_patch_interval, |actor, _| {
-                actor.registry.flush_state_patches();
-            });
-        }
-    }
-}
-
-impl StreamHandler<Inbound> for RegistryActor {
-    fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
-        handle_inbound(self, inbound, ctx);
-    }
-
-    /// Every handle is gone: the node is stopping.
-    fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-impl Handler<ListRooms> for RegistryActor {
-    type Result = MessageResult<ListRooms>;
-    fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Ok(self.registry.list_rooms(&msg.filter, msg.limit)))
-    }
-}
-
-impl Handler<Connect> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.registry
-            .connect_with(msg.session, msg.outlet, msg.profile);
-    }
-}
-
-impl Handler<Disconnect> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        self.registry.advance(Instant::now());
-        self.registry
-            .connection_ended(msg.session, msg.connection, msg.reason);
-    }
-}
-
-impl Handler<Resume> for RegistryActor {
-    type Result = Option<SessionId>;
-    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Option<SessionId> {
-        self.registry.advance(Instant::now());
-        self.registry
-            .resume(
-                msg.current,
-                msg.session,
-                &msg.token,
-                &msg.rooms,
-                msg.reference,
-            )
-            .ok()
-    }
-}
-
-impl Handler<Publish> for RegistryActor {
-    type Result = Result<Option<u64>, Unreachable>;
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.registry.publish(&msg.room, msg.event, msg.data))
-    }
-}
-
-impl Handler<ReadRoom> for RegistryActor {
-    type Result = MessageResult<ReadRoom>;
-    fn handle(&mut self, msg: ReadRoom, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Ok(self.registry.room_detail(&msg.0)))
-    }
-}
-
-impl Handler<AllRooms> for RegistryActor {
-    type Result = MessageResult<AllRooms>;
-    fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Ok(self.registry.all_rooms(msg.limit)))
-    }
-}
-
-impl Handler<KickSession> for RegistryActor {
-    type Result = Result<bool, Unreachable>;
-    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.registry.kick_session(msg.0))
-    }
-}
-
-impl Handler<ShutDown> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, _: ShutDown, _: &mut Context<Self>) {
-        self.registry.shut_down();
-    }
-}
-
-impl Handler<ClientRequest> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: ClientRequest, _: &mut Context<Self>) {
-        // A connection the session was resumed away from may still have requests in flight;
-        // they are not the session's any more.
-        if self.registry.is_on(msg.session, msg.connection) {
-            self.registry.handle(msg.session, msg.frame);
-        }
-    }
-}
-
-impl Handler<GetStats> for RegistryActor {
-    type Result = MessageResult<GetStats>;
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(RegistryStats {
-            sessions: self.registry.session_count(),
-            away: self.registry.away_count(),
-            rooms: self.registry.room_count(),
-            cluster: None,
-        })
-    }
-}
-
 /// The registry has stopped: nothing can be handed to it any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the registry has stopped")]
 pub struct RegistryGone;
 
-/// How sessions and HTTP handlers reach the registry: the single-node actor, or a cluster
-/// node's. Both answer the same messages.
+/// The asks the HTTP side makes of an engine, each to whichever actor runs.
+#[derive(Clone)]
+struct Asks {
+    stats: Recipient<GetStats>,
+    list_rooms: Recipient<ListRooms>,
+    publish: Recipient<Publish>,
+    read_room: Recipient<ReadRoom>,
+    all_rooms: Recipient<AllRooms>,
+    kick_session: Recipient<KickSession>,
+    shut_down: Recipient<ShutDown>,
+}
+
+/// An engine's actor: it answers every message of the contract.
+pub trait Engine:
+    SessionHandlers
+    + Handler<GetStats>
+    + Handler<ListRooms>
+    + Handler<Publish>
+    + Handler<ReadRoom>
+    + Handler<AllRooms>
+    + Handler<KickSession>
+    + Handler<ShutDown>
+{
+}
+
+impl<A> Engine for A where
+    A: SessionHandlers
+        + Handler<GetStats>
+        + Handler<ListRooms>
+        + Handler<Publish>
+        + Handler<ReadRoom>
+        + Handler<AllRooms>
+        + Handler<KickSession>
+        + Handler<ShutDown>
+{
+}
+
+/// How sessions and HTTP handlers reach the engine that runs: the single-node registry actor,
+/// or a cluster node's. Both answer the same messages.
 #[derive(Clone)]
 pub struct RegistryHandle {
-    inner: Inner,
+    asks: Asks,
     inbox: mpsc::UnboundedSender<Inbound>,
     gate: RequestGate,
     /// Set once the node has begun to shut down; `/ready` reads it without asking the actor.
     closing: Arc<AtomicBool>,
 }
 
-#[derive(Clone)]
-enum Inner {
-    Single(Addr<RegistryActor>),
-    Cluster(Addr<ClusterActor>),
-}
-
-/// Sends `$msg` to whichever actor the handle holds and waits for the answer.
-macro_rules! ask {
-    ($handle:expr, $msg:expr) => {
-        match &$handle.inner {
-            Inner::Single(addr) => addr.send($msg).await,
-            Inner::Cluster(addr) => addr.send($msg).await,
-        }
-    };
-}
-
 /// Asks from the HTTP side that may wait in an actor's mailbox at once; more wait their turn.
-const MAILBOX_CAPACITY: usize = 1024;
+pub const MAILBOX_CAPACITY: usize = 1024;
+
+/// The receiving end of a handle's inbox, for the engine to take as a stream.
+pub type InboxReceiver = mpsc::UnboundedReceiver<Inbound>;
 
 impl RegistryHandle {
-    /// Starts the registry actor on an arbiter (thread) of its own; requests waiting for it
-    /// are bounded by `queue_bytes` (see `RequestGate`).
-    pub fn start(
-        limits: RegistryLimits,
-        queue_bytes: usize,
-        timers: Timers,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let (inbox, queue) = mpsc::unbounded_channel();
-        let arbiter = Arbiter::new();
-        let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            RegistryActor {
-                registry: Registry::with_metrics(limits, metrics),
-                timers,
-                inbox: Some(queue),
-            }
-        });
-        Self {
-            inner: Inner::Single(addr),
-            inbox,
-            gate: RequestGate::new(queue_bytes),
-            closing: Arc::default(),
-        }
+    /// A new inbox, for an engine being started: hand the receiver to its actor, then call
+    /// `for_engine` with the actor's address.
+    pub fn inbox() -> (mpsc::UnboundedSender<Inbound>, InboxReceiver) {
+        mpsc::unbounded_channel()
     }
 
-    /// Starts a cluster node's registry actor on an arbiter of its own.
-    pub fn start_cluster(
-        settings: ClusterSettings,
+    /// The handle of a started engine: its address, the inbox it reads, and the bytes of
+    /// requests that may wait for it (see `RequestGate`).
+    pub fn for_engine<A: Engine>(
+        addr: &Addr<A>,
+        inbox: mpsc::UnboundedSender<Inbound>,
         queue_bytes: usize,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let (inbox, queue) = mpsc::unbounded_channel();
-        let arbiter = Arbiter::new();
-        let addr = ClusterActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
-            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            ctx.add_stream(UnboundedReceiverStream::new(queue));
-            ClusterActor::new(settings, metrics)
-        });
+    ) -> Self
+    where
+        A::Context: actix::dev::ToEnvelope<A, GetStats>
+            + actix::dev::ToEnvelope<A, ListRooms>
+            + actix::dev::ToEnvelope<A, Publish>
+            + actix::dev::ToEnvelope<A, ReadRoom>
+            + actix::dev::ToEnvelope<A, AllRooms>
+            + actix::dev::ToEnvelope<A, KickSession>
+            + actix::dev::ToEnvelope<A, ShutDown>,
+    {
         Self {
-            inner: Inner::Cluster(addr),
+            asks: Asks {
+                stats: addr.clone().recipient(),
+                list_rooms: addr.clone().recipient(),
+                publish: addr.clone().recipient(),
+                read_room: addr.clone().recipient(),
+                all_rooms: addr.clone().recipient(),
+                kick_session: addr.clone().recipient(),
+                shut_down: addr.clone().recipient(),
+            },
             inbox,
             gate: RequestGate::new(queue_bytes),
             closing: Arc::default(),
@@ -448,40 +316,88 @@ impl RegistryHandle {
     }
 
     pub async fn stats(&self) -> Option<RegistryStats> {
-        ask!(self, GetStats).ok()
+        self.asks.stats.send(GetStats).await.ok()
     }
 
     /// `None` here and below: the registry has stopped, or (a cluster node) Redis could not
     /// be asked.
     pub async fn list_rooms(&self, filter: RoomFilter, limit: usize) -> Option<Vec<RoomInfo>> {
-        ask!(self, ListRooms { filter, limit }).ok()?.ok()
+        self.asks
+            .list_rooms
+            .send(ListRooms { filter, limit })
+            .await
+            .ok()?
+            .ok()
     }
 
     pub async fn publish(&self, request: Publish) -> Option<Option<u64>> {
-        ask!(self, request).ok()?.ok()
+        self.asks.publish.send(request).await.ok()?.ok()
     }
 
     pub async fn read_room(&self, room: String) -> Option<Option<RoomDetail>> {
-        ask!(self, ReadRoom(room)).ok()?.ok()
+        self.asks.read_room.send(ReadRoom(room)).await.ok()?.ok()
     }
 
     pub async fn all_rooms(&self, limit: usize) -> Option<Vec<Listing>> {
-        ask!(self, AllRooms { limit }).ok()?.ok()
+        self.asks
+            .all_rooms
+            .send(AllRooms { limit })
+            .await
+            .ok()?
+            .ok()
     }
 
     pub async fn kick_session(&self, session: SessionId) -> Option<bool> {
-        ask!(self, KickSession(session)).ok()?.ok()
+        self.asks
+            .kick_session
+            .send(KickSession(session))
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Tells every session the node is going away; returns once the registry has done so.
     /// From the call on, the node is no longer ready (`is_closing`).
     pub async fn shut_down(&self) {
         self.closing.store(true, Ordering::Release);
-        let _ = ask!(self, ShutDown);
+        let _ = self.asks.shut_down.send(ShutDown).await;
     }
 
     /// Whether the node has begun to shut down.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// Places in the registry's request queue, counted in bytes of encoded requests: a binary
+/// message of `n` bytes takes `max(n, MIN_REQUEST_COST)` of them until the registry has handled it.
+#[derive(Clone)]
+pub struct RequestGate {
+    semaphore: Arc<Semaphore>,
+}
+
+/// The least a request costs in the queue, so that the queue also bounds how many wait.
+pub const MIN_REQUEST_COST: usize = 256;
+
+impl RequestGate {
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Places free now, for tests and metrics.
+    pub fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// The semaphore whose permits are the queue's places.
+    pub fn semaphore(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.semaphore)
+    }
+
+    /// The places a request of `len` encoded bytes takes.
+    pub fn cost(len: usize) -> u32 {
+        u32::try_from(len.max(MIN_REQUEST_COST)).unwrap_or(u32::MAX)
     }
 }

@@ -15,8 +15,16 @@ use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
-use super::Outbound;
 use crate::registry::{Close, Outlet, Overflow};
+
+/// What the registry sends a session through its actor mailbox (frames take the outlet's
+/// channel instead; see `SessionOutlet`).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// Close the connection, and why.
+    Close(Close),
+}
 
 /// The longest header of an unmasked (server-sent) WebSocket frame.
 pub const MAX_HEADER_BYTES: usize = 10;

@@ -1,0 +1,185 @@
+//! The single-node engine: `RegistryActor`, a thin actix shell around `Registry` on an arbiter
+//! (thread) of its own, which also runs the clock (away sessions' grace), lobby and
+//! state-patch timers. It takes sessions' messages from the handle's inbox and the HTTP
+//! side's asks from its mailbox.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, StreamHandler};
+use parlor_protocol::SessionId;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::{
+    handle_inbound, AllRooms, ClientRequest, Connect, Disconnect, GetStats, Inbound, InboxReceiver,
+    KickSession, ListRooms, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume, ShutDown,
+    Unreachable, MAILBOX_CAPACITY,
+};
+use crate::metrics::Metrics;
+use crate::outbox::SessionOutlet;
+use crate::registry::{Registry, RegistryLimits};
+
+/// Starts the registry actor on an arbiter of its own; requests waiting for it are bounded by
+/// `queue_bytes`.
+pub fn start(
+    limits: RegistryLimits,
+    queue_bytes: usize,
+    timers: Timers,
+    metrics: Arc<Metrics>,
+) -> RegistryHandle {
+    let (inbox, queue) = RegistryHandle::inbox();
+    let arbiter = Arbiter::new();
+    let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        RegistryActor {
+            registry: Registry::with_metrics(limits, metrics),
+            timers,
+            inbox: Some(queue),
+        }
+    });
+    RegistryHandle::for_engine(&addr, inbox, queue_bytes)
+}
+
+/// How often the registry's timers fire. A zero `state_patch_interval` means patches are not
+/// held, so no timer runs for them.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    pub state_patch_interval: Duration,
+    pub lobby_interval: Duration,
+    /// How often away sessions are checked against their grace.
+    pub clock_interval: Duration,
+}
+
+pub struct RegistryActor {
+    registry: Registry<SessionOutlet>,
+    timers: Timers,
+    inbox: Option<InboxReceiver>,
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(UnboundedReceiverStream::new(inbox));
+        }
+        ctx.run_interval(self.timers.clock_interval, |actor, _| {
+            actor.registry.advance(Instant::now());
+        });
+        ctx.run_interval(self.timers.lobby_interval, |actor, _| {
+            actor.registry.flush_lobby();
+        });
+        if !self.timers.state_patch_interval.is_zero() {
+            ctx.run_interval(self.timers.state_patch_interval, |actor, _| {
+                actor.registry.flush_state_patches();
+            });
+        }
+    }
+}
+
+impl StreamHandler<Inbound> for RegistryActor {
+    fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
+        handle_inbound(self, inbound, ctx);
+    }
+
+    /// Every handle is gone: the node is stopping.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<ListRooms> for RegistryActor {
+    type Result = MessageResult<ListRooms>;
+    fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Ok(self.registry.list_rooms(&msg.filter, msg.limit)))
+    }
+}
+
+impl Handler<Connect> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        self.registry
+            .connect_with(msg.session, msg.outlet, msg.profile);
+    }
+}
+
+impl Handler<Disconnect> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+        self.registry.advance(Instant::now());
+        self.registry
+            .connection_ended(msg.session, msg.connection, msg.reason);
+    }
+}
+
+impl Handler<Resume> for RegistryActor {
+    type Result = Option<SessionId>;
+    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Option<SessionId> {
+        self.registry.advance(Instant::now());
+        self.registry
+            .resume(
+                msg.current,
+                msg.session,
+                &msg.token,
+                &msg.rooms,
+                msg.reference,
+            )
+            .ok()
+    }
+}
+
+impl Handler<Publish> for RegistryActor {
+    type Result = Result<Option<u64>, Unreachable>;
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.publish(&msg.room, msg.event, msg.data))
+    }
+}
+
+impl Handler<ReadRoom> for RegistryActor {
+    type Result = MessageResult<ReadRoom>;
+    fn handle(&mut self, msg: ReadRoom, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Ok(self.registry.room_detail(&msg.0)))
+    }
+}
+
+impl Handler<AllRooms> for RegistryActor {
+    type Result = MessageResult<AllRooms>;
+    fn handle(&mut self, msg: AllRooms, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Ok(self.registry.all_rooms(msg.limit)))
+    }
+}
+
+impl Handler<KickSession> for RegistryActor {
+    type Result = Result<bool, Unreachable>;
+    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.registry.kick_session(msg.0))
+    }
+}
+
+impl Handler<ShutDown> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, _: ShutDown, _: &mut Context<Self>) {
+        self.registry.shut_down();
+    }
+}
+
+impl Handler<ClientRequest> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: ClientRequest, _: &mut Context<Self>) {
+        // A connection the session was resumed away from may still have requests in flight;
+        // they are not the session's any more.
+        if self.registry.is_on(msg.session, msg.connection) {
+            self.registry.handle(msg.session, msg.frame);
+        }
+    }
+}
+
+impl Handler<GetStats> for RegistryActor {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(RegistryStats {
+            sessions: self.registry.session_count(),
+            away: self.registry.away_count(),
+            rooms: self.registry.room_count(),
+            cluster: None,
+        })
+    }
+}
