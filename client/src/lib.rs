@@ -17,6 +17,7 @@
 mod data;
 mod error;
 pub mod reconnect;
+mod session;
 mod transport;
 
 use std::collections::VecDeque;
@@ -39,6 +40,10 @@ pub use tokio_tungstenite::tungstenite;
 pub use data::{from_value, to_value, TypedData};
 pub use error::{ClientError, Result};
 pub use reconnect::{CloseInfo, ReconnectPolicy};
+pub use session::{
+    Answer, ClosedEvent, ConnectionState, Event, Events, JoinOptions, Parlor, ParlorBuilder,
+    ReconnectingEvent, RequestOptions, ResetEvent, ResumedEvent,
+};
 pub use transport::{tls_config, websocket_config, ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
 
 use transport::{decode_message, read_frame, Ws};
