@@ -58,7 +58,9 @@ pub enum ClientError {
     /// `Parlor`: no answer within the request's timeout. Its outcome is UNKNOWN: the server may
     /// have carried it out (its late answer is dropped; a late `joined` still arrives as
     /// `Event::Joined`).
-    #[error("no answer within the request's timeout; the request may or may not have been carried out")]
+    #[error(
+        "no answer within the request's timeout; the request may or may not have been carried out"
+    )]
     Timeout,
     /// A value could not be turned into MessagePack (`emit` and the other typed helpers).
     #[error("cannot encode the value as MessagePack: {0}")]

@@ -276,7 +276,9 @@ mod tests {
         for code in [1001, 1005, 1006, 1011, 1012, 1013, 1014, 4000] {
             assert!(should_reconnect(code), "{code} should reconnect");
         }
-        for code in [1000, 1002, 1003, 1007, 1008, 1009, 1010, 4001, 4002, 4003, 3000, 0] {
+        for code in [
+            1000, 1002, 1003, 1007, 1008, 1009, 1010, 4001, 4002, 4003, 3000, 0,
+        ] {
             assert!(!should_reconnect(code), "{code} should be final");
         }
         assert!(CloseInfo::from_frame(None).should_reconnect());
@@ -302,7 +304,9 @@ mod tests {
         for status in [429, 500, 502, 503] {
             assert!(should_retry(&rejected(status)), "{status}");
         }
-        assert!(should_retry(&ClientError::ConnectTimeout(Duration::from_secs(1))));
+        assert!(should_retry(&ClientError::ConnectTimeout(
+            Duration::from_secs(1)
+        )));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(should_retry(&tungstenite::Error::Io(refused).into()));
         assert!(!should_retry(&ClientError::InvalidToken));
@@ -310,7 +314,9 @@ mod tests {
 
     #[test]
     fn every_close_code_has_a_sentence() {
-        for code in [1000, 1001, 1002, 1005, 1006, 1008, 1009, 1011, 4000, 4001, 4002, 4999] {
+        for code in [
+            1000, 1001, 1002, 1005, 1006, 1008, 1009, 1011, 4000, 4001, 4002, 4999,
+        ] {
             let sentence = explain_close(code);
             assert!(sentence.ends_with('.') && !sentence.contains(char::is_numeric));
         }

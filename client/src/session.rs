@@ -477,7 +477,12 @@ impl Parlor {
 
     /// Emits `event` with `data` (any `Serialize`, structs as maps) to every other member of
     /// `room`; settles when the server acknowledges it.
-    pub async fn emit<T: Serialize + ?Sized>(&self, room: &str, event: &str, data: &T) -> Result<()> {
+    pub async fn emit<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<()> {
         self.emit_to(room, event, data, false).await
     }
 
@@ -581,7 +586,11 @@ impl Parlor {
     }
 
     /// The public rooms matching `filter` (at most `limit`, or the server's default).
-    pub async fn list_rooms(&self, filter: RoomFilter, limit: Option<u32>) -> Result<Vec<RoomInfo>> {
+    pub async fn list_rooms(
+        &self,
+        filter: RoomFilter,
+        limit: Option<u32>,
+    ) -> Result<Vec<RoomInfo>> {
         self.rooms(ClientFrame::ListRooms {
             reference: None,
             filter,
@@ -619,7 +628,9 @@ impl Parlor {
     async fn joined(&self, frame: ClientFrame) -> Result<JoinedFrame> {
         match self.request(frame).await? {
             Answer::Joined(joined) => Ok(joined),
-            other => Err(ClientError::Unexpected(format!("{other:?} instead of joined"))),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} instead of joined"
+            ))),
         }
     }
 
@@ -630,7 +641,9 @@ impl Parlor {
     async fn rooms(&self, frame: ClientFrame) -> Result<Vec<RoomInfo>> {
         match self.request(frame).await? {
             Answer::Rooms(rooms) => Ok(rooms),
-            other => Err(ClientError::Unexpected(format!("{other:?} instead of room_list"))),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} instead of room_list"
+            ))),
         }
     }
 
@@ -1054,9 +1067,15 @@ impl Task {
         if let Err(err) = ws.send(Message::Binary(encode_client(&resume))).await {
             return Some(Err(err.into()));
         }
-        let limit = self.connect.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let limit = self
+            .connect
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let answer = self
-            .idle(tokio::time::timeout(limit, resume_answer(&mut ws, reference)))
+            .idle(tokio::time::timeout(
+                limit,
+                resume_answer(&mut ws, reference),
+            ))
             .await?;
         match answer {
             Err(_) => Some(Err(ClientError::ConnectTimeout(limit))),
