@@ -430,14 +430,13 @@ impl Lobby {
                 );
             }
             Event::Error(e) => println!("! The server said: {}", e.message),
-            Event::Resumed(resumed) => {
+            Event::Resumed(resumed)
                 if self
                     .current
                     .as_ref()
-                    .is_some_and(|c| resumed.lost.contains(&c.name))
-                {
-                    self.current = None;
-                }
+                    .is_some_and(|c| resumed.lost.contains(&c.name)) =>
+            {
+                self.current = None;
             }
             Event::Reset(_) => {
                 // A new session, in no room: go back into the room if it is still there.

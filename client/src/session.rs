@@ -121,7 +121,7 @@ pub enum Answer {
     Done,
     /// `joined` then `ok`: the session is now in the room (`join`, `create`,
     /// `join_or_create`).
-    Joined(JoinedFrame),
+    Joined(Box<JoinedFrame>),
     /// `room_list` (`list_rooms`, `subscribe_lobby`).
     Rooms(Vec<RoomInfo>),
 }
@@ -627,7 +627,7 @@ impl Parlor {
 
     async fn joined(&self, frame: ClientFrame) -> Result<JoinedFrame> {
         match self.request(frame).await? {
-            Answer::Joined(joined) => Ok(joined),
+            Answer::Joined(joined) => Ok(*joined),
             other => Err(ClientError::Unexpected(format!(
                 "{other:?} instead of joined"
             ))),
@@ -887,7 +887,9 @@ impl Task {
                         }
                     }
                     Some(reply) => {
-                        let answer = pending.joined.map_or(Answer::Done, Answer::Joined);
+                        let answer = pending
+                            .joined
+                            .map_or(Answer::Done, |joined| Answer::Joined(Box::new(joined)));
                         let _ = reply.send(Ok(answer));
                     }
                     None => {}
