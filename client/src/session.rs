@@ -21,9 +21,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::poll_fn;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
 use parlor_protocol::{
     decode_server, encode_client, ClientFrame, DirectFrame, ErrorCode, ErrorFrame, EventFrame,
@@ -36,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::reconnect::{should_retry, Backoff, CloseInfo, ReconnectPolicy};
 use crate::transport::{self, ConnectOptions, Ws, DEFAULT_CONNECT_TIMEOUT, SERVER_FRAME_DEPTH};
@@ -324,6 +326,7 @@ impl ParlorBuilder {
             next_ref: 1,
             pending: HashMap::new(),
             queued: VecDeque::new(),
+            outbox: Outbox::default(),
             rooms: BTreeMap::new(),
             lobby: None,
         };
@@ -714,6 +717,8 @@ struct Task {
     pending: HashMap<Ref, Pending>,
     /// Requests waiting for the reconnect, in the order they were made.
     queued: VecDeque<(ClientFrame, Reply)>,
+    /// What waits to be written on the current connection.
+    outbox: Outbox,
     /// Where the session is in each of its rooms, for the resume.
     rooms: BTreeMap<String, RoomPosition>,
     /// The lobby filter to subscribe with again after a reconnect.
@@ -740,8 +745,10 @@ impl Task {
         }
     }
 
-    /// Carries requests and frames over one connection until it ends.
-    async fn serve(&mut self, mut ws: Ws) -> End {
+    /// Carries requests and frames over one connection until it ends. Reading and writing
+    /// go on side by side: a request is queued in the outbox at once, and a server slow to
+    /// read never stops this client from reading what it sends.
+    async fn serve(&mut self, ws: Ws) -> End {
         // The server pings every `heartbeat_ms`: hearing nothing for that and its own timeout
         // means the connection is dead even if TCP has not noticed (a cable pulled, a NAT
         // that forgot the connection).
@@ -750,9 +757,10 @@ impl Task {
             heartbeat => Duration::from_millis(heartbeat.saturating_add(self.welcome.timeout_ms)),
         };
         let mut deadline = Instant::now() + silence;
+        let (mut sink, mut stream) = ws.split();
         loop {
             tokio::select! {
-                message = ws.next() => {
+                message = stream.next() => {
                     deadline = Instant::now() + silence;
                     match message {
                         Some(Ok(Message::Binary(bytes))) => {
@@ -764,7 +772,7 @@ impl Task {
                         }
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the reply to the close; this sends it.
-                            let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+                            let _ = tokio::time::timeout(CLOSE_WAIT, sink.flush()).await;
                             let close = CloseInfo::from_frame(frame.as_ref());
                             return self.lost(close, frame);
                         }
@@ -773,23 +781,26 @@ impl Task {
                         None => return self.lost(CloseInfo::abnormal("the connection ended"), None),
                     }
                 }
-                command = self.commands.recv() => match command {
-                    Some(Command::Request { frame, reply, .. }) => {
-                        if self.transmit(&mut ws, frame, Some(reply)).await.is_err() {
-                            return self.lost(CloseInfo::abnormal("the connection failed"), None);
-                        }
+                written = self.outbox.flush(&mut sink), if !self.outbox.is_idle() => {
+                    if let Err(err) = written {
+                        return self.lost(CloseInfo::abnormal(err.to_string()), None);
                     }
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::Request { frame, reply, .. }) => self.transmit(frame, Some(reply)),
                     Some(Command::Close { done }) => {
-                        self.close_gracefully(ws).await;
+                        self.close_gracefully(sink, stream).await;
                         return End::Closed(Some(done));
                     }
                     None => {
-                        self.close_gracefully(ws).await;
+                        self.close_gracefully(sink, stream).await;
                         return End::Closed(None);
                     }
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    transport::reset_on_drop(&ws);
+                    if let Ok(ws) = stream.reunite(sink) {
+                        transport::reset_on_drop(&ws);
+                    }
                     let why = format!("no sign of life from the server for {} ms", silence.as_millis());
                     return self.lost(CloseInfo::abnormal(why), None);
                 }
@@ -804,22 +815,31 @@ impl Task {
         End::Lost(close, frame)
     }
 
+    /// Fails every request waiting for an answer: those still in the outbox were not sent;
+    /// the others may have been carried out.
     fn fail_pending(&mut self) {
-        for (_, pending) in self.pending.drain() {
+        let unsent = self.outbox.clear();
+        for (reference, pending) in self.pending.drain() {
             if let Some(reply) = pending.reply {
-                let _ = reply.send(Err(ClientError::Disconnected { sent: true }));
+                let sent = !unsent.contains(&reference);
+                let _ = reply.send(Err(ClientError::Disconnected { sent }));
             }
         }
     }
 
-    /// Sends the client's close and waits (briefly) for the server's, settling requests whose
-    /// answers still arrive.
-    async fn close_gracefully(&mut self, mut ws: Ws) {
+    /// Writes what is queued and the client's close, then waits (briefly) for the server's,
+    /// settling requests whose answers still arrive.
+    async fn close_gracefully(
+        &mut self,
+        mut sink: SplitSink<Ws, Message>,
+        mut stream: SplitStream<Ws>,
+    ) {
+        self.outbox.push(None, Message::Close(Some(client_close())));
         let closing = async {
-            if ws.send(Message::Close(Some(client_close()))).await.is_err() {
+            if self.outbox.flush(&mut sink).await.is_err() {
                 return;
             }
-            while let Some(Ok(message)) = ws.next().await {
+            while let Some(Ok(message)) = stream.next().await {
                 if let Message::Binary(bytes) = message {
                     if let Ok(frame) = decode_server(&bytes, SERVER_FRAME_DEPTH) {
                         self.route(frame);
@@ -830,17 +850,12 @@ impl Task {
         let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
     }
 
-    /// Sends a request with a fresh `ref`; `Err` if the connection failed.
-    async fn transmit(
-        &mut self,
-        ws: &mut Ws,
-        mut frame: ClientFrame,
-        reply: Option<Reply>,
-    ) -> Result<(), ()> {
+    /// Queues a request with a fresh `ref` on the current connection.
+    fn transmit(&mut self, mut frame: ClientFrame, reply: Option<Reply>) {
         if reply.as_ref().is_some_and(|reply| reply.is_closed()) {
             // Its caller stopped waiting (a timeout, a dropped future) before it went out: it
             // is not sent at all.
-            return Ok(());
+            return;
         }
         let lobby = match &frame {
             ClientFrame::SubscribeLobby { filter, .. } => Some(filter.clone()),
@@ -860,9 +875,8 @@ impl Task {
                 joined: None,
             },
         );
-        ws.send(Message::Binary(encode_client(&frame)))
-            .await
-            .map_err(|_| ())
+        self.outbox
+            .push(Some(reference), Message::Binary(encode_client(&frame)));
     }
 
     fn take_ref(&mut self) -> Ref {
@@ -1012,8 +1026,8 @@ impl Task {
                 }
             };
             match self.take_back(ws, welcome).await? {
-                Ok(mut ws) => {
-                    self.reopened(&mut ws).await;
+                Ok(ws) => {
+                    self.reopened();
                     return Some(ws);
                 }
                 Err(err) => error = Some(Arc::new(err)),
@@ -1154,24 +1168,19 @@ impl Task {
         self.status.send_modify(|status| status.welcome = shared);
     }
 
-    /// The session is back on `ws`: the lobby subscription is made again, then the requests
-    /// that waited go out in the order they were made.
-    async fn reopened(&mut self, ws: &mut Ws) {
+    /// The session is back: the lobby subscription is made again, then the requests that
+    /// waited go out in the order they were made.
+    fn reopened(&mut self) {
         self.set_state(ConnectionState::Open);
         if let Some(filter) = self.lobby.clone() {
             let subscribe = ClientFrame::SubscribeLobby {
                 reference: None,
                 filter,
             };
-            if self.transmit(ws, subscribe, None).await.is_err() {
-                // The connection failed already; serving it will notice and reconnect.
-                return;
-            }
+            self.transmit(subscribe, None);
         }
         while let Some((frame, reply)) = self.queued.pop_front() {
-            if self.transmit(ws, frame, Some(reply)).await.is_err() {
-                return;
-            }
+            self.transmit(frame, Some(reply));
         }
     }
 
@@ -1188,6 +1197,53 @@ impl Task {
             status.close = frame;
         });
         self.emit(Event::Closed(ClosedEvent { close, error }));
+    }
+}
+
+/// Messages waiting to be written on the current connection, each with the `ref` of the
+/// request it carries.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<(Option<Ref>, Message)>,
+    /// Messages handed to the sink and not flushed yet.
+    unflushed: bool,
+}
+
+impl Outbox {
+    fn push(&mut self, reference: Option<Ref>, message: Message) {
+        self.queue.push_back((reference, message));
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && !self.unflushed
+    }
+
+    /// Writes and flushes everything queued. Cancel-safe, so it can race reading in a
+    /// `select!`: a message leaves the queue only when the sink takes it, and what the sink
+    /// took is flushed by the next call.
+    async fn flush(&mut self, sink: &mut SplitSink<Ws, Message>) -> Result<(), tungstenite::Error> {
+        poll_fn(|cx| {
+            while !self.queue.is_empty() {
+                ready!(sink.poll_ready_unpin(cx))?;
+                if let Some((_, message)) = self.queue.pop_front() {
+                    sink.start_send_unpin(message)?;
+                    self.unflushed = true;
+                }
+            }
+            ready!(sink.poll_flush_unpin(cx))?;
+            self.unflushed = false;
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Empties the outbox of a connection that ended; the refs of the requests never sent.
+    fn clear(&mut self) -> Vec<Ref> {
+        self.unflushed = false;
+        self.queue
+            .drain(..)
+            .filter_map(|(reference, _)| reference)
+            .collect()
     }
 }
 

@@ -573,6 +573,50 @@ async fn requests_from_clones_are_in_flight_at_once_and_each_gets_its_own_answer
 }
 
 #[tokio::test]
+async fn a_server_that_reads_nothing_does_not_stop_the_client_reading() {
+    let node = start(config(0));
+    let relay = Relay::start(node.addr).await;
+    let (parlor, mut events) = connect_through(&relay).await;
+    parlor.join("flood").await.expect("join");
+    let mut peer = connect(&node).await;
+    peer.join("flood").await.expect("peer joins");
+
+    // Far more than the sockets on the way buffer, held by the relay: the client's writes
+    // cannot all go out, and must not stop it from reading.
+    relay.stall(true);
+    let blob = "x".repeat(60_000);
+    let mut floods = Vec::new();
+    for _ in 0..300 {
+        let (parlor, blob) = (parlor.clone(), blob.clone());
+        floods.push(tokio::spawn(async move {
+            parlor.emit("flood", "blob", &blob).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peer.emit("flood", "n", Value::from(1), false)
+        .await
+        .expect("the peer emits");
+    let heard = within(3, "the peer's event", async {
+        loop {
+            let event = events.recv().await.expect("events");
+            if let Some(n) = numbered(&event, "flood") {
+                return n;
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard, 1);
+    relay.cut();
+    for flood in floods {
+        let result = within(5, "a held request", flood).await.unwrap();
+        assert!(
+            matches!(result, Err(ClientError::Disconnected { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_close_that_means_stay_away_ends_the_client_for_good() {
     let node = start(config(10_000));
     let (parlor, mut events) = Parlor::builder(node.ws_url())
