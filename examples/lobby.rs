@@ -2,18 +2,24 @@
 //! room with players, chat and the same shared 12×12 paint grid (so a terminal and a browser
 //! can paint together).
 //!
-//!     cargo run --example lobby -- [--url ws://127.0.0.1:8080/ws] [--name NAME]
+//!     cargo run --example lobby -- [--url ws://127.0.0.1:8080/ws] [--name NAME] [--token JWT]
 //!
-//! Type `/help` for the commands; any other line is said in the current room.
+//! Type `/help` for the commands; any other line is said in the current room. It reconnects by
+//! itself (the room list and the room catch up), and says what the connection is doing.
+
+#[path = "common/words.rs"]
+mod words;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use clap::Parser;
 use parlor_client::protocol::{
-    ClientFrame, Metadata, PresenceStatus, RoomFilter, RoomInfo, RoomOptions, ServerFrame,
-    SessionId, StateOp, Value,
+    ErrorCode, JoinedFrame, Metadata, PresenceStatus, RoomFilter, RoomInfo, RoomOptions, SessionId,
+    StateOp, Value,
 };
-use parlor_client::{Client, StateMirror};
+use parlor_client::{ClientError, Event, JoinOptions, Parlor, StateMirror, TypedData};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const GRID: usize = 12;
@@ -22,7 +28,7 @@ const HELP: &str = "\
 commands:
   /rooms                         list the public rooms (kept live by the lobby)
   /create [NAME] [--max N] [--mode M] [--private] [--password P]
-  /join ROOM [PASSWORD]          join by name or id
+  /join ROOM [PASSWORD]          join a room that exists, by name or id
   /quick MODE [SEATS]            join the fullest open MODE room, or create one
   /leave                         leave the current room
   /who                           players in the current room
@@ -39,157 +45,192 @@ struct Args {
     url: String,
     #[arg(long)]
     name: Option<String>,
+    /// A JWT, for a server with `[auth]`.
+    #[arg(long, env = "PARLOR_TOKEN")]
+    token: Option<String>,
+}
+
+/// What a `chat` event carries (the browser lobby sends the same).
+#[derive(Serialize, Deserialize)]
+struct Chat {
+    name: String,
+    text: String,
 }
 
 /// The room this terminal is in.
 struct Current {
     name: String,
+    /// The password it was entered with, to enter it again after a reset.
+    password: Option<String>,
     members: Vec<SessionId>,
     owner: Option<SessionId>,
     locked: bool,
+    locked_by_owner: bool,
     mirror: StateMirror,
 }
 
 struct Lobby {
-    me: SessionId,
+    parlor: Parlor,
     name: String,
     rooms: BTreeMap<String, RoomInfo>,
     current: Option<Current>,
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
     let args = Args::parse();
-    let mut client = Client::connect(&args.url).await?;
-    let me = client.session_id();
-    let rooms = client.subscribe_lobby(RoomFilter::default()).await?;
+    let mut builder = Parlor::builder(&args.url).request_timeout(Duration::from_secs(10));
+    if let Some(token) = &args.token {
+        builder = builder.token(token);
+    }
+    let (parlor, mut events) = match builder.connect().await {
+        Ok(connected) => connected,
+        Err(err) => {
+            eprintln!("{}", words::connect_failed(&args.url, &err));
+            std::process::exit(1);
+        }
+    };
+    let me = parlor.session_id();
+    let rooms = match parlor.subscribe_lobby(RoomFilter::default()).await {
+        Ok(rooms) => rooms,
+        Err(err) => {
+            println!(
+                "! The room list is not available: {}",
+                words::request_failed(&err)
+            );
+            Vec::new()
+        }
+    };
     let mut lobby = Lobby {
-        me,
         name: args.name.unwrap_or_else(|| format!("term-{}", short(me))),
+        parlor,
         rooms: rooms.into_iter().map(|r| (r.room.clone(), r)).collect(),
         current: None,
     };
     println!("connected as {} ({me}); /help for commands", lobby.name);
     lobby.print_rooms();
 
-    let (mut tx, mut rx) = client.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
-            line = lines.next_line() => {
-                let Some(line) = line? else { break };
-                match lobby.command(line.trim()) {
-                    Action::Send(frames) => {
-                        for frame in frames {
-                            tx.send(frame).await?;
-                        }
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    if !lobby.command(line.trim()).await {
+                        break;
                     }
-                    Action::Nothing => {}
-                    Action::Quit => break,
                 }
-            }
-            frame = rx.next_frame() => {
-                let frame = frame?;
-                if let Some(reply) = lobby.receive(frame) {
-                    tx.send(reply).await?;
+                Ok(None) | Err(_) => break,
+            },
+            event = events.recv() => match event {
+                Some(event) => {
+                    if !lobby.receive(event).await {
+                        std::process::exit(1);
+                    }
                 }
-            }
+                None => std::process::exit(1),
+            },
         }
     }
-    let _ = tx.close().await;
-    Ok(())
-}
-
-enum Action {
-    Send(Vec<ClientFrame>),
-    Nothing,
-    Quit,
+    lobby.parlor.close().await;
 }
 
 impl Lobby {
-    fn command(&mut self, line: &str) -> Action {
+    fn me(&self) -> SessionId {
+        self.parlor.session_id()
+    }
+
+    /// Runs a typed line; false to quit.
+    async fn command(&mut self, line: &str) -> bool {
         let words: Vec<&str> = line.split_whitespace().collect();
         let room = self.current.as_ref().map(|c| c.name.clone());
-        let send = |frame| Action::Send(vec![frame]);
         match words.as_slice() {
-            [] => Action::Nothing,
-            ["/quit"] => Action::Quit,
-            ["/help"] => {
-                println!("{HELP}");
-                Action::Nothing
-            }
-            ["/rooms"] => {
-                self.print_rooms();
-                Action::Nothing
-            }
+            [] => {}
+            ["/quit"] => return false,
+            ["/help"] => println!("{HELP}"),
+            ["/rooms"] => self.print_rooms(),
             ["/create", rest @ ..] => match parse_create(rest) {
-                Ok((room, options)) => self.switch(ClientFrame::Create {
-                    reference: None,
-                    room,
-                    options,
-                }),
-                Err(why) => {
-                    println!("{why}");
-                    Action::Nothing
+                Ok((room, options)) => {
+                    let password = options.password.clone();
+                    let created = self.parlor.create(room.as_deref(), options).await;
+                    self.enter(created, password).await;
                 }
+                Err(why) => println!("{why}"),
             },
-            ["/join", name, password @ ..] => self.switch(ClientFrame::Join {
-                reference: None,
-                room: name.to_string(),
-                password: password.first().map(|p| p.to_string()),
-                create: true,
-            }),
-            ["/quick", mode, seats @ ..] => self.switch(ClientFrame::JoinOrCreate {
-                reference: None,
-                filter: RoomFilter {
+            ["/join", name, password @ ..] => {
+                let password = password.first().map(|p| p.to_string());
+                let options = JoinOptions {
+                    password: password.clone(),
+                    ..JoinOptions::existing()
+                };
+                match self.parlor.join_with(name, options).await {
+                    Err(err) if err.code() == Some(ErrorCode::RoomNotFound) => {
+                        println!("No room called {name}; /create {name} makes one.")
+                    }
+                    joined => self.enter(joined, password).await,
+                }
+            }
+            ["/quick", mode, seats @ ..] => {
+                let filter = RoomFilter {
                     mode: Some(mode.to_string()),
                     free_seats: true,
                     ..RoomFilter::default()
-                },
-                options: RoomOptions {
+                };
+                let mut metadata = Metadata::new();
+                metadata.insert("mode".into(), Value::from(*mode));
+                let options = RoomOptions {
                     max_members: seats.first().and_then(|s| s.parse().ok()).or(Some(4)),
+                    metadata,
                     ..RoomOptions::default()
-                },
-            }),
+                };
+                let joined = self.parlor.join_or_create(filter, options).await;
+                self.enter(joined, None).await;
+            }
             ["/name", name] => {
                 self.name = name.to_string();
-                match room {
-                    Some(room) => send(self.name_frame(&room)),
-                    None => Action::Nothing,
+                if let Some(room) = room {
+                    self.say_name(&room).await;
                 }
             }
-            _ if room.is_none() => {
-                println!("you are in no room: /rooms, /join, /quick or /create first");
-                Action::Nothing
+            _ if line.starts_with('/') && room.is_none() && is_room_command(words[0]) => {
+                println!("You are in no room: /rooms, /join, /quick or /create first.")
             }
-            ["/leave"] => self.switch_out(),
-            ["/who"] => {
-                self.print_members();
-                Action::Nothing
+            ["/leave"] => {
+                if let Some(current) = self.current.take() {
+                    self.leave(&current.name).await;
+                }
             }
-            ["/grid"] => {
-                self.print_grid();
-                Action::Nothing
-            }
+            ["/who"] => self.print_members(),
+            ["/grid"] => self.print_grid(),
             ["/paint", x, y, colour @ ..] => match (x.parse::<usize>(), y.parse::<usize>()) {
-                (Ok(x), Ok(y)) if x < GRID && y < GRID => send(ClientFrame::UpdateState {
-                    reference: None,
-                    room: room.unwrap_or_default(),
-                    ops: vec![StateOp::Set {
-                        path: vec!["grid".into(), format!("{x},{y}")],
-                        value: Value::from(colour.first().copied().unwrap_or("#e4572e")),
-                    }],
-                    if_version: None,
-                }),
+                (Ok(x), Ok(y)) if x < GRID && y < GRID => {
+                    let colour = colour.first().copied().unwrap_or("#e4572e");
+                    let cell = format!("{x},{y}");
+                    let room = room.unwrap_or_default();
+                    let painted = self.parlor.set_state(&room, &["grid", &cell], colour).await;
+                    self.report(painted);
+                }
+                _ => println!("Cells are 0 to {} across and down.", GRID - 1),
+            },
+            ["/lock"] => {
+                let locked = self
+                    .parlor
+                    .set_locked(&room.unwrap_or_default(), true)
+                    .await;
+                self.report(locked);
+            }
+            ["/unlock"] => match &self.current {
+                Some(current) if !current.locked_by_owner && current.locked => {
+                    println!("The room is full, not locked: it opens when a seat frees.")
+                }
+                Some(current) if !current.locked_by_owner => println!("The room is not locked."),
                 _ => {
-                    println!("cells are 0 to {} across and down", GRID - 1);
-                    Action::Nothing
+                    let unlocked = self
+                        .parlor
+                        .set_locked(&room.unwrap_or_default(), false)
+                        .await;
+                    self.report(unlocked);
                 }
             },
-            ["/lock"] | ["/unlock"] => send(ClientFrame::set_lock(
-                room.unwrap_or_default(),
-                words[0] == "/lock",
-            )),
             ["/kick", prefix] => {
                 let target = self.current.as_ref().and_then(|c| {
                     c.members
@@ -198,105 +239,113 @@ impl Lobby {
                         .copied()
                 });
                 match target {
-                    Some(session) => send(ClientFrame::Kick {
-                        reference: None,
-                        room: room.unwrap_or_default(),
-                        session,
-                    }),
-                    None => {
-                        println!("no player's id starts with {prefix}");
-                        Action::Nothing
+                    Some(session) => {
+                        let kicked = self.parlor.kick(&room.unwrap_or_default(), session).await;
+                        self.report(kicked);
                     }
+                    None => println!("No player's id starts with {prefix}."),
                 }
             }
-            _ if line.starts_with('/') => {
-                println!("unknown command; /help lists them");
-                Action::Nothing
-            }
-            _ => send(ClientFrame::Emit {
-                reference: None,
-                room: room.unwrap_or_default(),
-                event: "chat".into(),
-                data: Value::Map(vec![
-                    ("name".into(), Value::from(self.name.as_str())),
-                    ("text".into(), Value::from(line)),
-                ]),
-                echo: true,
-            }),
+            _ if line.starts_with('/') => println!("Unknown command; /help lists them."),
+            _ => match room {
+                Some(room) => {
+                    let said = Chat {
+                        name: self.name.clone(),
+                        text: line.into(),
+                    };
+                    let sent = self.parlor.emit_echo(&room, "chat", &said).await;
+                    self.report(sent);
+                }
+                None => println!("You are in no room: /rooms, /join, /quick or /create first."),
+            },
+        }
+        true
+    }
+
+    /// Shows a failed request in words.
+    fn report(&self, result: Result<(), ClientError>) {
+        if let Err(err) = result {
+            println!("! {}", words::request_failed(&err));
         }
     }
 
-    /// Leaves the current room (if any) and sends `joining`.
-    fn switch(&mut self, joining: ClientFrame) -> Action {
-        let mut frames = match self.switch_out() {
-            Action::Send(frames) => frames,
-            _ => Vec::new(),
+    /// Takes the room a join answered with; the room before it is left only then, so a
+    /// refused join keeps you where you were.
+    async fn enter(&mut self, joined: Result<JoinedFrame, ClientError>, password: Option<String>) {
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(err) => return println!("! {}", words::request_failed(&err)),
         };
-        frames.push(joining);
-        Action::Send(frames)
-    }
-
-    fn switch_out(&mut self) -> Action {
-        match self.current.take() {
-            Some(current) => Action::Send(vec![
-                ClientFrame::UpdateState {
-                    reference: None,
-                    room: current.name.clone(),
-                    ops: vec![StateOp::Delete {
-                        path: vec!["names".into(), self.me.to_string()],
-                    }],
-                    if_version: None,
-                },
-                ClientFrame::Leave {
-                    reference: None,
-                    room: current.name,
-                },
-            ]),
-            None => Action::Nothing,
-        }
-    }
-
-    fn name_frame(&self, room: &str) -> ClientFrame {
-        ClientFrame::UpdateState {
-            reference: None,
-            room: room.into(),
-            ops: vec![StateOp::Set {
-                path: vec!["names".into(), self.me.to_string()],
-                value: Value::from(self.name.as_str()),
-            }],
-            if_version: None,
-        }
-    }
-
-    /// Handles a frame from the server; may answer with one frame.
-    fn receive(&mut self, frame: ServerFrame) -> Option<ClientFrame> {
-        match frame {
-            ServerFrame::Joined(j) => {
-                println!(
-                    "joined {} ({} of {} seats{}); /help for commands",
-                    j.room,
-                    j.members.len(),
-                    j.max_members,
-                    if j.private { ", private" } else { "" }
-                );
-                let reply = self.name_frame(&j.room);
-                self.current = Some(Current {
-                    mirror: StateMirror::from_joined(&j),
-                    name: j.room,
-                    members: j.members,
-                    owner: j.owner,
-                    locked: j.locked,
-                });
-                self.print_members();
-                return Some(reply);
+        if let Some(previous) = self.current.take() {
+            if previous.name != joined.room {
+                self.leave(&previous.name).await;
             }
-            ServerFrame::Left { room, reason } => {
-                println!("you left {room} ({})", format!("{reason:?}").to_lowercase());
+        }
+        let room = joined.room.clone();
+        self.show_joined(joined, password);
+        self.say_name(&room).await;
+    }
+
+    fn show_joined(&mut self, joined: JoinedFrame, password: Option<String>) {
+        println!(
+            "joined {} ({} of {} seats{}); /help for commands",
+            joined.room,
+            joined.members.len(),
+            joined.max_members,
+            if joined.private { ", private" } else { "" }
+        );
+        self.current = Some(Current {
+            mirror: StateMirror::from_joined(&joined),
+            name: joined.room,
+            password,
+            members: joined.members,
+            owner: joined.owner,
+            locked: joined.locked,
+            locked_by_owner: joined.locked_by_owner,
+        });
+        self.print_members();
+    }
+
+    /// Leaves `room`, taking this player's name out of its state first.
+    async fn leave(&mut self, room: &str) {
+        let forget = StateOp::Delete {
+            path: vec!["names".into(), self.me().to_string()],
+        };
+        // The name goes with the player; if it cannot, leaving matters more.
+        let _ = self.parlor.update_state(room, vec![forget], None).await;
+        let left = self.parlor.leave(room).await;
+        self.report(left);
+    }
+
+    /// Puts this player's name in the room's state, where the browser lobby reads it too.
+    async fn say_name(&self, room: &str) {
+        let me = self.me().to_string();
+        let named = self
+            .parlor
+            .set_state(room, &["names", &me], &self.name)
+            .await;
+        self.report(named);
+    }
+
+    /// Handles an event; false once the client is closed for good.
+    async fn receive(&mut self, event: Event) -> bool {
+        if let Some(line) = words::connection_line(&event) {
+            println!("-- {line}");
+        }
+        match event {
+            Event::Joined(joined) => {
+                // A snapshot after a resume replaces what this terminal had of its room.
+                let password = self.current.take().and_then(|c| c.password);
+                self.show_joined(joined, password);
+                self.print_grid();
+            }
+            Event::Left { room, reason } => {
                 if self.current.as_ref().is_some_and(|c| c.name == room) {
                     self.current = None;
                 }
+                println!("You {} {room}.", words::left_because(Some(reason)));
             }
-            ServerFrame::Presence(p) => {
+            Event::Presence(p) => {
                 let who = self.display(p.session);
                 if let Some(current) = self.current.as_mut().filter(|c| c.name == p.room) {
                     match p.status {
@@ -306,30 +355,41 @@ impl Lobby {
                         }
                         PresenceStatus::Left => {
                             current.members.retain(|m| *m != p.session);
-                            let reason = p.reason.map(|r| format!("{r:?}")).unwrap_or_default();
-                            println!("* {who} left ({})", reason.to_lowercase());
+                            println!("* {who} {}", words::left_because(p.reason));
                         }
-                        PresenceStatus::Away => println!("* {who} is away"),
+                        PresenceStatus::Away => {
+                            println!("* {who} lost the connection (their seat is kept)")
+                        }
                         PresenceStatus::Back => println!("* {who} is back"),
                     }
                 }
             }
-            ServerFrame::RoomUpdate(u) => {
+            Event::RoomUpdate(u) => {
                 if let Some(current) = self.current.as_mut().filter(|c| c.name == u.room) {
-                    if current.owner != u.owner {
-                        current.owner = u.owner;
+                    let owner_changed = current.owner != u.owner;
+                    let lock_changed =
+                        (current.locked, current.locked_by_owner) != (u.locked, u.locked_by_owner);
+                    current.owner = u.owner;
+                    current.locked = u.locked;
+                    current.locked_by_owner = u.locked_by_owner;
+                    if owner_changed {
                         let owner = u.owner.map(|o| self.display(o)).unwrap_or_default();
                         println!("* {owner} owns the room now");
-                    } else if current.locked != u.locked {
-                        current.locked = u.locked;
-                        println!("* the room is {}", if u.locked { "locked" } else { "open" });
+                    }
+                    if lock_changed {
+                        let how = match (u.locked_by_owner, u.locked) {
+                            (true, _) => "locked by its owner",
+                            (false, true) => "full",
+                            (false, false) => "open",
+                        };
+                        println!("* the room is {how}");
                     }
                 }
             }
-            ServerFrame::StatePatch(patch) => {
+            Event::StatePatch(patch) => {
                 if let Some(current) = self.current.as_mut().filter(|c| c.name == patch.room) {
-                    if let Err(err) = current.mirror.apply(&patch) {
-                        println!("state out of step ({err}); rejoin the room");
+                    if current.mirror.apply(&patch).is_err() {
+                        println!("The room's shared state is out of step; /join it again.");
                     }
                     let painted = patch
                         .patches
@@ -341,18 +401,14 @@ impl Lobby {
                     }
                 }
             }
-            ServerFrame::Event(e) if e.event == "chat" => {
-                let field = |key: &str| match &e.data {
-                    Value::Map(entries) => entries
-                        .iter()
-                        .find(|(k, _)| k.as_str() == Some(key))
-                        .and_then(|(_, v)| v.as_str().map(String::from)),
-                    _ => None,
+            Event::RoomEvent(e) if e.event == "chat" => {
+                let (who, text) = match e.data_as::<Chat>() {
+                    Ok(said) => (said.name, said.text),
+                    Err(_) => (short(e.from), e.data.to_string()),
                 };
-                let who = field("name").unwrap_or_else(|| short(e.from));
-                println!("<{who}> {}", field("text").unwrap_or_default());
+                println!("<{who}> {text}");
             }
-            ServerFrame::Lobby(update) => {
+            Event::Lobby(update) => {
                 for info in update.added {
                     println!("[lobby] + {}", describe(&info));
                     self.rooms.insert(info.room.clone(), info);
@@ -366,10 +422,41 @@ impl Lobby {
                     }
                 }
             }
-            ServerFrame::Error(e) => println!("! {}: {}", e.code.as_str(), e.message),
+            Event::LobbyRooms(rooms) => {
+                self.rooms = rooms.into_iter().map(|r| (r.room.clone(), r)).collect();
+                println!(
+                    "[lobby] {} public room(s); /rooms lists them",
+                    self.rooms.len()
+                );
+            }
+            Event::Error(e) => println!("! The server said: {}", e.message),
+            Event::Resumed(resumed)
+                if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| resumed.lost.contains(&c.name)) =>
+            {
+                self.current = None;
+            }
+            Event::Reset(_) => {
+                // A new session, in no room: go back into the room if it is still there.
+                if let Some(previous) = self.current.take() {
+                    let options = JoinOptions {
+                        password: previous.password.clone(),
+                        ..JoinOptions::existing()
+                    };
+                    match self.parlor.join_with(&previous.name, options).await {
+                        Err(err) if err.code() == Some(ErrorCode::RoomNotFound) => {
+                            println!("{} is gone: the server no longer has it.", previous.name)
+                        }
+                        joined => self.enter(joined, previous.password).await,
+                    }
+                }
+            }
+            Event::Closed(_) => return false,
             _ => {}
         }
-        None
+        true
     }
 
     fn display(&self, id: SessionId) -> String {
@@ -387,7 +474,7 @@ impl Lobby {
 
     fn print_rooms(&self) {
         if self.rooms.is_empty() {
-            println!("no public rooms; /create or /quick MODE makes one");
+            println!("No public rooms; /create or /quick MODE makes one.");
         }
         for info in self.rooms.values() {
             println!("  {}", describe(info));
@@ -396,12 +483,13 @@ impl Lobby {
 
     fn print_members(&self) {
         let Some(current) = &self.current else { return };
+        let me = self.me();
         for member in &current.members {
             let mut tags = Vec::new();
             if Some(*member) == current.owner {
                 tags.push("owner");
             }
-            if *member == self.me {
+            if *member == me {
                 tags.push("you");
             }
             println!("  {} {}", self.display(*member), tags.join(" "));
@@ -424,19 +512,31 @@ impl Lobby {
     }
 }
 
+/// Commands that need a current room.
+fn is_room_command(command: &str) -> bool {
+    matches!(
+        command,
+        "/leave" | "/who" | "/grid" | "/paint" | "/lock" | "/unlock" | "/kick"
+    )
+}
+
 fn describe(info: &RoomInfo) -> String {
     let mode = info
         .metadata
         .get("mode")
         .and_then(|m| m.as_str())
         .unwrap_or("-");
+    let closed = match (info.locked_by_owner, info.locked) {
+        (true, _) => " locked",
+        (false, true) => " full",
+        (false, false) => "",
+    };
     format!(
-        "{:<34} {:<10} {}/{}{}{}",
+        "{:<34} {:<10} {}/{}{closed}{}",
         info.room,
         mode,
         info.members,
         info.max_members,
-        if info.locked { " locked" } else { "" },
         if info.password { " password" } else { "" }
     )
 }

@@ -1,7 +1,24 @@
-//! `parlor-client`: a small async client for Parlor over tokio-tungstenite, used by the tests,
-//! the examples and the benchmark. It speaks protocol v1 through `parlor-protocol` and adds
-//! request/acknowledgement matching on top, and `StateMirror`, a room's state kept in step by
-//! applying its patches.
+//! `parlor-client`: an async client for Parlor over tokio-tungstenite, speaking protocol v1
+//! through `parlor-protocol`.
+//!
+//! - [`Parlor`] is the client for applications: a cloneable handle to one session whose
+//!   background task owns the WebSocket, with many requests in flight at once, typed values in
+//!   and out (serde), `Event`s on a receiver, and automatic reconnection that resumes the
+//!   session (module `reconnect` says when and how soon). See the README's "A client in a few
+//!   lines".
+//! - [`Client`] is one connection, driven by hand (`&mut self`, `next_frame`): what the
+//!   server's tests and the benchmark use to see every frame as it comes.
+//! - [`StateMirror`] keeps a room's shared state in step by applying its patches.
+//!
+//! Both connect to `ws://` and `wss://` (rustls; the Mozilla roots by default, or a
+//! `rustls::ClientConfig` of your own, see [`tls_config`]) and send a JWT as the
+//! `bearer.<jwt>` subprotocol when given one ([`ConnectOptions`]).
+
+mod data;
+mod error;
+pub mod reconnect;
+mod session;
+mod transport;
 
 use std::collections::VecDeque;
 
@@ -9,61 +26,27 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use parlor_protocol::{
-    decode_server, encode_client, ClientFrame, DecodeError, Document, ErrorFrame, JoinedFrame,
-    Metadata, Ref, ResumedFrame, RoomFilter, RoomInfo, RoomOptions, RoomPosition, ServerFrame,
-    SessionId, StateError, StateLimits, StateOp, StatePatchFrame, Value, WelcomeFrame,
+    encode_client, ClientFrame, Document, JoinedFrame, Metadata, Ref, ResumedFrame, RoomFilter,
+    RoomInfo, RoomOptions, RoomPosition, ServerFrame, SessionId, StateError, StateLimits, StateOp,
+    StatePatchFrame, Value, WelcomeFrame,
 };
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use parlor_protocol as protocol;
+pub use rustls;
 pub use tokio_tungstenite::tungstenite;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use data::{from_value, to_value, TypedData};
+pub use error::{ClientError, Result};
+pub use reconnect::{CloseInfo, ReconnectPolicy};
+pub use session::{
+    Answer, ClosedEvent, ConnectionState, Event, Events, JoinOptions, Parlor, ParlorBuilder,
+    ReconnectingEvent, RequestOptions, ResetEvent, ResumedEvent,
+};
+pub use transport::{tls_config, websocket_config, ConnectOptions, DEFAULT_CONNECT_TIMEOUT};
 
-/// Depth allowed when decoding server frames: generous, since the server is trusted.
-const SERVER_FRAME_DEPTH: usize = 128;
-
-/// WebSocket settings for Parlor's small frames. tungstenite zeroes its whole read buffer
-/// before each read, and its default of 128 KiB made `memset` 30% of the benchmark
-/// generator's CPU; 8 KiB still takes many frames per read.
-pub fn websocket_config() -> tungstenite::protocol::WebSocketConfig {
-    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("websocket: {0}")]
-    WebSocket(Box<tungstenite::Error>),
-    #[error("the connection closed ({0:?})")]
-    Closed(Option<CloseFrame>),
-    #[error("undecodable server frame: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("unexpected frame: {0}")]
-    Unexpected(String),
-    #[error("server refused the request: {} ({})", .0.code.as_str(), .0.message)]
-    Refused(ErrorFrame),
-}
-
-impl From<tungstenite::Error> for ClientError {
-    fn from(err: tungstenite::Error) -> Self {
-        Self::WebSocket(Box::new(err))
-    }
-}
-
-impl ClientError {
-    /// The server's error frame, when the server refused a request.
-    pub fn refusal(&self) -> Option<&ErrorFrame> {
-        match self {
-            Self::Refused(frame) => Some(frame),
-            _ => None,
-        }
-    }
-}
-
-pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+use transport::{decode_message, read_frame, Ws};
 
 /// A connected session. Frames that arrive while a request waits for its acknowledgement are
 /// kept, in order, for `next_frame`.
@@ -75,15 +58,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a Parlor `ws://` URL and waits for `welcome`.
+    /// Connects to a Parlor `ws://` or `wss://` URL and waits for `welcome`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(websocket_config()), true)
-                .await?;
-        let welcome = match read_frame(&mut ws).await? {
-            ServerFrame::Welcome(welcome) => welcome,
-            other => return Err(ClientError::Unexpected(format!("{other:?} before welcome"))),
-        };
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects with a token, TLS settings or a connect timeout.
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let (ws, welcome) = transport::open(url, options).await?;
         Ok(Self {
             ws,
             welcome,
@@ -360,9 +342,7 @@ impl Client {
 
     /// Resets the TCP connection without a close frame, as a crashed client would.
     pub fn abort(self) {
-        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
-            let _ = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
-        }
+        transport::reset_on_drop(&self.ws);
         drop(self);
     }
 
@@ -506,30 +486,6 @@ impl StateMirror {
             self.version = patch.version;
         }
         Ok(())
-    }
-}
-
-async fn read_frame(ws: &mut Ws) -> Result<ServerFrame> {
-    loop {
-        match ws.next().await {
-            Some(Ok(message)) => {
-                if let Some(frame) = decode_message(message)? {
-                    return Ok(frame);
-                }
-            }
-            Some(Err(err)) => return Err(err.into()),
-            None => return Err(ClientError::Closed(None)),
-        }
-    }
-}
-
-/// Decodes a binary message; control messages yield `None`, a close yields `Closed`.
-fn decode_message(message: Message) -> Result<Option<ServerFrame>> {
-    match message {
-        Message::Binary(bytes) => Ok(Some(decode_server(&bytes, SERVER_FRAME_DEPTH)?)),
-        Message::Close(frame) => Err(ClientError::Closed(frame)),
-        Message::Text(text) => Err(ClientError::Unexpected(format!("text message {text:?}"))),
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(None),
     }
 }
 

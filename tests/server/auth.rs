@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::common::*;
 
-const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+pub(crate) const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn now() -> u64 {
@@ -23,7 +23,7 @@ fn now() -> u64 {
         .unwrap_or_default()
 }
 
-fn hs256(claims: serde_json::Value, secret: &str) -> String {
+pub(crate) fn hs256(claims: serde_json::Value, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -42,11 +42,11 @@ fn rs256(claims: serde_json::Value) -> String {
     .expect("sign")
 }
 
-fn claims(sub: &str) -> serde_json::Value {
+pub(crate) fn claims(sub: &str) -> serde_json::Value {
     serde_json::json!({"sub": sub, "exp": now() + 600})
 }
 
-fn hs256_node() -> parlor::BackgroundNode {
+pub(crate) fn hs256_node() -> parlor::BackgroundNode {
     let mut config = test_config();
     config.auth.algorithm = parlor::config::AuthAlgorithm::HS256;
     config.auth.secret = SECRET.into();

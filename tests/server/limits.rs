@@ -158,12 +158,9 @@ async fn connections_over_the_cap_are_refused_with_503_before_the_upgrade() {
         clients.push(connect(&node).await);
     }
     match Client::connect(&node.ws_url()).await {
-        Err(parlor_client::ClientError::WebSocket(err)) => match *err {
-            parlor_client::tungstenite::Error::Http(response) => {
-                assert_eq!(response.status().as_u16(), 503)
-            }
-            other => panic!("expected HTTP 503, got {other}"),
-        },
+        Err(parlor_client::ClientError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (503, "too_many_connections"))
+        }
         other => panic!("expected HTTP 503, got {:?}", other.map(|c| c.session_id())),
     }
     clients.pop().unwrap().close().await.unwrap();

@@ -6,6 +6,7 @@ mod bad_input;
 mod binary;
 mod browser;
 mod cleanup;
+mod client;
 mod common;
 mod endpoints;
 mod framing;

@@ -118,12 +118,9 @@ async fn new_connections_per_address_are_limited_with_429() {
         open.push(connect(&node).await);
     }
     match parlor_client::Client::connect(&node.ws_url()).await {
-        Err(ClientError::WebSocket(err)) => match *err {
-            tokio_tungstenite::tungstenite::Error::Http(response) => {
-                assert_eq!(response.status().as_u16(), 429)
-            }
-            other => panic!("expected HTTP 429, got {other:?}"),
-        },
+        Err(ClientError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (429, "rate_limited"))
+        }
         Err(other) => panic!("expected HTTP 429, got {other:?}"),
         Ok(_) => panic!("a fourth connection within the burst's second was admitted"),
     }
