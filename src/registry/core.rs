@@ -82,6 +82,8 @@ pub struct Profile {
     pub user: Option<String>,
     /// `None`: any room.
     pub rooms: Option<RoomPatterns>,
+    /// The cluster node the session is connected to (`None` on a single node).
+    pub node: Option<String>,
 }
 
 /// The nil session id: the `from` of events published through the backend API.
@@ -117,6 +119,8 @@ pub struct Registry<O> {
     closing: bool,
     /// Sessions away, at most `max_away_sessions`: the ones `advance` looks at.
     away: HashSet<SessionId>,
+    /// Hosting rooms for a cluster node: what the calls left for the engine (see `host`).
+    host: Option<HostEffects>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -138,6 +142,7 @@ impl<O: Outlet> Registry<O> {
             now: Instant::now(),
             closing: false,
             away: HashSet::new(),
+            host: None,
             metrics,
         }
     }
@@ -246,6 +251,16 @@ impl<O: Outlet> Registry<O> {
     ) -> Option<u64> {
         let room = self.rooms.get_mut(room_name)?;
         let offset = room.history.take_offset();
+        if let Some(host) = &mut self.host {
+            // The log gives the frame its offset and carries it to the members' nodes.
+            host.appends.push(Append {
+                room: room_name.to_owned(),
+                provisional: offset,
+                body: encode_server(&build(0)),
+                skip,
+            });
+            return Some(offset);
+        }
         let frame = encode_server(&build(offset));
         let recipients = deliver_all(&room.members, &frame, skip, &mut self.overflowed);
         self.metrics.fanout.observe(recipients as f64);
@@ -407,6 +422,7 @@ pub(crate) fn new_room_id() -> String {
 }
 
 mod backend;
+mod host;
 mod limits;
 mod matchmaking;
 mod resume;
@@ -415,7 +431,9 @@ mod sessions;
 mod state;
 
 pub use self::backend::{MemberDetail, RoomDetail};
+pub use self::host::{Append, HostEffects, MemberCheckpoint, RoomCheckpoint};
 pub use self::limits::{RegistryLimits, RequestError, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES};
+pub use self::sessions::holds_seats;
 
 #[cfg(test)]
 mod tests;

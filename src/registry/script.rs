@@ -342,6 +342,7 @@ impl World {
             resume_token: token.clone(),
             user: user.map(|u| format!("user-{}", u % 3)),
             rooms: games_only.then(|| RoomPatterns::new(&["game-*"])),
+            node: None,
         };
         self.registry.connect_with(id, probe.clone(), profile);
         self.connections.push((id, probe, token));

@@ -130,6 +130,7 @@ impl Session {
                 resume_token: new_resume_token(),
                 user,
                 rooms,
+                node: None,
             },
             registry: node.registry.clone(),
             budget,

@@ -126,6 +126,10 @@ impl<O: Outlet> Registry<O> {
         if !private {
             self.lobby.added(name);
         }
+        if let Some(host) = &mut self.host {
+            host.disposed.remove(name);
+        }
+        self.touch(name);
         Ok(())
     }
 
@@ -402,6 +406,7 @@ impl<O: Outlet> Registry<O> {
 
     /// Notes for the lobby that a public room changed.
     pub(super) fn room_changed(&mut self, room_name: &str) {
+        self.touch(room_name);
         if self.rooms.get(room_name).is_some_and(|r| !r.private) {
             self.lobby.changed(room_name);
         }
@@ -425,6 +430,10 @@ impl<O: Outlet> Registry<O> {
                 self.rooms_with_patches.retain(|r| r != room_name);
                 if !private {
                     self.lobby.removed(room_name);
+                }
+                if let Some(host) = &mut self.host {
+                    host.touched.remove(room_name);
+                    host.disposed.insert(room_name.to_owned());
                 }
             } else {
                 // Nobody is left to hear held patches; the state already holds them.

@@ -4,6 +4,24 @@
 
 use super::*;
 
+/// Whether a session whose connection ended for `reason` keeps its seats (goes away for the
+/// grace) rather than leaving its rooms: only when it dropped (no close frame, or a heartbeat
+/// timeout), sessions are held at all, it is in rooms, the node is not closing, and fewer
+/// than the most away sessions are held. The one rule both engines apply.
+pub fn holds_seats(
+    reason: LeaveReason,
+    limits: &RegistryLimits,
+    in_rooms: bool,
+    closing: bool,
+    away_now: usize,
+) -> bool {
+    matches!(reason, LeaveReason::Dropped | LeaveReason::Timeout)
+        && !limits.reconnect_grace.is_zero()
+        && in_rooms
+        && !closing
+        && away_now < limits.max_away_sessions
+}
+
 impl<O: Outlet> Registry<O> {
     /// Registers a new anonymous session, in no room yet.
     pub fn connect(&mut self, id: SessionId, outlet: O) {
@@ -44,16 +62,27 @@ impl<O: Outlet> Registry<O> {
         if entry.connection != connection || entry.away_since.is_some() {
             return;
         }
-        let holds_seats = matches!(reason, LeaveReason::Dropped | LeaveReason::Timeout)
-            && !self.limits.reconnect_grace.is_zero()
-            && !entry.rooms.is_empty()
-            && !self.closing
-            && self.away.len() < self.limits.max_away_sessions;
-        if !holds_seats {
+        let keep = holds_seats(
+            reason,
+            &self.limits,
+            !entry.rooms.is_empty(),
+            self.closing,
+            self.away.len(),
+        );
+        if !keep {
             self.remove_session(id, reason);
             self.evict_overflowed();
             return;
         }
+        self.go_away(id);
+        self.evict_overflowed();
+    }
+
+    /// Session `id` goes away: no outlet, its seats held, its rooms told `away`.
+    pub(super) fn go_away(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
         entry.outlet = None;
         entry.away_since = Some(self.now);
         self.away.insert(id);
@@ -74,8 +103,8 @@ impl<O: Outlet> Registry<O> {
                     offset,
                 })
             });
+            self.touch(room_name);
         }
-        self.evict_overflowed();
     }
 
     /// Moves the registry's clock to `now` and removes the away sessions whose grace is over

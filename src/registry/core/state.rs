@@ -46,6 +46,7 @@ impl<O: Outlet> Registry<O> {
         } else if room.pending_patches.len() == 1 {
             self.rooms_with_patches.push(room_name.to_owned());
         }
+        self.touch(room_name);
         Ok(Answered::No)
     }
 

@@ -30,6 +30,7 @@ impl Harness {
             resume_token: token.into(),
             user: user.map(Into::into),
             rooms: rooms.map(RoomPatterns::new),
+            node: None,
         };
         self.registry.connect_with(id, outlet.clone(), profile);
         (id, outlet)

@@ -1,0 +1,330 @@
+//! The registry as a room's home on a cluster node. The rules are the ones every other file
+//! here states; what differs is where their results go:
+//!
+//! - A room frame is not delivered or kept here: it becomes an `Append` for the room's log
+//!   (Redis), which gives it its offset and carries it to every node with members. The
+//!   registry still counts offsets itself, provisionally: a `joined` snapshot says where its
+//!   stream starts by that count, and the engine moves it by what the log answered.
+//! - Every room whose durable part changed is noted (`touched`), so the engine can write its
+//!   `RoomCheckpoint` with the frames; a room that is gone is noted too.
+//! - Sessions here are the members of the rooms homed here, wherever they are connected: the
+//!   engine adds one when it first asks something of a room here, marks it away and back,
+//!   and removes it, as its own node tells it. The grace clock is the session node's, so a
+//!   host never expires anyone by itself.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// A room frame for a room's log, encoded with offset 0 as its last field (the log puts the
+/// real one in its place), and the offset the registry counted for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Append {
+    pub room: String,
+    pub provisional: u64,
+    pub body: Bytes,
+    pub skip: Option<SessionId>,
+}
+
+/// What a call to a hosting registry left for the engine.
+#[derive(Debug, Default)]
+pub struct HostEffects {
+    /// Room frames, in the order they were made.
+    pub appends: Vec<Append>,
+    /// Rooms whose checkpoint changed.
+    pub touched: BTreeSet<String>,
+    /// Rooms that are gone (their last member left and they were not made to stay).
+    pub disposed: BTreeSet<String>,
+}
+
+impl HostEffects {
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.touched.is_empty() && self.disposed.is_empty()
+    }
+}
+
+/// A member as a room's checkpoint keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberCheckpoint {
+    pub session: SessionId,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub away: bool,
+    /// The node the member is connected to (or was, when away).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// Everything about a room but its state (kept apart, since it is written only when its
+/// version changes): what a node needs to become the room's home.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomCheckpoint {
+    pub max_members: u32,
+    pub private: bool,
+    #[serde(default)]
+    pub password: Option<String>,
+    pub metadata: Metadata,
+    pub dispose_when_empty: bool,
+    pub locked_by_hand: bool,
+    pub owner: Option<SessionId>,
+    /// In join order.
+    pub members: Vec<MemberCheckpoint>,
+    pub created: u64,
+    pub version: u64,
+    /// The history epoch clients hold positions in.
+    pub epoch: String,
+}
+
+impl<O: Outlet> Registry<O> {
+    /// A registry that hosts rooms for a cluster node (see the module docs).
+    pub fn host(limits: RegistryLimits, metrics: Arc<Metrics>) -> Self {
+        let mut registry = Self::with_metrics(limits, metrics);
+        registry.host = Some(HostEffects::default());
+        registry
+    }
+
+    /// Whether this registry hosts rooms for a cluster node.
+    pub fn is_host(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// What the calls since the last take left for the engine.
+    pub fn take_effects(&mut self) -> HostEffects {
+        self.host.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Notes that room `room_name`'s durable part changed (a hosting registry only).
+    pub(super) fn touch(&mut self, room_name: &str) {
+        if let Some(host) = &mut self.host {
+            host.touched.insert(room_name.to_owned());
+        }
+    }
+
+    /// Session `id` (connected anywhere) as the rooms here know it; added if new, its outlet
+    /// and profile replaced if not.
+    pub fn ensure_session(&mut self, id: SessionId, outlet: Option<O>, profile: Profile) {
+        match self.sessions.get_mut(&id) {
+            Some(entry) => {
+                entry.profile = profile;
+                if entry.away_since.is_none() {
+                    entry.outlet = outlet;
+                }
+            }
+            None => {
+                let away = outlet.is_none();
+                self.sessions.insert(
+                    id,
+                    SessionEntry {
+                        outlet,
+                        connection: id,
+                        profile,
+                        rooms: Vec::new(),
+                        away_since: away.then_some(self.now),
+                    },
+                );
+                if away {
+                    self.away.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Forgets session `id` if it is in no room here: a hosting registry keeps only members.
+    pub fn forget_if_roomless(&mut self, id: SessionId) {
+        if self.sessions.get(&id).is_some_and(|e| e.rooms.is_empty()) {
+            self.sessions.remove(&id);
+            self.away.remove(&id);
+            self.lobby.unsubscribe(id);
+        }
+    }
+
+    /// Member `id` went away (its node says so): seats held, rooms told `away`.
+    pub fn set_away(&mut self, id: SessionId) {
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.away_since.is_none())
+        {
+            self.go_away(id);
+        }
+        self.evict_overflowed();
+    }
+
+    /// Member `id` is back, reached through `outlet`: rooms told `back`.
+    pub fn set_back(&mut self, id: SessionId, outlet: O, node: Option<String>) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        entry.profile.node = node;
+        let was_away = entry.away_since.take().is_some();
+        entry.outlet = Some(outlet.clone());
+        self.away.remove(&id);
+        let rooms = entry.rooms.clone();
+        let user = entry.profile.user.clone();
+        for room_name in &rooms {
+            if let Some(member) = self.rooms.get_mut(room_name).and_then(|r| r.member_mut(id)) {
+                member.outlet = Some(outlet.clone());
+            }
+            if was_away {
+                self.broadcast(room_name, Some(id), |offset| {
+                    ServerFrame::Presence(PresenceFrame {
+                        room: room_name.clone(),
+                        session: id,
+                        status: PresenceStatus::Back,
+                        reason: None,
+                        user: user.clone(),
+                        offset,
+                    })
+                });
+            }
+            self.touch(room_name);
+        }
+        self.evict_overflowed();
+    }
+
+    /// Member `id` leaves every room here for `reason` (its node ended it, or its node is
+    /// lost); the rooms are told.
+    pub fn remove(&mut self, id: SessionId, reason: LeaveReason) {
+        self.remove_session(id, reason);
+        self.evict_overflowed();
+    }
+
+    /// The sessions in rooms here whose node is `node` (for a node found dead).
+    pub fn sessions_on(&self, node: &str) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| e.profile.node.as_deref() == Some(node))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The rooms here.
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.keys().cloned().collect()
+    }
+
+    /// Whether room `room_name` is here.
+    pub fn has_room(&self, room_name: &str) -> bool {
+        self.rooms.contains_key(room_name)
+    }
+
+    /// Room `room_name` as its checkpoint keeps it.
+    pub fn checkpoint(&self, room_name: &str) -> Option<RoomCheckpoint> {
+        let room = self.rooms.get(room_name)?;
+        Some(RoomCheckpoint {
+            max_members: u32::try_from(room.max_members).unwrap_or(u32::MAX),
+            private: room.private,
+            password: room.password.clone(),
+            metadata: room.metadata.clone(),
+            dispose_when_empty: room.dispose_when_empty,
+            locked_by_hand: room.locked_by_hand,
+            owner: room.owner,
+            members: room
+                .members
+                .iter()
+                .map(|m| {
+                    let profile = self.sessions.get(&m.id).map(|e| &e.profile);
+                    MemberCheckpoint {
+                        session: m.id,
+                        user: profile.and_then(|p| p.user.clone()),
+                        away: m.outlet.is_none(),
+                        node: profile.and_then(|p| p.node.clone()),
+                    }
+                })
+                .collect(),
+            created: room.created,
+            version: room.version,
+            epoch: room.history.epoch.clone(),
+        })
+    }
+
+    /// Room `room_name`'s state and its version.
+    pub fn state_of(&self, room_name: &str) -> Option<(&Document, u64)> {
+        self.rooms.get(room_name).map(|r| (&r.state, r.version))
+    }
+
+    /// The registry's public listing of room `room_name` (with `private`), for the index.
+    pub fn listing_of(&self, room_name: &str) -> Option<Listing> {
+        self.rooms.get(room_name).map(|r| r.listing(room_name))
+    }
+
+    /// Makes room `room_name` here again from its checkpoint and state, its log's next offset
+    /// being `next_offset`. `outlet` says how each member is reached now (`None`: away).
+    pub fn restore(
+        &mut self,
+        room_name: &str,
+        checkpoint: RoomCheckpoint,
+        state: Document,
+        next_offset: u64,
+        mut outlet: impl FnMut(&MemberCheckpoint) -> Option<O>,
+    ) {
+        let rules = RoomRules {
+            max_members: checkpoint.max_members as usize,
+            private: checkpoint.private,
+            password: checkpoint.password,
+            metadata: checkpoint.metadata,
+            dispose_when_empty: checkpoint.dispose_when_empty,
+        };
+        self.rooms_created = self.rooms_created.max(checkpoint.created);
+        let mut room = Room::new(rules, checkpoint.created);
+        room.locked_by_hand = checkpoint.locked_by_hand;
+        room.owner = checkpoint.owner;
+        room.state = state;
+        room.version = checkpoint.version;
+        room.history.epoch = checkpoint.epoch;
+        room.history.next_offset = next_offset;
+        for member in &checkpoint.members {
+            let reach = if member.away { None } else { outlet(member) };
+            let profile = Profile {
+                resume_token: String::new(),
+                user: member.user.clone(),
+                rooms: None,
+                node: member.node.clone(),
+            };
+            self.ensure_session(member.session, reach.clone(), profile);
+            if let Some(entry) = self.sessions.get_mut(&member.session) {
+                if !entry.rooms.iter().any(|r| r == room_name) {
+                    entry.rooms.push(room_name.to_owned());
+                }
+            }
+            let outlet_now = self
+                .sessions
+                .get(&member.session)
+                .and_then(|e| e.outlet.clone());
+            room.members.push(Member {
+                id: member.session,
+                outlet: outlet_now,
+            });
+        }
+        let private = room.private;
+        self.rooms.insert(room_name.to_owned(), room);
+        if !private {
+            self.lobby.added(room_name);
+        }
+    }
+
+    /// Forgets room `room_name` without telling anyone: this node is no longer its home.
+    pub fn drop_room(&mut self, room_name: &str) {
+        let Some(room) = self.rooms.remove(room_name) else {
+            return;
+        };
+        self.rooms_with_patches.retain(|r| r != room_name);
+        for member in room.members {
+            if let Some(entry) = self.sessions.get_mut(&member.id) {
+                entry.rooms.retain(|r| r != room_name);
+            }
+            self.forget_if_roomless(member.id);
+        }
+    }
+
+    /// The log gave room `room_name`'s frames offsets up to `next` (exclusive): the registry's
+    /// own count moves there.
+    pub fn sync_offset(&mut self, room_name: &str, next: u64) {
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.history.next_offset = next;
+        }
+    }
+}
