@@ -190,6 +190,15 @@ function rejectedAtOnce(outcome, code, what, ms = 500) {
 const port = await freePort();
 const base = `http://127.0.0.1:${port}/`;
 let server = startServer(port);
+// The server goes with this script, however it ends (tests/server/browser.rs sends SIGTERM to a
+// script past its time limit).
+process.on("exit", () => server.kill("SIGKILL"));
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    console.error(`reconnect test stopped by ${signal}; server log:\n${serverLog}`);
+    process.exit(1);
+  });
+}
 await untilServes(base);
 // The binary embeds parlor.js: a stale build would test another client than this checkout's.
 if (await (await fetch(`${base}parlor.js`)).text() !== readFileSync(new URL("../../web/parlor.js", import.meta.url), "utf8")) {

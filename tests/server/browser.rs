@@ -72,6 +72,55 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
     }
 }
 
+/// Runs `node tests/browser/<script> <parlor binary> <artifact dir> <chromium>` (a script that
+/// starts servers of its own) and fails with its output unless it exits 0 within `limit`. Past
+/// `limit` the script gets SIGTERM, on which it kills what it started and exits, so that its
+/// output still tells where it was; SIGKILL follows if it does not.
+async fn run_server_script(script: &str, limit: Duration) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
+    );
+    let child = tokio::process::Command::new("node")
+        .arg(script_dir.join(script))
+        .arg(env!("CARGO_BIN_EXE_parlor"))
+        .arg(root.join("target/test-artifacts/browser"))
+        .arg(chromium())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (./scripts/test installs it)");
+    let pid = child.id().expect("node's pid").to_string();
+    let watchdog = tokio::spawn(async move {
+        tokio::time::sleep(limit).await;
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await;
+    });
+    let output = tokio::time::timeout(limit + Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} ended within {limit:?} of SIGTERM"))
+        .expect("node runs");
+    let timed_out = watchdog.is_finished();
+    watchdog.abort();
+    assert!(
+        output.status.success() && !timed_out,
+        "{script} failed ({}{}):\n{}\n{}",
+        output.status,
+        if timed_out {
+            ", stopped after its time limit"
+        } else {
+            ""
+        },
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// parlor.js in headless Chromium reconnects by itself (tests/browser/reconnect.mjs, which
 /// runs this package's `parlor` binary with JWT auth): through a relay that cuts the connection,
 /// a page resumes its session with every missed frame; across a restart of the server on the
@@ -79,31 +128,7 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
 /// requests meanwhile reject at once or wait, as asked, and none is left pending.
 #[tokio::test]
 async fn parlor_js_resumes_after_a_cut_and_starts_afresh_after_a_restart() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
-    );
-    let artifacts = root.join("target/test-artifacts/browser");
-    let run = tokio::process::Command::new("node")
-        .arg(script_dir.join("reconnect.mjs"))
-        .arg(env!("CARGO_BIN_EXE_parlor"))
-        .arg(&artifacts)
-        .arg(chromium())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the reconnect test finished within 120 s")
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "reconnect test failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_server_script("reconnect.mjs", Duration::from_secs(120)).await;
 }
 
 /// Runs `node tests/browser/<script>` and fails with its output unless it exits 0.
