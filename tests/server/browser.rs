@@ -1,12 +1,13 @@
 //! The browser side end to end. In headless Chromium (driven through playwright-core): the
 //! lobby (tests/browser/lobby.mjs), where two pages create and join a room, one paints and
 //! chats, the other shows both, then one page's connection is cut and it resumes with what it
-//! missed; and parlor.js reconnecting by itself (reconnect.mjs) through a cut connection and a
-//! restarted server. In node: parlor.js's codec against PROTOCOL.md and its edge cases
+//! missed; parlor.js reconnecting by itself (reconnect.mjs) through a cut connection and a
+//! restarted server; and the same across the restart of a cluster node (cluster.mjs, with its
+//! own `redis-server`). In node: parlor.js's codec against PROTOCOL.md and its edge cases
 //! (codec.mjs), its request settling and reconnection against a fake WebSocket (client.mjs),
-//! and its TypeScript types (types.mjs). `./scripts/test` installs Debian's chromium, node and
-//! the npm packages when missing; run alone, these tests say what is missing instead of
-//! passing.
+//! and its TypeScript types (types.mjs). `./scripts/test` installs Debian's chromium, node,
+//! redis-server and the npm packages when missing; run alone, these tests say what is missing
+//! instead of passing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,6 +130,17 @@ async fn run_server_script(script: &str, limit: Duration) {
 #[tokio::test]
 async fn parlor_js_resumes_after_a_cut_and_starts_afresh_after_a_restart() {
     run_server_script("reconnect.mjs", Duration::from_secs(120)).await;
+}
+
+/// parlor.js in headless Chromium across the restart of a cluster node
+/// (tests/browser/cluster.mjs: a `redis-server` and two `parlor` nodes in cluster mode, JWT
+/// auth): a node stopped with SIGTERM hands its sessions over, so its page, reconnecting by
+/// itself to the node started again, resumes with every frame its peer on the other node sent
+/// meanwhile, once and in order; stopped for longer than the grace, the page starts afresh and
+/// is told the room was lost. No request is left pending.
+#[tokio::test]
+async fn parlor_js_resumes_across_a_cluster_node_restart_and_starts_afresh_past_the_grace() {
+    run_server_script("cluster.mjs", Duration::from_secs(120)).await;
 }
 
 /// Runs `node tests/browser/<script>` and fails with its output unless it exits 0.
