@@ -2,7 +2,8 @@
 // view with players, chat and a shared paint grid. Everything goes through /parlor.js, which
 // also reconnects by itself; this page only says what is happening, in words.
 //
-// On a server with [auth], open the page with `?token=<jwt>`.
+// On a server with [auth], open the page with `?token=<jwt>`, or paste the token into the field
+// the page shows when the server refuses it for want of a valid one.
 
 import { Parlor } from "/parlor.js";
 
@@ -46,6 +47,7 @@ const WORDS = {
   disconnected: "You are offline right now. Try again once you are reconnected.",
   closed: "You are disconnected. Reload the page to come back.",
   timeout: "The server did not answer in time; it may or may not have happened.",
+  not_connected: "You are not connected to the server: the top of the page says why.",
 };
 
 /** Shows `err` in the error line `where` in plain words, or clears it (`err` null). */
@@ -158,6 +160,10 @@ $("join-form").onsubmit = (e) => {
 
 /** Leaves the current room, if any, then runs `joining` and shows the room it resolves to. */
 async function enter(joining) {
+  if (!parlor) {
+    showError("lobby-error", { code: "not_connected" });
+    return;
+  }
   try {
     if (room) await leaveRoom();
     show(await joining());
@@ -349,7 +355,8 @@ nameInput.onchange = () => {
 // ---- connection -------------------------------------------------------------------------------
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-const token = new URLSearchParams(location.search).get("token") || undefined;
+/** The sign-in token: from the page's address, or the field once a player enters one. */
+let token = new URLSearchParams(location.search).get("token") || undefined;
 
 /** Why the connection closed for good, in words. */
 function closedWords({ code, error }) {
@@ -371,40 +378,62 @@ async function whyRefused() {
   try {
     response = await fetch(`/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`, { cache: "no-store" });
   } catch {
-    return "Cannot reach the server. Check your network, then reload the page.";
+    return { words: "Cannot reach the server. Check your network, then reload the page." };
   }
   const { error } = await response.json().catch(() => ({}));
+  // Refusals a (new) token would cure: the page offers its field for one.
+  const tokenWords = {
+    token_missing: "This server needs a sign-in token: enter yours below, or open this page with ?token=<your token> in its address.",
+    token_expired: "Your sign-in token has expired: get a new one and enter it below.",
+    bad_signature: "This server does not accept your sign-in token: enter another one below.",
+    wrong_algorithm: "This server does not accept your sign-in token: enter another one below.",
+    invalid_token: "Your sign-in token is not valid for this server: enter another one below.",
+  }[error];
+  if (tokenWords) return { words: tokenWords, needsToken: true };
   return {
-    token_missing: "This server needs a sign-in token: open this page with ?token=<your token> in its address.",
-    token_expired: "Your sign-in token has expired: get a new one, then reload the page with it.",
-    bad_signature: "This server does not accept your sign-in token.",
-    wrong_algorithm: "This server does not accept your sign-in token.",
-    invalid_token: "Your sign-in token is not valid for this server.",
-    origin_not_allowed: "This server does not accept players from this page's address.",
-    rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
-    too_many_connections: "The server is full: try again later.",
-  }[error] ?? (response.ok || response.status === 400
-    ? "Cannot connect to the server right now: reload the page to try again."
-    : `The server refused the connection (HTTP ${response.status}).`);
+    words: {
+      origin_not_allowed: "This server does not accept players from this page's address.",
+      rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
+      too_many_connections: "The server is full: try again later.",
+    }[error] ?? (response.ok || response.status === 400
+      ? "Cannot connect to the server right now: reload the page to try again."
+      : `The server refused the connection (HTTP ${response.status}).`),
+  };
 }
+
+// A token entered in the field replaces the one the page had, and connects with it.
+$("token-form").onsubmit = (e) => {
+  e.preventDefault();
+  const entered = $("token").value.trim();
+  if (!entered || parlor) return;
+  token = entered;
+  $("token-connect").disabled = true;
+  start().finally(() => { $("token-connect").disabled = false; });
+};
 
 /** Clears an error line that only said the connection was down. */
 function clearConnectionErrors() {
   for (const where of ["lobby-error", "room-error"]) {
-    if (["disconnected", "timeout"].includes($(where).dataset.code)) showError(where, null);
+    if (["disconnected", "timeout", "not_connected"].includes($(where).dataset.code)) showError(where, null);
   }
 }
 
 async function start() {
   setStatus("Connecting…", false);
+  document.body.dataset.connection = "connecting";
   try {
     // Every request gives up after 10 s rather than leave a button doing nothing.
     parlor = await Parlor.connect(url, { token, timeoutMs: 10_000 });
   } catch (err) {
-    setStatus(await whyRefused(), false);
+    const { words, needsToken } = await whyRefused();
+    setStatus(words, false);
+    $("sign-in").hidden = !needsToken;
+    if (needsToken) $("token").select();
     document.body.dataset.connection = "refused";
     return;
   }
+  $("sign-in").hidden = true;
+  clearConnectionErrors();
   if (parlor.user && !localStorage.getItem("parlor-name")) nameInput.value = parlor.user;
   const online = (text) => {
     setStatus(text, true);

@@ -126,7 +126,9 @@ async fn run_server_script(script: &str, limit: Duration) {
 /// runs this package's `parlor` binary with JWT auth): through a relay that cuts the connection,
 /// a page resumes its session with every missed frame; across a restart of the server on the
 /// same port (SIGTERM, close 1001), pages start fresh sessions and are told the room was lost;
-/// requests meanwhile reject at once or wait, as asked, and none is left pending.
+/// requests meanwhile reject at once or wait, as asked, and none is left pending. The lobby on
+/// that server connects with a token from its address, or, refused, says why and takes one in
+/// its token field.
 #[tokio::test]
 async fn parlor_js_resumes_after_a_cut_and_starts_afresh_after_a_restart() {
     run_server_script("reconnect.mjs", Duration::from_secs(120)).await;
