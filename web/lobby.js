@@ -28,6 +28,7 @@ const WORDS = {
   room_full: "That room is full.",
   room_locked: "That room is locked by its owner.",
   room_not_found: "There is no room with that id.",
+  room_gone: "That room has just closed.",
   wrong_password: "Wrong password for that room.",
   room_exists: "A room with that name already exists.",
   invalid_room: "A room name must be 1 to 128 characters long.",
@@ -107,9 +108,15 @@ function renderLobby() {
     const tr = document.createElement("tr");
     tr.dataset.room = info.room;
     const full = info.members >= info.max_members;
-    const flags = `${info.locked_by_owner ? " 🔒" : ""}${info.password ? " 🔑" : ""}`;
-    tr.innerHTML = `<td class="name"></td><td class="mode"></td><td class="count"></td><td></td>`;
-    tr.querySelector(".name").textContent = info.room + flags;
+    tr.innerHTML = `<td class="name"><span class="room-name"></span></td><td class="mode"></td><td class="count"></td><td></td>`;
+    tr.querySelector(".room-name").textContent = info.room;
+    // Words in badges, as in the room's head, rather than emoji a browser may lack a font for.
+    for (const [flag, text, title] of [
+      [info.locked_by_owner, "locked", "locked by its owner"],
+      [info.password, "password", "needs a password"],
+    ]) {
+      if (flag) tr.querySelector(".name").append(" ", Object.assign(document.createElement("span"), { className: "badge", textContent: text, title }));
+    }
     tr.querySelector(".mode").textContent = info.metadata.mode ?? "";
     tr.querySelector(".count").textContent = `${info.members}/${info.max_members}`;
     const button = document.createElement("button");
@@ -118,7 +125,11 @@ function renderLobby() {
     button.disabled = room?.name === info.room || info.locked;
     button.onclick = () => {
       const password = info.password ? prompt(`Password for ${info.room}`) ?? "" : undefined;
-      enter(() => parlor.join(info.room, password));
+      // The room listed, never a new one of that name: it may have closed since the list said.
+      enter(() => parlor.join(info.room, password, { create: false }).catch((err) => {
+        if (err.code === "room_not_found") err.code = "room_gone";
+        throw err;
+      }));
     };
     button.title = info.locked_by_owner ? "locked by its owner" : full ? "full" : `join ${info.room}`;
     if (full && !info.locked_by_owner && room?.name !== info.room) button.textContent = "Full";
