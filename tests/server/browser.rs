@@ -1,9 +1,10 @@
 //! The browser side end to end. In headless Chromium (driven through playwright-core): the
 //! lobby (tests/browser/lobby.mjs), where two pages create and join a room, one paints and
 //! chats, the other shows both, then one page's connection is cut and it resumes with what it
-//! missed; parlor.js reconnecting by itself (reconnect.mjs) through a cut connection and a
-//! restarted server; and the same across the restart of a cluster node (cluster.mjs, with its
-//! own `redis-server`). In node: parlor.js's codec against PROTOCOL.md and its edge cases
+//! missed, and a third page checks join by id, full rooms and rooms locked by their owner;
+//! parlor.js reconnecting by itself (reconnect.mjs) through a cut connection and a restarted
+//! server; and the same across the restart of a cluster node (cluster.mjs, with its own
+//! `redis-server`). In node: parlor.js's codec against PROTOCOL.md and its edge cases
 //! (codec.mjs), its request settling and reconnection against a fake WebSocket (client.mjs),
 //! and its TypeScript types (types.mjs). `./scripts/test` installs Debian's chromium, node,
 //! redis-server and the npm packages when missing; run alone, these tests say what is missing
@@ -35,7 +36,15 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
         "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
     );
     let artifacts = root.join("target/test-artifacts/browser");
-    const SHOTS: [&str; 3] = ["lobby-alice.png", "lobby-bob.png", "lobby-bob-390.png"];
+    const SHOTS: [&str; 7] = [
+        "lobby-alice.png",
+        "lobby-bob.png",
+        "lobby-bob-390.png",
+        "lobby-full-owner.png",
+        "lobby-full-list.png",
+        "lobby-locked-owner.png",
+        "lobby-locked-list.png",
+    ];
     for shot in SHOTS {
         let _ = std::fs::remove_file(artifacts.join(shot));
     }
