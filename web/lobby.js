@@ -2,7 +2,8 @@
 // view with players, chat and a shared paint grid. Everything goes through /parlor.js, which
 // also reconnects by itself; this page only says what is happening, in words.
 //
-// On a server with [auth], open the page with `?token=<jwt>`.
+// On a server with [auth], open the page with `?token=<jwt>`, or paste the token into the field
+// the page shows when the server refuses it for want of a valid one.
 
 import { Parlor } from "/parlor.js";
 
@@ -27,6 +28,7 @@ const WORDS = {
   room_full: "That room is full.",
   room_locked: "That room is locked by its owner.",
   room_not_found: "There is no room with that id.",
+  room_gone: "That room has just closed.",
   wrong_password: "Wrong password for that room.",
   room_exists: "A room with that name already exists.",
   invalid_room: "A room name must be 1 to 128 characters long.",
@@ -46,6 +48,7 @@ const WORDS = {
   disconnected: "You are offline right now. Try again once you are reconnected.",
   closed: "You are disconnected. Reload the page to come back.",
   timeout: "The server did not answer in time; it may or may not have happened.",
+  not_connected: "You are not connected to the server: the top of the page says why.",
 };
 
 /** Shows `err` in the error line `where` in plain words, or clears it (`err` null). */
@@ -105,9 +108,15 @@ function renderLobby() {
     const tr = document.createElement("tr");
     tr.dataset.room = info.room;
     const full = info.members >= info.max_members;
-    const flags = `${info.locked_by_owner ? " 🔒" : ""}${info.password ? " 🔑" : ""}`;
-    tr.innerHTML = `<td class="name"></td><td class="mode"></td><td class="count"></td><td></td>`;
-    tr.querySelector(".name").textContent = info.room + flags;
+    tr.innerHTML = `<td class="name"><span class="room-name"></span></td><td class="mode"></td><td class="count"></td><td></td>`;
+    tr.querySelector(".room-name").textContent = info.room;
+    // Words in badges, as in the room's head, rather than emoji a browser may lack a font for.
+    for (const [flag, text, title] of [
+      [info.locked_by_owner, "locked", "locked by its owner"],
+      [info.password, "password", "needs a password"],
+    ]) {
+      if (flag) tr.querySelector(".name").append(" ", Object.assign(document.createElement("span"), { className: "badge", textContent: text, title }));
+    }
     tr.querySelector(".mode").textContent = info.metadata.mode ?? "";
     tr.querySelector(".count").textContent = `${info.members}/${info.max_members}`;
     const button = document.createElement("button");
@@ -116,7 +125,11 @@ function renderLobby() {
     button.disabled = room?.name === info.room || info.locked;
     button.onclick = () => {
       const password = info.password ? prompt(`Password for ${info.room}`) ?? "" : undefined;
-      enter(() => parlor.join(info.room, password));
+      // The room listed, never a new one of that name: it may have closed since the list said.
+      enter(() => parlor.join(info.room, password, { create: false }).catch((err) => {
+        if (err.code === "room_not_found") err.code = "room_gone";
+        throw err;
+      }));
     };
     button.title = info.locked_by_owner ? "locked by its owner" : full ? "full" : `join ${info.room}`;
     if (full && !info.locked_by_owner && room?.name !== info.room) button.textContent = "Full";
@@ -158,6 +171,10 @@ $("join-form").onsubmit = (e) => {
 
 /** Leaves the current room, if any, then runs `joining` and shows the room it resolves to. */
 async function enter(joining) {
+  if (!parlor) {
+    showError("lobby-error", { code: "not_connected" });
+    return;
+  }
   try {
     if (room) await leaveRoom();
     show(await joining());
@@ -349,7 +366,8 @@ nameInput.onchange = () => {
 // ---- connection -------------------------------------------------------------------------------
 
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-const token = new URLSearchParams(location.search).get("token") || undefined;
+/** The sign-in token: from the page's address, or the field once a player enters one. */
+let token = new URLSearchParams(location.search).get("token") || undefined;
 
 /** Why the connection closed for good, in words. */
 function closedWords({ code, error }) {
@@ -371,40 +389,62 @@ async function whyRefused() {
   try {
     response = await fetch(`/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`, { cache: "no-store" });
   } catch {
-    return "Cannot reach the server. Check your network, then reload the page.";
+    return { words: "Cannot reach the server. Check your network, then reload the page." };
   }
   const { error } = await response.json().catch(() => ({}));
+  // Refusals a (new) token would cure: the page offers its field for one.
+  const tokenWords = {
+    token_missing: "This server needs a sign-in token: enter yours below, or open this page with ?token=<your token> in its address.",
+    token_expired: "Your sign-in token has expired: get a new one and enter it below.",
+    bad_signature: "This server does not accept your sign-in token: enter another one below.",
+    wrong_algorithm: "This server does not accept your sign-in token: enter another one below.",
+    invalid_token: "Your sign-in token is not valid for this server: enter another one below.",
+  }[error];
+  if (tokenWords) return { words: tokenWords, needsToken: true };
   return {
-    token_missing: "This server needs a sign-in token: open this page with ?token=<your token> in its address.",
-    token_expired: "Your sign-in token has expired: get a new one, then reload the page with it.",
-    bad_signature: "This server does not accept your sign-in token.",
-    wrong_algorithm: "This server does not accept your sign-in token.",
-    invalid_token: "Your sign-in token is not valid for this server.",
-    origin_not_allowed: "This server does not accept players from this page's address.",
-    rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
-    too_many_connections: "The server is full: try again later.",
-  }[error] ?? (response.ok || response.status === 400
-    ? "Cannot connect to the server right now: reload the page to try again."
-    : `The server refused the connection (HTTP ${response.status}).`);
+    words: {
+      origin_not_allowed: "This server does not accept players from this page's address.",
+      rate_limited: "Too many connections from your address: wait a moment, then reload the page.",
+      too_many_connections: "The server is full: try again later.",
+    }[error] ?? (response.ok || response.status === 400
+      ? "Cannot connect to the server right now: reload the page to try again."
+      : `The server refused the connection (HTTP ${response.status}).`),
+  };
 }
+
+// A token entered in the field replaces the one the page had, and connects with it.
+$("token-form").onsubmit = (e) => {
+  e.preventDefault();
+  const entered = $("token").value.trim();
+  if (!entered || parlor) return;
+  token = entered;
+  $("token-connect").disabled = true;
+  start().finally(() => { $("token-connect").disabled = false; });
+};
 
 /** Clears an error line that only said the connection was down. */
 function clearConnectionErrors() {
   for (const where of ["lobby-error", "room-error"]) {
-    if (["disconnected", "timeout"].includes($(where).dataset.code)) showError(where, null);
+    if (["disconnected", "timeout", "not_connected"].includes($(where).dataset.code)) showError(where, null);
   }
 }
 
 async function start() {
   setStatus("Connecting…", false);
+  document.body.dataset.connection = "connecting";
   try {
     // Every request gives up after 10 s rather than leave a button doing nothing.
     parlor = await Parlor.connect(url, { token, timeoutMs: 10_000 });
   } catch (err) {
-    setStatus(await whyRefused(), false);
+    const { words, needsToken } = await whyRefused();
+    setStatus(words, false);
+    $("sign-in").hidden = !needsToken;
+    if (needsToken) $("token").select();
     document.body.dataset.connection = "refused";
     return;
   }
+  $("sign-in").hidden = true;
+  clearConnectionErrors();
   if (parlor.user && !localStorage.getItem("parlor-name")) nameInput.value = parlor.user;
   const online = (text) => {
     setStatus(text, true);

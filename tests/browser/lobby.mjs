@@ -6,7 +6,16 @@
 // through again parlor.js resumes his session: the page shows what he missed, says it is back
 // and clears the error. Join lines name the players; a refused request reads in plain words and
 // goes away on the next success. Saves screenshots of both pages at desktop width and of Bob's
-// at 390 px, where nothing may scroll sideways. Run by tests/server/browser.rs:
+// at 390 px, where nothing may scroll sideways.
+//
+// Then the rooms' rules as the lobby shows them, with a third page, Carol's. "Join by id" never
+// makes a room: a typo reads "There is no room with that id." and no room appears, in the list
+// or in /rooms. Alice makes a room of two and Carol joins it by id: full, it says "full", not
+// "locked", its owner is offered Lock (not Unlock), and Bob's list says Full. Locked by its
+// owner, full or not, the room says "locked", the owner's button says Unlock, and the lists
+// show the lock. Unlocked, it is open again. A Join clicked in the list just as its room closes
+// says so and makes no room of that name. Screenshots: lobby-full-owner.png, lobby-full-list.png,
+// lobby-locked-owner.png, lobby-locked-list.png. Run by tests/server/browser.rs:
 //
 //   node tests/browser/lobby.mjs <base-url> <artifact-dir> <chromium-path>
 //
@@ -29,7 +38,38 @@ const CELL = '#grid .cell[data-x="3"][data-y="4"]';
 const RED = "#e4572e";
 const BLUE = "#1f77b4";
 const CELL_WHILE_AWAY = '#grid .cell[data-x="5"][data-y="6"]';
+const TYPO = "e2e-rooom";
+const DUO = "duo";
 const TIMEOUT = 10_000;
+
+/** The room head of `page`: its badges (after "private", if any) and its owner's lock button. */
+async function expectRoomHead(page, badges, lockButton, what) {
+  const head = await page.evaluate(() => ({
+    badges: [...document.querySelectorAll("#room-flags .badge")].map((b) => b.textContent),
+    ownerControls: !document.getElementById("owner-controls").hidden,
+    lock: document.getElementById("lock-btn").textContent,
+  }));
+  if (JSON.stringify(head.badges) !== JSON.stringify(badges) || !head.ownerControls || head.lock !== lockButton) {
+    throw new Error(`${what}: expected badges ${JSON.stringify(badges)} and ${lockButton}, got ${JSON.stringify(head)}`);
+  }
+}
+
+/** The row of DUO in the room list of `page`: the badges beside its name, and its button. */
+async function expectRow(page, want, what) {
+  const row = await page.evaluate((room) => {
+    const tr = document.querySelector(`#room-list tr[data-room="${room}"]`);
+    const button = tr?.querySelector("button.join");
+    return tr && {
+      badges: [...tr.querySelectorAll(".name .badge")].map((b) => b.textContent),
+      button: button.textContent,
+      disabled: button.disabled,
+      title: button.title,
+    };
+  }, DUO);
+  if (JSON.stringify(row) !== JSON.stringify(want)) {
+    throw new Error(`${what}: expected ${JSON.stringify(want)}, got ${JSON.stringify(row)}`);
+  }
+}
 
 /**
  * A TCP relay to the server that can cut every connection through it with a reset (what a
@@ -70,7 +110,7 @@ const browser = await chromium.launch({
   // Running as root in CI containers needs the sandbox off.
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
-let alice, bob;
+let alice, bob, carol;
 const relay = await startRelay(base);
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
@@ -82,6 +122,7 @@ try {
     page.on("console", (msg) => { if (msg.type() === "error") console.error(`${who} console: ${msg.text()}`); });
     await page.goto(url, { waitUntil: "load" });
     await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+    if (await page.isVisible("#sign-in")) throw new Error(`${who}'s page offers a token field on a server without auth`);
     await page.fill("#name", who);
     await page.dispatchEvent("#name", "change");
   }
@@ -170,10 +211,84 @@ try {
     }
   }
   await bob.screenshot({ path: join(artifacts, "lobby-bob-390.png"), fullPage: true });
+  await bob.setViewportSize({ width: 1280, height: 820 });
+
+  // Join by id never makes a room: a typo is refused in words and no room appears.
+  carol = await (await browser.newContext({ viewport: { width: 1280, height: 820 } })).newPage();
+  carol.on("pageerror", (err) => console.error(`carol page error: ${err.message}`));
+  await carol.goto(base, { waitUntil: "load" });
+  await carol.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+  await carol.fill("#name", "carol");
+  await carol.dispatchEvent("#name", "change");
+  await carol.fill("#join-id", TYPO);
+  await carol.click("#join-by-id");
+  await carol.waitForSelector('#lobby-error:text-is("There is no room with that id.")', { timeout: TIMEOUT });
+  if (await carol.isVisible("#room-panel")) throw new Error("carol's page shows a room after a join by id of none");
+  await alice.waitForTimeout(500); // several lobby intervals: a room made would be listed by now
+  for (const [who, page] of [["alice", alice], ["carol", carol]]) {
+    if (await page.locator(`#room-list tr[data-room="${TYPO}"]`).count()) throw new Error(`${who}'s lobby lists ${TYPO}`);
+  }
+  const listed = await (await fetch(new URL(`rooms`, base))).json();
+  if (JSON.stringify(listed).includes(TYPO)) throw new Error(`/rooms lists ${TYPO}: ${JSON.stringify(listed)}`);
+
+  // A full room is shown as full, not as locked, and its owner is offered Lock, not Unlock.
+  // Alice makes a room of two; Carol joins it by id (an existing room: that works) and fills it.
+  await alice.fill("#create-name", DUO);
+  await alice.fill("#create-max", "2");
+  await alice.click("#create-btn");
+  await alice.waitForSelector(`#room-title:text-is("${DUO}")`, { timeout: TIMEOUT });
+  await carol.fill("#join-id", DUO);
+  await carol.click("#join-by-id");
+  await carol.waitForSelector(`#room-title:text-is("${DUO}")`, { timeout: TIMEOUT });
+  await carol.waitForSelector("#lobby-error:empty", { timeout: TIMEOUT });
+  const duoRow = `#room-list tr[data-room="${DUO}"]`;
+  await alice.waitForSelector('#room-flags .badge:text-is("2/2")', { timeout: TIMEOUT });
+  await expectRoomHead(alice, ["full", "2/2"], "Lock", "the owner of a full room");
+  await bob.waitForSelector(`${duoRow} .count:text-is("2/2")`, { timeout: TIMEOUT });
+  await expectRow(bob, { badges: [], button: "Full", disabled: true, title: "full" }, "a full room in bob's list");
+  await alice.screenshot({ path: join(artifacts, "lobby-full-owner.png"), fullPage: true });
+  await bob.screenshot({ path: join(artifacts, "lobby-full-list.png"), fullPage: true });
+
+  // Locked by its owner (full or not): the lock shows, and the owner's button says Unlock.
+  await alice.click("#lock-btn");
+  await alice.waitForSelector('#lock-btn:text-is("Unlock")', { timeout: TIMEOUT });
+  await expectRoomHead(alice, ["locked", "2/2"], "Unlock", "the owner of a full room she locked");
+  await bob.waitForSelector(`${duoRow} .name .badge:text-is("locked")`, { timeout: TIMEOUT });
+  await expectRow(bob, { badges: ["locked"], button: "Join", disabled: true, title: "locked by its owner" }, "a full room locked by its owner");
+  await carol.click("#leave-btn");
+  await carol.waitForSelector("#room-panel", { state: "hidden", timeout: TIMEOUT });
+  await alice.waitForSelector('#room-flags .badge:text-is("1/2")', { timeout: TIMEOUT });
+  await expectRoomHead(alice, ["locked", "1/2"], "Unlock", "the owner of a room she locked, not full");
+  await carol.waitForSelector(`${duoRow} .count:text-is("1/2")`, { timeout: TIMEOUT });
+  await expectRow(carol, { badges: ["locked"], button: "Join", disabled: true, title: "locked by its owner" }, "a room locked by its owner, not full");
+  await alice.screenshot({ path: join(artifacts, "lobby-locked-owner.png"), fullPage: true });
+  await carol.screenshot({ path: join(artifacts, "lobby-locked-list.png"), fullPage: true });
+
+  // Unlocked, the room is open again; filled again, it is full again, and Lock is offered.
+  await alice.click("#lock-btn");
+  await alice.waitForSelector('#lock-btn:text-is("Lock")', { timeout: TIMEOUT });
+  await carol.waitForSelector(`${duoRow}:not(:has(.badge))`, { timeout: TIMEOUT });
+  await expectRow(carol, { badges: [], button: "Join", disabled: false, title: `join ${DUO}` }, "the room unlocked");
+  await carol.click(`${duoRow} button.join`);
+  await carol.waitForSelector(`#room-title:text-is("${DUO}")`, { timeout: TIMEOUT });
+  await alice.waitForSelector('#room-flags .badge:text-is("2/2")', { timeout: TIMEOUT });
+  await expectRoomHead(alice, ["full", "2/2"], "Lock", "the owner of a room filled again");
+
+  // A Join clicked in the list just as its room closes does not make a new room of that name.
+  await carol.click("#leave-btn");
+  await carol.waitForSelector(`${duoRow} button.join:not([disabled])`, { timeout: TIMEOUT });
+  await carol.evaluate((row) => { window.staleJoin = document.querySelector(`${row} button.join`); }, duoRow);
+  await alice.click("#leave-btn");
+  await carol.waitForSelector(duoRow, { state: "detached", timeout: TIMEOUT });
+  await carol.evaluate(() => window.staleJoin.click());
+  await carol.waitForSelector('#lobby-error:text-is("That room has just closed.")', { timeout: TIMEOUT });
+  await carol.waitForTimeout(500); // several lobby intervals: a room made would be listed by now
+  if (await carol.locator(duoRow).count()) throw new Error(`a stale Join made a new ${DUO}`);
+  if (await carol.isVisible("#room-panel")) throw new Error(`carol's page shows a room after a stale Join`);
   console.log(`ok: screenshots in ${artifacts}`);
 } catch (err) {
   console.error(`browser test failed: ${err.message}`);
-  for (const [who, page] of [["alice", alice], ["bob", bob]]) {
+  for (const [who, page] of [["alice", alice], ["bob", bob], ["carol", carol]]) {
     await page?.screenshot({ path: join(artifacts, `failed-${who}.png`), fullPage: true }).catch(() => {});
   }
   process.exitCode = 1;

@@ -13,8 +13,10 @@
 //    "reset" names the room lost, the Room hears "left" (reason `lost`), the lobby
 //    subscription is made again, and the new sessions work.
 // 3. A page without a token cannot connect, and says so (`connect_failed`). The lobby, given a
-//    token in its address, connects as the token's user; without one, or with an expired one,
-//    its status line says which.
+//    token in its address, connects as the token's user; without one, or with an expired or
+//    malformed one, its status line says which and it shows a token field (screenshots
+//    `lobby-sign-in.png`, and `lobby-sign-in-390.png` at 390 px); a bad token entered there is refused again, a good
+//    one connects as its user, the field goes, and a room can be made.
 //
 // No request is left pending at the end. Run by tests/server/browser.rs:
 //
@@ -190,6 +192,15 @@ function rejectedAtOnce(outcome, code, what, ms = 500) {
 const port = await freePort();
 const base = `http://127.0.0.1:${port}/`;
 let server = startServer(port);
+// The server goes with this script, however it ends (tests/server/browser.rs sends SIGTERM to a
+// script past its time limit).
+process.on("exit", () => server.kill("SIGKILL"));
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    console.error(`reconnect test stopped by ${signal}; server log:\n${serverLog}`);
+    process.exit(1);
+  });
+}
 await untilServes(base);
 // The binary embeds parlor.js: a stale build would test another client than this checkout's.
 if (await (await fetch(`${base}parlor.js`)).text() !== readFileSync(new URL("../../web/parlor.js", import.meta.url), "utf8")) {
@@ -297,19 +308,47 @@ try {
   }, `ws://127.0.0.1:${port}/ws`);
   expect(refused === "connect_failed", `without a token: ${refused}`);
   const lobby = await (await browser.newContext()).newPage();
+  lobby.on("pageerror", (err) => console.error(`lobby page error: ${err.message}`));
   await lobby.goto(`${base}?token=${jwt("carol")}`);
   await lobby.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
   expect(await lobby.inputValue("#name") === "carol", "the lobby took the token's user as the name");
+  expect(!(await lobby.isVisible("#sign-in")), "a connected lobby shows no token field");
   for (const [query, words] of [
     ["", "This server needs a sign-in token"],
     [`?token=${jwt("carol", -3600)}`, "Your sign-in token has expired"],
-    ["?token=not.a.jwt", "Your sign-in token is not valid for this server."],
+    ["?token=not.a.jwt", "Your sign-in token is not valid for this server"],
   ]) {
     await lobby.goto(`${base}${query}`);
     await lobby.waitForSelector('body[data-connection="refused"]', { timeout: TIMEOUT });
     const status = await lobby.textContent("#status");
     expect(status.startsWith(words), `the lobby at ${query || "/"} says: ${status}`);
+    expect(await lobby.isVisible("#sign-in #token"), `the lobby at ${query || "/"} offers a token field`);
   }
+  // Refused, the lobby says so in words rather than fail with a script error.
+  await lobby.click("#create-btn");
+  await lobby.waitForSelector('#lobby-error[data-code="not_connected"]', { timeout: TIMEOUT });
+  // The token field, at desktop width, then on a phone, where nothing may scroll sideways.
+  await lobby.screenshot({ path: join(artifacts, "lobby-sign-in.png"), fullPage: true });
+  await lobby.setViewportSize({ width: 390, height: 844 });
+  const overflow = await lobby.evaluate(() => document.documentElement.scrollWidth);
+  expect(overflow <= 390, `at 390 px the refused lobby is ${overflow} px wide`);
+  await lobby.screenshot({ path: join(artifacts, "lobby-sign-in-390.png"), fullPage: true });
+  // A token that is no better is refused again, the field kept; a good one connects.
+  await lobby.fill("#token", "still.not.valid");
+  await lobby.click("#token-connect");
+  await lobby.waitForSelector('body[data-connection="refused"]', { timeout: TIMEOUT });
+  expect((await lobby.textContent("#status")).startsWith("Your sign-in token is not valid"), "a bad token entered is refused");
+  expect(await lobby.isVisible("#sign-in #token"), "the field stays for another try");
+  await lobby.fill("#token", jwt("dave"));
+  await lobby.click("#token-connect");
+  await lobby.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+  expect(await lobby.inputValue("#name") === "dave", "the lobby took the entered token's user as the name");
+  expect(await lobby.textContent("#status") === "Connected.", `the lobby says: ${await lobby.textContent("#status")}`);
+  expect(!(await lobby.isVisible("#sign-in")), "the token field goes once connected");
+  expect(await lobby.textContent("#lobby-error") === "", "the error line is cleared once connected");
+  await lobby.fill("#create-name", "dave-room");
+  await lobby.click("#create-btn");
+  await lobby.waitForSelector('#room-title:text-is("dave-room")', { timeout: TIMEOUT });
 
   for (const [who, page] of [["alice", alice], ["bob", bob]]) {
     const left = await page.evaluate(() => [...t.open]);
