@@ -176,8 +176,15 @@ async function enter(joining) {
     return;
   }
   try {
-    if (room) await leaveRoom();
-    show(await joining());
+    const previous = room;
+    const joined = await joining();
+    // The old room is left only once the new one has taken the player, so that a refused
+    // join (a typo, a full room) costs no seat.
+    if (previous && previous.name !== joined.name) {
+      await previous.delete(["names", parlor.session]).catch(() => {});
+      await previous.leave().catch(() => {});
+    }
+    show(joined);
     showError("lobby-error", null);
   } catch (err) {
     showError("lobby-error", err);
@@ -464,7 +471,23 @@ async function start() {
       document.body.dataset.connection = "degraded";
     }
   });
+  let checking = false;
   parlor.on("reconnecting", ({ attempt, delay }) => {
+    // A token that expired meanwhile would be refused for ever: after a few failed attempts,
+    // ask the server why, and offer the sign-in field instead of trying on.
+    if (attempt >= 3 && token && !checking) {
+      checking = true;
+      const client = parlor;
+      whyRefused().then(({ words, needsToken }) => {
+        checking = false;
+        if (!needsToken || client !== parlor || client.state === "open") return;
+        parlor = null;
+        client.close();
+        setStatus(words, false);
+        $("sign-in").hidden = false;
+        document.body.dataset.connection = "refused";
+      });
+    }
     const when = delay >= 1000 ? ` in ${Math.round(delay / 1000)} s` : "";
     setStatus(`Connection lost. Reconnecting${when}${attempt > 1 ? ` (attempt ${attempt})` : ""}…`, false);
     document.body.dataset.connection = "reconnecting";
@@ -482,6 +505,8 @@ async function start() {
     clearConnectionErrors();
   });
   parlor.on("close", (e) => {
+    // Closed because its token no longer passes: the status already says why.
+    if (document.body.dataset.connection === "refused") return;
     setStatus(closedWords(e), false);
     document.body.dataset.connection = "closed";
   });

@@ -834,7 +834,14 @@ export class Parlor extends Emitter {
           rooms: [...this.rooms.values()].map((room) => room.position),
         });
       } catch (err) {
-        if (err.code !== "resume_failed") return this.#retry(err, forced);
+        if (err.code !== "resume_failed") {
+          // This connection is of no use (a resume must be a connection's first message):
+          // close it, or it would stay open beside the next attempt's, an idle session.
+          const ws = this.#ws;
+          this.#ws = null;
+          if (ws) ws.close(1000);
+          return this.#retry(err, forced);
+        }
         refusal = err; // The connection carries on as the session its welcome named.
       }
     }

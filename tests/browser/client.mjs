@@ -375,6 +375,31 @@ await test("a lobby subscription the server cannot serve now is tried again unti
   parlor.close();
 });
 
+await test("a resume refused for now closes its connection before the next attempt", async () => {
+  // Found by the cluster browser test's author: a resume answered `unavailable` (a node whose
+  // Redis link is not up yet) left that WebSocket open beside the next attempt's.
+  const server = roomServer();
+  const parlor = await connected(server);
+  await parlor.join("arena");
+  let refusals = 1;
+  const base = server.answer;
+  server.answer = (frame, ws) => {
+    if (frame.type === "resume" && refusals > 0) {
+      refusals--;
+      ws.deliver({ type: "error", ref: frame.ref, code: "unavailable", message: "Redis is unreachable" });
+    } else if (frame.type === "resume") {
+      ws.deliver({ type: "resumed", ref: frame.ref, session: SESSION, rooms: [{ room: "arena", epoch: "e", offset: 2, recovered: true }] });
+    } else base(frame, ws);
+  };
+  let resumed = false;
+  parlor.on("resumed", () => { resumed = true; });
+  server.last.drop(1006);
+  await until("the resume on the second attempt", () => resumed);
+  const open = server.sockets.filter((ws) => ws.readyState === 1);
+  assert(open.length === 1 && open[0] === server.last, `${open.length} sockets open`);
+  parlor.close();
+});
+
 await test("a session in no room starts afresh without trying to resume", async () => {
   const server = new FakeServer();
   const parlor = await connected(server);

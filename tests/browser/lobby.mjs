@@ -10,7 +10,7 @@
 //
 // Then the rooms' rules as the lobby shows them, with a third page, Carol's. "Join by id" never
 // makes a room: a typo reads "There is no room with that id." and no room appears, in the list
-// or in /rooms. Alice makes a room of two and Carol joins it by id: full, it says "full", not
+// or in /rooms; a player in a room who mistypes an id keeps his seat. Alice makes a room of two and Carol joins it by id: full, it says "full", not
 // "locked", its owner is offered Lock (not Unlock), and Bob's list says Full. Locked by its
 // owner, full or not, the room says "locked", the owner's button says Unlock, and the lists
 // show the lock. Unlocked, it is open again. A Join clicked in the list just as its room closes
@@ -230,6 +230,15 @@ try {
   }
   const listed = await (await fetch(new URL(`rooms`, base))).json();
   if (JSON.stringify(listed).includes(TYPO)) throw new Error(`/rooms lists ${TYPO}: ${JSON.stringify(listed)}`);
+  // A refused join costs no seat: Bob, in his room, mistypes an id and is still in it.
+  const bobRoom = await bob.textContent("#room-title");
+  await bob.fill("#join-id", TYPO);
+  await bob.click("#join-by-id");
+  await bob.waitForSelector('#lobby-error:text-is("There is no room with that id.")', { timeout: TIMEOUT });
+  await bob.waitForTimeout(300); // a leave would have landed by now
+  if (!(await bob.isVisible("#room-panel")) || (await bob.textContent("#room-title")) !== bobRoom) {
+    throw new Error(`bob lost his room (${bobRoom}) to a mistyped id`);
+  }
 
   // A full room is shown as full, not as locked, and its owner is offered Lock, not Unlock.
   // Alice makes a room of two; Carol joins it by id (an existing room: that works) and fills it.
