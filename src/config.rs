@@ -126,6 +126,7 @@ pub struct ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub redis_url: String,
+    pub redis_cluster: bool,
     pub node_id: String,
     pub node_ttl_ms: u64,
     pub key_prefix: String,
@@ -212,8 +213,11 @@ impl Config {
             if c.key_prefix.is_empty() {
                 return invalid("cluster.key_prefix", "must not be empty".into());
             }
-            if c.node_id.contains(['\n', ' ']) {
-                return invalid("cluster.node_id", "must not hold spaces or newlines".into());
+            if c.node_id.contains(['\n', ' ', '{', '}']) {
+                return invalid(
+                    "cluster.node_id",
+                    "must not hold spaces, newlines or braces".into(),
+                );
             }
         }
         if s.heartbeat_interval_ms == 0 {

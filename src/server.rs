@@ -111,7 +111,8 @@ pub fn bind(config: &Config) -> io::Result<Node> {
             ClusterSettings {
                 link: LinkConfig {
                     url: config.cluster.redis_url.clone(),
-                    prefix: config.cluster.key_prefix.clone(),
+                    cluster: config.cluster.redis_cluster,
+                    keys: crate::cluster::Keys::new(&config.cluster.key_prefix),
                     node,
                     library: crate::cluster::LIBRARY,
                 },

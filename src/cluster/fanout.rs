@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::Bytes;
 use parlor_protocol::SessionId;
 
-use super::wire::RoomMessage;
+use super::store::RoomMessage;
 
 /// Recent frames each local room keeps for members who join a moment behind the node.
 pub const RECENT_FRAMES: usize = 256;
@@ -118,6 +118,12 @@ pub trait Deliver<O>: FnMut(SessionId, &O, &Bytes) {}
 impl<O, F: FnMut(SessionId, &O, &Bytes)> Deliver<O> for F {}
 
 impl<O> LocalRooms<O> {
+    /// Where room `room` is: the offset of its next frame, if it is here.
+    #[cfg(test)]
+    pub fn next_offset(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).map(|r| r.next)
+    }
+
     pub fn len(&self) -> usize {
         self.rooms.len()
     }
@@ -125,11 +131,6 @@ impl<O> LocalRooms<O> {
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
-    }
-
-    /// Where room `room` is: the offset of its next frame, if it is here.
-    pub fn next_offset(&self, room: &str) -> Option<u64> {
-        self.rooms.get(room).map(|r| r.next)
     }
 
     /// Makes `id`, reached through `outlet`, a local member of `room` from offset `from` on

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use redis::Value as Reply;
 use tokio::sync::{mpsc, oneshot};
 
+use super::keys::Keys;
 use crate::config::redacted_url;
 
 /// Commands queued but not yet sent; beyond this a call is refused at once.
@@ -85,40 +86,24 @@ pub enum LinkEvent {
 /// Where the cluster lives in Redis, and who this node is.
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
+    /// The Redis server (with a Redis Cluster, any one of its nodes: it carries every node's
+    /// publishes, and subscriptions are made there).
     pub url: String,
-    pub prefix: String,
+    /// Whether `url` is a node of a Redis Cluster.
+    pub cluster: bool,
+    pub keys: Keys,
     pub node: String,
-    /// The Lua library, loaded on every connect.
+    /// The Lua library, loaded on every connect (on every primary of a Redis Cluster).
     pub library: &'static str,
 }
 
 impl LinkConfig {
-    pub fn room_channel(&self, room: &str) -> String {
-        format!("{}c:{room}", self.prefix)
-    }
-
     pub fn inbox_channel(&self) -> String {
-        format!("{}i:{}", self.prefix, self.node)
+        self.keys.inbox(&self.node)
     }
 
     pub fn lobby_channel(&self) -> String {
-        format!("{}lobby", self.prefix)
-    }
-
-    pub fn room_key(&self, room: &str) -> String {
-        format!("{}r:{room}", self.prefix)
-    }
-
-    /// The matchmaking index of open rooms: all of them, or those of one mode.
-    pub fn open_index(&self, mode: Option<&str>) -> String {
-        match mode {
-            Some(mode) if !mode.is_empty() => format!("{}open:{mode}", self.prefix),
-            _ => format!("{}open", self.prefix),
-        }
-    }
-
-    pub fn stream_key(&self, room: &str) -> String {
-        format!("{}rl:{room}", self.prefix)
+        self.keys.lobby()
     }
 }
 
@@ -264,7 +249,7 @@ async fn run_commands(
     let mut retry = RETRY_FIRST;
     let mut reported_down = false;
     loop {
-        let connection = connect_commands(&client, config.library).await;
+        let connection = connect_commands(&client, &config).await;
         let mut connection = match connection {
             Ok(connection) => connection,
             Err(err) => {
@@ -322,29 +307,87 @@ fn report_unreachable(
     }
 }
 
-async fn connect_commands(
-    client: &redis::Client,
-    library: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    redis::cmd("FUNCTION")
-        .arg("LOAD")
-        .arg("REPLACE")
-        .arg(library)
-        .query_async::<Reply>(&mut connection)
-        .await?;
-    Ok(connection)
+/// The command connection: to one Redis, or to a Redis Cluster.
+enum Commands {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// Sends queued calls as pipelines until the connection fails (false) or the node has gone
+async fn connect_commands(
+    client: &redis::Client,
+    config: &LinkConfig,
+) -> redis::RedisResult<Commands> {
+    let mut load = redis::cmd("FUNCTION");
+    load.arg("LOAD").arg("REPLACE").arg(config.library);
+    if !config.cluster {
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await?;
+        load.query_async::<Reply>(&mut connection).await?;
+        return Ok(Commands::Single(connection));
+    }
+    let cluster = redis::cluster::ClusterClientBuilder::new(vec![config.url.clone()])
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(2)
+        .build()?;
+    let mut connection = cluster.get_async_connection().await?;
+    // Routed to every primary.
+    load.query_async::<Reply>(&mut connection).await?;
+    Ok(Commands::Cluster(connection))
+}
+
+impl Commands {
+    /// Runs `cmds` in order: one pipeline on one Redis; on a Redis Cluster, each to the node
+    /// of its keys' slot, all under way at once (a cluster pipeline must stay in one slot).
+    /// `Err`: the connection failed, and none of the replies is known.
+    async fn run(
+        &mut self,
+        cmds: Vec<redis::Cmd>,
+    ) -> Result<Vec<redis::RedisResult<Reply>>, String> {
+        match self {
+            Commands::Single(connection) => {
+                let count = cmds.len();
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                match pipe
+                    .query_async::<Vec<redis::RedisResult<Reply>>>(connection)
+                    .await
+                {
+                    Ok(results) if results.len() == count => Ok(results),
+                    Ok(_) => Err("a pipeline's replies did not match its commands".into()),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+            Commands::Cluster(connection) => {
+                let calls = cmds.into_iter().map(|cmd| {
+                    let mut connection = connection.clone();
+                    async move { cmd.query_async::<Reply>(&mut connection).await }
+                });
+                let results = futures_util::future::join_all(calls).await;
+                if results
+                    .iter()
+                    .all(|r| r.as_ref().is_err_and(|e| e.is_io_error() || e.is_timeout()))
+                    && !results.is_empty()
+                {
+                    return Err("every command of a batch failed".into());
+                }
+                Ok(results)
+            }
+        }
+    }
+}
+
+/// Sends queued calls in batches until the connection fails (false) or the node has gone
 /// (true).
 async fn serve_commands(
-    connection: &mut redis::aio::MultiplexedConnection,
+    connection: &mut Commands,
     queue: &mut mpsc::Receiver<Call>,
     replies: &mpsc::Sender<Replied>,
 ) -> bool {
@@ -353,28 +396,28 @@ async fn serve_commands(
         if queue.recv_many(&mut batch, PIPELINE).await == 0 {
             return true;
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for call in &mut batch {
-            // The pipeline takes the command; the call keeps only where its answer goes.
-            pipe.add_command(std::mem::replace(&mut call.cmd, redis::Cmd::new()));
-        }
-        let results = pipe
-            .query_async::<Vec<redis::RedisResult<Reply>>>(connection)
-            .await;
-        match results {
-            Ok(results) if results.len() == batch.len() => {
+        // The batch takes the commands; the calls keep only where their answers go.
+        let cmds = batch
+            .iter_mut()
+            .map(|call| std::mem::replace(&mut call.cmd, redis::Cmd::new()))
+            .collect();
+        match connection.run(cmds).await {
+            Ok(results) => {
                 for (call, reply) in batch.drain(..).zip(results) {
-                    let reply = reply.map_err(|e| LinkError::Refused(e.to_string()));
+                    let reply = reply.map_err(|e| {
+                        if e.is_io_error() || e.is_timeout() {
+                            LinkError::Unanswered
+                        } else {
+                            LinkError::Refused(e.to_string())
+                        }
+                    });
                     if !call.answer(reply, replies).await {
                         return true;
                     }
                 }
             }
-            other => {
-                if let Err(err) = other {
-                    tracing::debug!("cluster: pipeline failed: {err}");
-                }
+            Err(err) => {
+                tracing::debug!("cluster: a batch of commands failed: {err}");
                 // These were written to Redis: it may run them whenever it reads them.
                 for call in batch.drain(..) {
                     if !call.answer(Err(LinkError::Unanswered), replies).await {
@@ -406,7 +449,6 @@ async fn run_subscriptions(
 ) {
     let inbox = config.inbox_channel();
     let lobby = config.lobby_channel();
-    let room_prefix = format!("{}c:", config.prefix);
     let mut wanted: HashSet<String> = HashSet::from([inbox.clone()]);
     let mut retry = RETRY_FIRST;
     let mut reported_down = false;
@@ -460,14 +502,20 @@ async fn run_subscriptions(
                     let channel = message.get_channel_name();
                     let payload = Bytes::copy_from_slice(message.get_payload_bytes());
                     let event = if channel == inbox {
-                        LinkEvent::Inbox(payload)
+                        // Messages between nodes are never dropped: while the node is behind,
+                        // Redis holds them (up to its pub/sub output buffer limit).
+                        if events.send(LinkEvent::Inbox(payload)).await.is_err() {
+                            return;
+                        }
+                        continue;
                     } else if channel == lobby {
                         LinkEvent::Lobby(String::from_utf8_lossy(&payload).into_owned())
-                    } else if let Some(room) = channel.strip_prefix(&room_prefix) {
+                    } else if let Some(room) = config.keys.room_of_channel(channel) {
                         LinkEvent::Room(room.to_owned(), payload)
                     } else {
                         continue;
                     };
+                    // A room frame that does not fit is read back from the room's log.
                     match events.try_send(event) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -482,7 +530,7 @@ async fn run_subscriptions(
                         Subscription::Add(channel) => {
                             let ok = sink.subscribe(&channel).await.is_ok();
                             if ok {
-                                let room = channel.strip_prefix(&room_prefix).map(str::to_owned);
+                                let room = config.keys.room_of_channel(&channel).map(str::to_owned);
                                 wanted.insert(channel.clone());
                                 if let Some(room) = room {
                                     let _ = events.send(LinkEvent::Subscribed(room)).await;

@@ -1,23 +1,29 @@
-//! The cluster: rooms that span several nodes, kept in Redis. A node with `[cluster]
-//! redis_url` set runs `ClusterActor` instead of the single-node registry actor. Redis holds
-//! every room (members, owner, seats, lock, metadata, state and its version, and a stream of
-//! its recent frames) and is the one place a room's frames are ordered: the functions in
-//! `parlor.lua` check and change a room atomically and publish what they append. Each node
-//! subscribes to the rooms it has members in and hands their frames to them.
+//! The cluster: rooms that span several nodes, sharing one Redis (or Redis Cluster). Each room
+//! has one home node at a time, which runs the room's rules — the same `Registry` a single
+//! node runs — and holds a lease on it in Redis; what the home decides is committed to the
+//! room's log and checkpoint in Redis (fenced by the lease) before anyone hears of it, and
+//! the log carries the room's frames, with their offsets, to every node with members. A node
+//! that dies loses its leases; another node takes its rooms over from their checkpoints.
 //!
-//! - `parlor.lua`: the Redis functions; the data model is described at its top.
-//! - `wire`: payloads and answers, parsed (no I/O).
+//! - `engine`: everything a node decides, with no I/O (edge, home, find).
+//! - `store`: what the engine asks of Redis and what Redis answers, typed; `store.lua`: the
+//!   Redis functions (leases, fencing, offsets, indexes: no room rule); `redis_store`: the
+//!   translation between the two; `keys`: every key and channel, named once.
 //! - `fanout`: which local session gets which frame, in order, with gaps filled (no I/O).
-//! - `link`: the two Redis connections, reconnecting with backoff.
-//! - `node`: the actor.
+//! - `link`: the connections to Redis, reconnecting with backoff.
+//! - `actor`: the thin actor that runs the engine.
 
+mod actor;
+mod engine;
 mod fanout;
+mod keys;
 mod link;
-mod node;
-mod wire;
+mod redis_store;
+mod store;
 
+pub use actor::{ClusterActor, ClusterSettings};
+pub use keys::Keys;
 pub use link::LinkConfig;
-pub use node::{ClusterActor, ClusterSettings};
 
 use std::sync::Arc;
 
@@ -45,4 +51,4 @@ pub fn start(
 }
 
 /// The Lua library every node loads into Redis.
-pub const LIBRARY: &str = include_str!("parlor.lua");
+pub const LIBRARY: &str = include_str!("store.lua");

@@ -86,6 +86,15 @@ pub struct Profile {
     pub node: Option<String>,
 }
 
+impl Profile {
+    /// Whether the session's token lets it enter `room`.
+    pub fn may_enter(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|patterns| patterns.allows(room))
+    }
+}
+
 /// The nil session id: the `from` of events published through the backend API.
 pub const BACKEND: SessionId = SessionId::NIL;
 
@@ -228,6 +237,18 @@ impl<O: Outlet> Registry<O> {
                 Ok(Answered::Yes)
             }
         };
+        self.answer(id, reference, result);
+        self.evict_overflowed();
+    }
+
+    /// Answers a request: `ok` (if it had a `ref` and its handler did not answer already), or
+    /// its error.
+    fn answer(
+        &mut self,
+        id: SessionId,
+        reference: Option<Ref>,
+        result: Result<Answered, RequestError>,
+    ) {
         match result {
             Ok(Answered::Yes) => {}
             Ok(Answered::No) => {
@@ -237,7 +258,6 @@ impl<O: Outlet> Registry<O> {
             }
             Err(err) => self.send_error(id, reference, &err),
         }
-        self.evict_overflowed();
     }
 
     /// Encodes the frame `build` makes with the room's next offset once, records it in the
@@ -431,8 +451,11 @@ mod sessions;
 mod state;
 
 pub use self::backend::{MemberDetail, RoomDetail};
-pub use self::host::{Append, HostEffects, MemberCheckpoint, RoomCheckpoint};
+pub use self::host::{detail_of_checkpoint, Append, HostEffects, MemberCheckpoint, RoomCheckpoint};
 pub use self::limits::{RegistryLimits, RequestError, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES};
+pub use self::matchmaking::best_candidate;
+pub(crate) use self::matchmaking::match_rules;
+pub use self::rooms::can_join;
 pub use self::sessions::holds_seats;
 
 #[cfg(test)]

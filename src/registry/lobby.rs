@@ -226,6 +226,7 @@ impl Lobby {
 }
 
 /// Rooms changed since a lobby's last update, by name (sorted, so frames are deterministic).
+#[derive(Debug)]
 pub(crate) struct Changes(BTreeMap<String, Change>);
 
 impl Changes {

@@ -9,11 +9,12 @@ mod room;
 #[cfg(any(test, feature = "script"))]
 pub mod script;
 
-pub(crate) use self::core::{graces_over, new_room_id};
 pub use self::core::{
-    Close, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits, RequestError,
-    RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES,
+    best_candidate, can_join, detail_of_checkpoint, holds_seats, Append, Close, HostEffects,
+    MemberCheckpoint, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits,
+    RequestError, RoomCheckpoint, RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,
+    MAX_PASSWORD_BYTES,
 };
-pub(crate) use self::lobby::Lobby;
+pub(crate) use self::core::{graces_over, match_rules, new_room_id};
+pub(crate) use self::lobby::{Changes, Lobby};
 pub use self::room::Listing;
-pub(crate) use self::room::RoomRules;

@@ -275,6 +275,12 @@ impl Listing {
     pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
         listed(self.private, self.info.locked, &self.info.metadata, filter)
     }
+
+    /// Whether `join_or_create` may put a newcomer here, as `Room::takes_matchmaking` says
+    /// for a room at hand: listed, matching, open, with no password.
+    pub fn takes_matchmaking(&self, filter: &RoomFilter) -> bool {
+        self.matches(filter) && !self.info.locked && !self.info.password
+    }
 }
 
 /// Whether a listing with `filter` shows a room that is `private`, `locked`, with `metadata`.

@@ -85,44 +85,48 @@ impl Redis {
     }
 
     /// Fails the test if the cluster's data in Redis breaks a rule of its model (`parlor_audit`
-    /// in `parlor.lua`: member counts, owners, both directions of membership, the matchmaking
-    /// index, sessions filed under their node).
+    /// in `store.lua`: leases and checkpoints, no room over its seats, members sets, the index).
     pub fn assert_consistent(&self) {
-        let output = Command::new("redis-cli")
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "FCALL",
-                "parlor_audit",
-                "0",
-                "parlor:",
-                "0",
-                "-",
-            ])
-            .output()
-            .expect("run redis-cli");
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "redis-cli failed");
+        let problems = self.audit();
         assert!(
-            text.trim().is_empty() || text.trim() == "(empty array)",
-            "the cluster's data is inconsistent:\n{text}"
+            problems.trim().is_empty() || problems.trim() == "(empty array)",
+            "the cluster's data is inconsistent:\n{problems}"
         );
     }
 
-    /// Calls one of the cluster's functions as a node named `-` would, with the default key
-    /// prefix and history; answers `redis-cli`'s text.
-    pub fn call_function(&self, name: &str, args: &[&str]) -> String {
+    /// What `parlor_audit` finds wrong, as `redis-cli` prints it.
+    pub fn audit(&self) -> String {
+        // The function takes one MessagePack map: {prefix = "parlor:"}.
+        let mut args = vec![0x81, 0xa6];
+        args.extend_from_slice(b"prefix");
+        args.push(0xa7);
+        args.extend_from_slice(b"parlor:");
         let output = Command::new("redis-cli")
             .args([
                 "-p",
                 &self.port.to_string(),
+                "-x",
                 "FCALL",
-                name,
+                "parlor_audit",
                 "0",
-                "parlor:",
-                "100",
-                "-",
             ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(&args)?;
+                child.wait_with_output()
+            })
+            .expect("run redis-cli");
+        assert!(output.status.success(), "redis-cli failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs a Redis command through `redis-cli`; answers its text.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
             .expect("run redis-cli");

@@ -85,29 +85,54 @@ async fn thirty_writers_on_three_nodes_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_from_a_session_no_longer_in_the_room_is_not_stored() {
+async fn redis_refuses_a_write_under_a_lease_that_moved_on() {
     let (redis, nodes) = cluster(1, &[]).await;
     let mut member = nodes[0].client().await;
     member.join_room("doc", None).await.expect("join");
+    let keys = parlor::cluster::Keys::new("parlor:").room("doc");
+    let epoch: u64 = redis
+        .cli(&["HGET", &keys.room, "epoch"])
+        .trim()
+        .parse()
+        .expect("an epoch");
     let stranger = SessionId::new_random().to_string();
-    // A batch at version 0 naming a writer who is no member (state and frame never read).
-    let answer = redis.call_function(
-        "parlor_state",
-        &[
-            "doc",
-            "0",
-            "-",
-            "-",
-            "1",
-            &member.session_id().to_string(),
-            &stranger,
-        ],
-    );
-    assert_eq!(
-        answer.split_whitespace().collect::<Vec<_>>(),
-        ["gone", stranger.as_str()]
-    );
-    // Nothing was stored: the member's own write still starts from version 0.
+    #[derive(serde::Serialize)]
+    struct Commit<'a> {
+        node: &'a str,
+        epoch: u64,
+        hist: u64,
+        channel: &'a str,
+        add: Vec<String>,
+    }
+    let commit = |node: &str, epoch: u64| {
+        let args = rmp_serde::to_vec_named(&Commit {
+            node,
+            epoch,
+            hist: 100,
+            channel: &keys.channel,
+            add: vec![stranger.clone()],
+        })
+        .expect("encode");
+        let client = redis::Client::open(redis.url()).expect("client");
+        let mut connection = client.get_connection().expect("connect");
+        redis::cmd("FCALL")
+            .arg("parlor_commit")
+            .arg(3)
+            .arg(&keys.room)
+            .arg(&keys.members)
+            .arg(&keys.log)
+            .arg(args)
+            .query::<Vec<redis::Value>>(&mut connection)
+            .expect("commit")
+    };
+    let fenced = |reply: Vec<redis::Value>| matches!(reply.first(), Some(redis::Value::BulkString(tag)) if tag == b"fenced");
+    // An older epoch of the home itself, and another node with the current one: both fenced.
+    assert!(fenced(commit("a", epoch - 1)));
+    assert!(fenced(commit("z", epoch)));
+    assert!(fenced(commit("a", epoch + 1)));
+    let members = redis.cli(&["SMEMBERS", &keys.members]);
+    assert!(!members.contains(&stranger), "{members}");
+    // The room goes on as before.
     member
         .update_state(
             "doc",

@@ -185,6 +185,20 @@ impl<O: Outlet> Registry<O> {
         self.evict_overflowed();
     }
 
+    /// Member `id` is now reached through node `node` (`None`: handed over, on no node).
+    pub fn set_node(&mut self, id: SessionId, node: Option<String>) {
+        if let Some(entry) = self.sessions.get_mut(&id) {
+            entry.profile.node = node;
+        }
+    }
+
+    /// Whether session `id` is a member of room `room_name` here.
+    pub fn is_member(&self, room_name: &str, id: SessionId) -> bool {
+        self.rooms
+            .get(room_name)
+            .is_some_and(|room| room.is_member(id))
+    }
+
     /// Member `id` leaves every room here for `reason` (its node ended it, or its node is
     /// lost); the rooms are told.
     pub fn remove(&mut self, id: SessionId, reason: LeaveReason) {
@@ -326,5 +340,83 @@ impl<O: Outlet> Registry<O> {
         if let Some(room) = self.rooms.get_mut(room_name) {
             room.history.next_offset = next;
         }
+    }
+
+    /// The offset the registry counts room `room_name`'s next frame at.
+    pub fn next_offset(&self, room_name: &str) -> Option<u64> {
+        self.rooms.get(room_name).map(|r| r.history.next_offset)
+    }
+
+    /// When room `room_name` was made (the cluster's clock, ms), for "oldest first".
+    pub fn created_of(&self, room_name: &str) -> Option<u64> {
+        self.rooms.get(room_name).map(|r| r.created)
+    }
+
+    /// Room `room_name`, just made here, was made at `created` by the cluster's clock.
+    pub fn stamp(&mut self, room_name: &str, created: u64) {
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.created = created;
+            self.touch(room_name);
+        }
+    }
+
+    /// Sends member `id` a `joined` with room `room_name` whole (a session that resumed where
+    /// the log no longer reached back).
+    pub fn send_joined(&mut self, id: SessionId, room_name: &str, reference: Option<Ref>) {
+        let member = self
+            .rooms
+            .get(room_name)
+            .is_some_and(|room| room.is_member(id));
+        if !member {
+            return;
+        }
+        if let Some(joined) = self.joined_frame(room_name, reference) {
+            self.send_to(id, &joined);
+        }
+    }
+}
+
+/// Room `room_name` whole, as the backend API reads it, from its checkpoint and state (a
+/// cluster node reads them from the store); its log's next offset is `next_offset`.
+pub fn detail_of_checkpoint(
+    room_name: &str,
+    checkpoint: RoomCheckpoint,
+    state: Document,
+    next_offset: u64,
+) -> RoomDetail {
+    let rules = RoomRules {
+        max_members: checkpoint.max_members as usize,
+        private: checkpoint.private,
+        password: checkpoint.password,
+        metadata: checkpoint.metadata,
+        dispose_when_empty: checkpoint.dispose_when_empty,
+    };
+    let mut room: Room<()> = Room::new(rules, checkpoint.created);
+    room.locked_by_hand = checkpoint.locked_by_hand;
+    room.owner = checkpoint.owner;
+    room.members = checkpoint
+        .members
+        .iter()
+        .map(|m| Member {
+            id: m.session,
+            outlet: (!m.away).then_some(()),
+        })
+        .collect();
+    RoomDetail {
+        info: room.info(room_name),
+        private: room.private,
+        members: checkpoint
+            .members
+            .into_iter()
+            .map(|m| MemberDetail {
+                session: m.session,
+                user: m.user,
+                away: m.away,
+            })
+            .collect(),
+        state,
+        version: checkpoint.version,
+        epoch: checkpoint.epoch,
+        offset: next_offset,
     }
 }

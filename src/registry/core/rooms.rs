@@ -3,13 +3,38 @@
 
 use super::*;
 
+/// Whether a session (who it is, the rooms it is in, and how many joins of its are still under
+/// way) may join one more room, and not `room_name` twice or against its token's claim. The
+/// one rule both engines apply.
+pub fn can_join(
+    limits: &RegistryLimits,
+    profile: &Profile,
+    rooms: &[String],
+    joining: usize,
+    room_name: Option<&str>,
+) -> Result<(), RequestError> {
+    if let Some(name) = room_name {
+        if rooms.iter().any(|r| r == name) {
+            return Err(RequestError::AlreadyJoined(name.to_owned()));
+        }
+        if !profile.may_enter(name) {
+            return Err(RequestError::Forbidden(name.to_owned()));
+        }
+    }
+    if rooms.len() + joining >= limits.max_rooms_per_session {
+        return Err(RequestError::TooManyRooms {
+            max: limits.max_rooms_per_session,
+        });
+    }
+    Ok(())
+}
+
 impl<O: Outlet> Registry<O> {
     /// Whether session `id`'s token lets it enter `room_name`.
     pub(super) fn may_enter(&self, id: SessionId, room_name: &str) -> bool {
         self.sessions
             .get(&id)
-            .and_then(|e| e.profile.rooms.as_ref())
-            .is_none_or(|patterns| patterns.allows(room_name))
+            .is_none_or(|e| e.profile.may_enter(room_name))
     }
 
     pub(super) fn check_may_enter(
@@ -34,18 +59,7 @@ impl<O: Outlet> Registry<O> {
             .sessions
             .get(&id)
             .ok_or(RequestError::UnknownSession(id))?;
-        if let Some(name) = room_name {
-            if entry.rooms.iter().any(|r| r == name) {
-                return Err(RequestError::AlreadyJoined(name.to_owned()));
-            }
-            self.check_may_enter(id, name)?;
-        }
-        if entry.rooms.len() >= self.limits.max_rooms_per_session {
-            return Err(RequestError::TooManyRooms {
-                max: self.limits.max_rooms_per_session,
-            });
-        }
-        Ok(())
+        can_join(&self.limits, &entry.profile, &entry.rooms, 0, room_name)
     }
 
     pub(super) fn join(

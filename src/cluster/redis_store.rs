@@ -1,0 +1,715 @@
+//! The store in Redis: each `Op` becomes one command (an `FCALL` of a `store.lua` function, with
+//! its keys declared and its arguments one MessagePack map of named fields), and each reply
+//! becomes a typed `Reply`. No I/O here: `link` sends the commands.
+
+use bytes::Bytes;
+use parlor_protocol::SessionId;
+use redis::Value;
+use serde::Serialize;
+
+use super::keys::Keys;
+use super::store::{Claimed, Lease, Op, Reply, RoomMessage};
+
+/// What a node needs to turn its `Op`s into commands.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub keys: Keys,
+    pub node: String,
+    /// A lease's and a heartbeat's length.
+    pub ttl_ms: u64,
+    /// Frames a room's log keeps.
+    pub history_frames: usize,
+}
+
+/// Which reply an op's command gives, to read it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Claimed,
+    Renewed,
+    Done,
+    Committed,
+    Emitted,
+    Room,
+    Index,
+    IndexCreated,
+    SessionPut,
+    TakenOver,
+    SessionEnded,
+    Sessions,
+    Nodes,
+    Rooms,
+    Published,
+    Log,
+    Session,
+    Direct,
+}
+
+fn fcall(name: &str, keys: &[&str], args: &impl Serialize) -> redis::Cmd {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg(name).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    cmd.arg(lua_args(args));
+    cmd
+}
+
+/// `args` as one MessagePack map for a function's `cmsgpack.unpack`, which reads no `bin`
+/// type: bytes go as `str` (Lua strings hold any bytes).
+pub fn lua_args(args: &impl Serialize) -> Vec<u8> {
+    fn write(value: &rmpv::Value, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        match value {
+            rmpv::Value::Binary(bytes) => {
+                let _ = rmp::encode::write_str_len(out, bytes.len() as u32);
+                out.extend_from_slice(bytes);
+            }
+            rmpv::Value::Array(items) => {
+                let _ = rmp::encode::write_array_len(out, items.len() as u32);
+                for item in items {
+                    write(item, out);
+                }
+            }
+            rmpv::Value::Map(pairs) => {
+                let _ = rmp::encode::write_map_len(out, pairs.len() as u32);
+                for (key, value) in pairs {
+                    write(key, out);
+                    write(value, out);
+                }
+            }
+            other => {
+                let _ = rmpv::encode::write_value(out, other);
+            }
+        }
+    }
+    // Plain structs of strings, numbers, bytes and lists: encoding and reading back the
+    // encoding cannot fail.
+    let named = rmp_serde::to_vec_named(args).unwrap_or_default();
+    let value = rmpv::decode::read_value(&mut named.as_slice()).unwrap_or(rmpv::Value::Nil);
+    let mut out = Vec::new();
+    write(&value, &mut out);
+    out
+}
+
+fn bin(bytes: &Bytes) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(bytes.to_vec())
+}
+
+fn ids(ids: &[SessionId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+#[derive(Serialize)]
+struct NewRoomArgs {
+    ck: serde_bytes::ByteBuf,
+    state: serde_bytes::ByteBuf,
+    hist: String,
+}
+
+#[derive(Serialize)]
+struct ClaimArgs<'a> {
+    node: &'a str,
+    ttl: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create: Option<NewRoomArgs>,
+    fresh: bool,
+}
+
+#[derive(Serialize)]
+struct LeaseArgs<'a> {
+    node: &'a str,
+    epoch: u64,
+    ttl: u64,
+}
+
+#[derive(Serialize)]
+struct FrameArgs {
+    b: serde_bytes::ByteBuf,
+    s: String,
+}
+
+#[derive(Serialize)]
+struct CommitArgs<'a> {
+    node: &'a str,
+    epoch: u64,
+    hist: usize,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ck: Option<serde_bytes::ByteBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<serde_bytes::ByteBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    frames: Vec<FrameArgs>,
+    delete: bool,
+}
+
+#[derive(Serialize)]
+struct EmitArgs<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<String>,
+    skip: String,
+    body: serde_bytes::ByteBuf,
+    hist: usize,
+    channel: &'a str,
+}
+
+#[derive(Serialize)]
+struct IndexPutArgs<'a> {
+    room: &'a str,
+    listing: serde_bytes::ByteBuf,
+    lobby: &'a str,
+}
+
+#[derive(Serialize)]
+struct IndexReadArgs<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rooms: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct IndexCreateArgs<'a> {
+    ver: u64,
+    room: &'a str,
+    listing: serde_bytes::ByteBuf,
+    lobby: &'a str,
+}
+
+#[derive(Serialize)]
+struct SessionPutArgs<'a> {
+    node: &'a str,
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    add: &'a [String],
+    remove: &'a [String],
+}
+
+#[derive(Serialize)]
+struct TakeOverArgs<'a> {
+    node: &'a str,
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SessionEndArgs<'a> {
+    node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orphan_for: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct OrphanArgs {
+    session: String,
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct BeatArgs<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+    ttl: u64,
+}
+
+#[derive(Serialize)]
+struct ReadLogArgs {
+    from: u64,
+    to: i64,
+}
+
+#[derive(Serialize)]
+struct DirectArgs<'a> {
+    from_rooms: &'a [String],
+    message: serde_bytes::ByteBuf,
+    inbox_head: &'a str,
+    inbox_tail: &'a str,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+impl StoreConfig {
+    /// The commands that carry out `op`: the one whose reply answers it, then any to send
+    /// after it whose replies do not matter.
+    pub fn commands(&self, op: &Op) -> (redis::Cmd, Expect, Vec<redis::Cmd>) {
+        let k = &self.keys;
+        let node = self.node.as_str();
+        let ttl = self.ttl_ms;
+        let hist = self.history_frames;
+        let room_keys = |room: &str| k.room(room);
+        match op {
+            Op::Claim {
+                room,
+                create,
+                fresh,
+            } => {
+                let r = room_keys(room);
+                let args = ClaimArgs {
+                    node,
+                    ttl,
+                    create: create.as_ref().map(|c| NewRoomArgs {
+                        ck: bin(&c.checkpoint),
+                        state: bin(&c.state),
+                        hist: c.epoch.clone(),
+                    }),
+                    fresh: *fresh,
+                };
+                let cmd = fcall("parlor_claim", &[&r.room, &r.members, &r.log], &args);
+                (cmd, Expect::Claimed, Vec::new())
+            }
+            Op::Renew { room, epoch } => {
+                let r = room_keys(room);
+                let args = LeaseArgs {
+                    node,
+                    epoch: *epoch,
+                    ttl,
+                };
+                (
+                    fcall("parlor_renew", &[&r.room], &args),
+                    Expect::Renewed,
+                    Vec::new(),
+                )
+            }
+            Op::Release { room, epoch } => {
+                let r = room_keys(room);
+                let args = LeaseArgs {
+                    node,
+                    epoch: *epoch,
+                    ttl,
+                };
+                (
+                    fcall("parlor_release", &[&r.room], &args),
+                    Expect::Done,
+                    Vec::new(),
+                )
+            }
+            Op::Commit(commit) => {
+                let r = room_keys(&commit.room);
+                let args = CommitArgs {
+                    node,
+                    epoch: commit.epoch,
+                    hist,
+                    channel: &r.channel,
+                    ck: commit.checkpoint.as_ref().map(bin),
+                    state: commit.state.as_ref().map(|(s, _)| bin(s)),
+                    version: commit.state.as_ref().map(|(_, v)| *v),
+                    add: ids(&commit.add),
+                    remove: ids(&commit.remove),
+                    frames: commit
+                        .frames
+                        .iter()
+                        .map(|(b, s)| FrameArgs {
+                            b: bin(b),
+                            s: s.map(|s| s.to_string()).unwrap_or_default(),
+                        })
+                        .collect(),
+                    delete: commit.delete,
+                };
+                let cmd = fcall("parlor_commit", &[&r.room, &r.members, &r.log], &args);
+                (cmd, Expect::Committed, Vec::new())
+            }
+            Op::Emit {
+                room,
+                member,
+                skip,
+                body,
+            } => {
+                let r = room_keys(room);
+                let args = EmitArgs {
+                    member: member.map(|m| m.to_string()),
+                    skip: skip.map(|s| s.to_string()).unwrap_or_default(),
+                    body: bin(body),
+                    hist,
+                    channel: &r.channel,
+                };
+                let cmd = fcall("parlor_emit", &[&r.room, &r.members, &r.log], &args);
+                (cmd, Expect::Emitted, Vec::new())
+            }
+            Op::ReadRoom { room } => {
+                let r = room_keys(room);
+                (
+                    fcall("parlor_room_read", &[&r.room], &Empty {}),
+                    Expect::Room,
+                    Vec::new(),
+                )
+            }
+            Op::IndexPut { room, listing } => {
+                let args = IndexPutArgs {
+                    room,
+                    listing: listing.as_ref().map(bin).unwrap_or_default(),
+                    lobby: &k.lobby(),
+                };
+                let cmd = fcall(
+                    "parlor_index_put",
+                    &[&k.index_rooms(), &k.index_version()],
+                    &args,
+                );
+                (cmd, Expect::Done, Vec::new())
+            }
+            Op::IndexRead { rooms } => {
+                let args = IndexReadArgs {
+                    rooms: rooms.as_deref(),
+                };
+                let cmd = fcall(
+                    "parlor_index_read",
+                    &[&k.index_rooms(), &k.index_version()],
+                    &args,
+                );
+                (cmd, Expect::Index, Vec::new())
+            }
+            Op::IndexCreate {
+                version,
+                room,
+                listing,
+            } => {
+                let args = IndexCreateArgs {
+                    ver: *version,
+                    room,
+                    listing: bin(listing),
+                    lobby: &k.lobby(),
+                };
+                let cmd = fcall(
+                    "parlor_index_create",
+                    &[&k.index_rooms(), &k.index_version()],
+                    &args,
+                );
+                (cmd, Expect::IndexCreated, Vec::new())
+            }
+            Op::SessionPut {
+                session,
+                token,
+                user,
+                add,
+                remove,
+            } => {
+                let (record, rooms) = k.session(*session);
+                let args = SessionPutArgs {
+                    node,
+                    token,
+                    user: user.as_deref(),
+                    add,
+                    remove,
+                };
+                let cmd = fcall("parlor_session_put", &[&record, &rooms], &args);
+                (cmd, Expect::SessionPut, Vec::new())
+            }
+            Op::TakeOver {
+                session,
+                token,
+                user,
+            } => {
+                let (record, rooms) = k.session(*session);
+                let args = TakeOverArgs {
+                    node,
+                    token,
+                    user: user.as_deref(),
+                };
+                let cmd = fcall("parlor_take_over", &[&record, &rooms], &args);
+                (cmd, Expect::TakenOver, Vec::new())
+            }
+            Op::SessionEnd {
+                session,
+                node: on,
+                orphan_for,
+            } => {
+                let (record, rooms) = k.session(*session);
+                let args = SessionEndArgs {
+                    node: on.as_deref().unwrap_or(node),
+                    orphan_for: *orphan_for,
+                };
+                let cmd = fcall("parlor_session_end", &[&record, &rooms], &args);
+                let after = orphan_for
+                    .map(|ms| {
+                        let args = OrphanArgs {
+                            session: session.to_string(),
+                            ms,
+                        };
+                        fcall("parlor_orphan", &[&k.orphans()], &args)
+                    })
+                    .into_iter()
+                    .collect();
+                (cmd, Expect::SessionEnded, after)
+            }
+            Op::OrphansDue => {
+                let cmd = fcall("parlor_orphans_due", &[&k.orphans()], &Empty {});
+                (cmd, Expect::Sessions, Vec::new())
+            }
+            Op::Beat | Op::Nodes => {
+                let args = BeatArgs {
+                    node: matches!(op, Op::Beat).then_some(node),
+                    ttl,
+                };
+                (
+                    fcall("parlor_beat", &[&k.beats()], &args),
+                    Expect::Nodes,
+                    Vec::new(),
+                )
+            }
+            Op::NodeRoom { room, add } => {
+                let mut cmd = redis::cmd(if *add { "SADD" } else { "SREM" });
+                cmd.arg(k.node_rooms(node)).arg(room);
+                (cmd, Expect::Done, Vec::new())
+            }
+            Op::TakeNodeRooms { node: dead } => {
+                let cmd = fcall("parlor_take_node_rooms", &[&k.node_rooms(dead)], &Empty {});
+                (cmd, Expect::Rooms, Vec::new())
+            }
+            Op::Publish { node: to, message } => {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(k.inbox(to)).arg(&message[..]);
+                (cmd, Expect::Published, Vec::new())
+            }
+            Op::ReadLog { room, from, to } => {
+                let r = room_keys(room);
+                let args = ReadLogArgs {
+                    from: *from,
+                    to: to.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+                };
+                let cmd = fcall("parlor_read_log", &[&r.room, &r.members, &r.log], &args);
+                (cmd, Expect::Log, Vec::new())
+            }
+            Op::SessionRead { session } => {
+                let (record, rooms) = k.session(*session);
+                let cmd = fcall("parlor_session_read", &[&record, &rooms], &Empty {});
+                (cmd, Expect::Session, Vec::new())
+            }
+            Op::Direct {
+                to,
+                from_rooms,
+                message,
+            } => {
+                let (record, rooms) = k.session(*to);
+                let inbox = k.inbox("\u{0}");
+                let (head, tail) = inbox.split_once('\u{0}').unwrap_or((&inbox, ""));
+                let args = DirectArgs {
+                    from_rooms,
+                    message: bin(message),
+                    inbox_head: head,
+                    inbox_tail: tail,
+                };
+                let cmd = fcall("parlor_direct", &[&record, &rooms], &args);
+                (cmd, Expect::Direct, Vec::new())
+            }
+        }
+    }
+}
+
+/// Why a reply could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("an unexpected answer from Redis: {0}")]
+pub struct Unreadable(String);
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".to_owned()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn bytes(value: &Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(bytes) => Some(Bytes::copy_from_slice(bytes)),
+        Value::SimpleString(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(_) | Value::SimpleString(_) => text(value)?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn signed(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(_) | Value::SimpleString(_) => text(value)?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn array(value: &Value) -> Option<&[Value]> {
+    match value {
+        Value::Array(items) => Some(items),
+        Value::Nil => Some(&[]),
+        _ => None,
+    }
+}
+
+fn texts(values: &[Value]) -> Option<Vec<String>> {
+    values.iter().map(text).collect()
+}
+
+/// Reads the reply to a command made by `commands`.
+pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
+    let bad = || Unreadable(format!("{expect:?}: {value:?}"));
+    let items = || array(value).ok_or_else(bad);
+    let tag = |items: &[Value]| items.first().and_then(text).unwrap_or_default();
+    let reply = match expect {
+        Expect::Done => Reply::Done,
+        Expect::Claimed => {
+            let items = items()?;
+            let claimed = match tag(items).as_str() {
+                "created" => Claimed::Created {
+                    epoch: items.get(1).and_then(number).ok_or_else(bad)?,
+                    now_ms: items.get(2).and_then(number).ok_or_else(bad)?,
+                },
+                "claimed" => Claimed::TakenOver {
+                    epoch: items.get(1).and_then(number).ok_or_else(bad)?,
+                    checkpoint: items.get(2).and_then(bytes).ok_or_else(bad)?,
+                    state: items.get(3).and_then(bytes).unwrap_or_default(),
+                    next: items.get(4).and_then(number).unwrap_or(0),
+                },
+                "held" => {
+                    let until = items.get(3).and_then(number).unwrap_or(0);
+                    let now = items.get(4).and_then(number).unwrap_or(0);
+                    Claimed::Held(Lease {
+                        home: items.get(1).and_then(text).ok_or_else(bad)?,
+                        epoch: items.get(2).and_then(number).ok_or_else(bad)?,
+                        expired: until < now,
+                    })
+                }
+                "exists" => Claimed::Exists,
+                "absent" => Claimed::Absent,
+                _ => return Err(bad()),
+            };
+            Reply::Claimed(claimed)
+        }
+        Expect::Renewed => Reply::Renewed(tag(items()?) == "ok"),
+        Expect::Committed => {
+            let items = items()?;
+            match tag(items).as_str() {
+                "ok" => {
+                    let first = items.get(1).and_then(signed).ok_or_else(bad)?;
+                    let next = items.get(2).and_then(number).ok_or_else(bad)?;
+                    Reply::Committed(Some((u64::try_from(first).ok(), next)))
+                }
+                "fenced" => Reply::Committed(None),
+                _ => return Err(bad()),
+            }
+        }
+        Expect::Emitted => {
+            let items = items()?;
+            match tag(items).as_str() {
+                "ok" => Reply::Emitted(Some(items.get(1).and_then(number).ok_or_else(bad)?)),
+                "not_member" => Reply::Emitted(None),
+                _ => return Err(bad()),
+            }
+        }
+        Expect::Room => {
+            let items = items()?;
+            if items.is_empty() {
+                Reply::Room(None)
+            } else {
+                Reply::Room(Some((
+                    items.first().and_then(bytes).ok_or_else(bad)?,
+                    items.get(1).and_then(bytes).unwrap_or_default(),
+                    items.get(2).and_then(number).unwrap_or(0),
+                )))
+            }
+        }
+        Expect::Index => {
+            let items = items()?;
+            let version = items.first().and_then(number).ok_or_else(bad)?;
+            let listings = items[1..]
+                .chunks(2)
+                .map(|pair| Some((pair.first().and_then(text)?, pair.get(1).and_then(bytes)?)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(bad)?;
+            Reply::Index { version, listings }
+        }
+        Expect::IndexCreated => Reply::IndexCreated(tag(items()?) == "ok"),
+        Expect::SessionPut => Reply::SessionPut(tag(items()?) == "ok"),
+        Expect::TakenOver => {
+            let items = items()?;
+            match tag(items).as_str() {
+                "ok" => {
+                    let old = items.get(1).and_then(text).unwrap_or_default();
+                    let rooms = texts(&items[2.min(items.len())..]).ok_or_else(bad)?;
+                    Reply::TakenOver(Some((old, rooms)))
+                }
+                _ => Reply::TakenOver(None),
+            }
+        }
+        Expect::SessionEnded => {
+            let items = items()?;
+            match tag(items).as_str() {
+                "ok" => {
+                    let rooms = texts(&items[2.min(items.len())..]).ok_or_else(bad)?;
+                    Reply::SessionEnded(Some(rooms))
+                }
+                _ => Reply::SessionEnded(None),
+            }
+        }
+        Expect::Sessions => {
+            let ids = texts(items()?)
+                .ok_or_else(bad)?
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            Reply::Orphans(ids)
+        }
+        Expect::Nodes => {
+            let items = items()?;
+            let nodes = items
+                .chunks(2)
+                .map(|pair| {
+                    Some((
+                        pair.first().and_then(text)?,
+                        pair.get(1).and_then(number)? == 1,
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(bad)?;
+            Reply::Nodes(nodes)
+        }
+        Expect::Rooms => Reply::Rooms(texts(items()?).ok_or_else(bad)?),
+        Expect::Published => Reply::Published(number(value).ok_or_else(bad)?),
+        Expect::Log => {
+            let items = items()?;
+            let exists = items.first().and_then(text).ok_or_else(bad)? == "1";
+            let next = items.get(1).and_then(number).ok_or_else(bad)?;
+            let messages = items[2.min(items.len())..]
+                .chunks(3)
+                .map(|m| {
+                    let skip = m.get(1).and_then(text)?;
+                    Some(RoomMessage {
+                        offset: m.first().and_then(number)?,
+                        skip: if skip.is_empty() {
+                            None
+                        } else {
+                            Some(skip.parse().ok()?)
+                        },
+                        frame: m.get(2).and_then(bytes)?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(bad)?;
+            Reply::Log {
+                exists,
+                next,
+                messages,
+            }
+        }
+        Expect::Session => {
+            let items = items()?;
+            if items.is_empty() {
+                Reply::Session(None)
+            } else {
+                let all = texts(items).ok_or_else(bad)?;
+                Reply::Session(Some((all[0].clone(), all[1..].to_vec())))
+            }
+        }
+        Expect::Direct => Reply::Direct(tag(items()?) == "ok"),
+    };
+    Ok(reply)
+}

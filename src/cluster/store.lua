@@ -1,0 +1,452 @@
+#!lua name=parlor
+--[[
+Parlor's cluster store: what must be atomic inside Redis, and nothing else. No room rule is
+here (seats, locks, owners, state versions are decided by the room's home, in Rust); these
+functions only hold leases, refuse a fenced-off home's writes, give frames their offsets, and
+keep the indexes. Arguments are named: each function takes one MessagePack map (ARGV[1]).
+
+Every function declares its keys, all in one hash slot, so the same library runs on one Redis
+and on a Redis Cluster. P is the key prefix (e.g. "parlor:"); R a room; H a hash of R; N a node;
+S a session.
+
+  P{r:H}:room:R     hash: home (node), epoch (lease generation), until (lease end, ms of Redis's
+                    clock), next (the room's next offset), hist (history epoch), ck (checkpoint),
+                    state, version
+  P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
+  P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
+  P{r:H}:c:R        channel: "<offset>\n<skip>\n<frame>" for every frame appended
+  P{n:N}:rooms      set of the rooms the node is home to
+  P{n:N}:inbox      channel: messages to the node (MessagePack)
+  P{s:S}:session    hash: node, tok (SHA-1 of the resume token), user, orphan (ms: handed over
+                    at a shutdown, away until then)
+  P{s:S}:rooms      set of the session's rooms
+  P{ix}:rooms       hash: room -> its listing (MessagePack), every room
+  P{ix}:ver         bumped by every listing change (matchmaking's compare-and-set)
+  P{ix}:beats       zset: every node, by when its heartbeat runs out (ms)
+  P{ix}:orphans     zset: sessions handed over at a shutdown, by the end of their grace (ms)
+  P{ix}:lobby       channel: the name of every room whose listing changed
+
+A frame arrives with offset 0 as its last byte (MessagePack's 0); `append` puts the real one
+in its place.
+]]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function args(a)
+  return cmsgpack.unpack(a[1])
+end
+
+-- Appends one frame to a room: its offset, its place in the log, and the publish.
+local function append(k, channel, hist, body, skip)
+  local off = redis.call('HINCRBY', k[1], 'next', 1) - 1
+  local frame = string.sub(body, 1, -2) .. cmsgpack.pack(off)
+  if hist > 0 then
+    redis.call('XADD', k[3], 'MAXLEN', hist, '0-' .. int(off + 1), 'f', frame, 's', skip)
+  end
+  redis.call('PUBLISH', channel, int(off) .. '\n' .. skip .. '\n' .. frame)
+  return off
+end
+
+-- The room's lease, and whether `node` holds it now.
+local function lease(k)
+  local f = redis.call('HMGET', k[1], 'home', 'epoch', 'until')
+  return f[1], tonumber(f[2]), tonumber(f[3])
+end
+
+-- claim {node, ttl, create = {ck, state, hist} or nil, fresh}: become the room's home.
+--   {'created', epoch, now}        the room did not exist and is made with `create`
+--   {'claimed', epoch, ck, state, next, version}   the lease had run out: taken over
+--   {'held', home, epoch, until, now}              another node holds it
+--   {'exists'}                     `fresh` and the room exists
+--   {'absent'}                     no room, and nothing to make
+redis.register_function('parlor_claim', function(k, a)
+  local x = args(a)
+  local now = now_ms()
+  local home, epoch, untl = lease(k)
+  if not epoch then
+    if not x.create then
+      return { 'absent' }
+    end
+    redis.call('DEL', k[1], k[2], k[3])
+    redis.call('HSET', k[1], 'home', x.node, 'epoch', 1, 'until', now + x.ttl, 'next', 0,
+      'hist', x.create.hist, 'ck', x.create.ck, 'state', x.create.state, 'version', 0)
+    return { 'created', 1, now }
+  end
+  if x.fresh then
+    return { 'exists' }
+  end
+  if home ~= x.node and untl >= now then
+    return { 'held', home, epoch, untl, now }
+  end
+  -- The lease ran out, or this node held it but has not the room in memory (it asks only
+  -- then): a new epoch fences off whatever it wrote before.
+  epoch = epoch + 1
+  redis.call('HSET', k[1], 'home', x.node, 'epoch', epoch, 'until', now + x.ttl)
+  local f = redis.call('HMGET', k[1], 'ck', 'state', 'next', 'version', 'hist')
+  return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5] }
+end)
+
+-- renew {node, epoch, ttl}: the home keeps its lease; refused once it ran out or moved on.
+redis.register_function('parlor_renew', function(k, a)
+  local x = args(a)
+  local now = now_ms()
+  local home, epoch, untl = lease(k)
+  if home ~= x.node or epoch ~= x.epoch or not untl or untl < now then
+    return { 'fenced', home or '', epoch or 0 }
+  end
+  redis.call('HSET', k[1], 'until', now + x.ttl)
+  return { 'ok' }
+end)
+
+-- release {node, epoch}: a home shutting down lets the room go at once.
+redis.register_function('parlor_release', function(k, a)
+  local x = args(a)
+  local home, epoch = lease(k)
+  if home == x.node and epoch == x.epoch then
+    redis.call('HSET', k[1], 'until', 0)
+  end
+  return { 'ok' }
+end)
+
+-- commit {node, epoch, hist, channel, ck, state, version, add, remove, frames = {{b, s}},
+-- delete}: the home's changes to a room, all or nothing, if its lease still holds.
+--   {'ok', first offset or -1, next offset}   |   {'fenced', home, epoch}
+redis.register_function('parlor_commit', function(k, a)
+  local x = args(a)
+  local now = now_ms()
+  local home, epoch, untl = lease(k)
+  if home ~= x.node or epoch ~= x.epoch or not untl or untl < now then
+    return { 'fenced', home or '', epoch or 0 }
+  end
+  if x.delete then
+    redis.call('DEL', k[1], k[2], k[3])
+    return { 'ok', -1, 0 }
+  end
+  if x.ck then
+    redis.call('HSET', k[1], 'ck', x.ck)
+  end
+  if x.state then
+    redis.call('HSET', k[1], 'state', x.state, 'version', x.version)
+  end
+  for _, sid in ipairs(x.remove or {}) do
+    redis.call('SREM', k[2], sid)
+  end
+  for _, sid in ipairs(x.add or {}) do
+    redis.call('SADD', k[2], sid)
+  end
+  local first = -1
+  for _, f in ipairs(x.frames or {}) do
+    local off = append(k, x.channel, x.hist, f.b, f.s or '')
+    if first < 0 then
+      first = off
+    end
+  end
+  return { 'ok', first, tonumber(redis.call('HGET', k[1], 'next')) }
+end)
+
+-- emit {member or nil, skip, body, hist, channel}: an event straight into the log, a member's
+-- (if it still is one) or the backend's (if the room exists): the fast path that costs one
+-- round trip, home or not.   {'ok', offset}   |   {'not_member'}
+redis.register_function('parlor_emit', function(k, a)
+  local x = args(a)
+  if x.member then
+    if redis.call('SISMEMBER', k[2], x.member) == 0 then
+      return { 'not_member' }
+    end
+  elseif redis.call('HEXISTS', k[1], 'ck') == 0 then
+    return { 'not_member' }
+  end
+  return { 'ok', append(k, x.channel, x.hist, x.body, x.skip or '') }
+end)
+
+-- index_put {room, listing ('' to remove), lobby}: a room's listing as its home last wrote it.
+redis.register_function('parlor_index_put', function(k, a)
+  local x = args(a)
+  if x.listing == '' then
+    redis.call('HDEL', k[1], x.room)
+  else
+    redis.call('HSET', k[1], x.room, x.listing)
+  end
+  redis.call('INCR', k[2])
+  redis.call('PUBLISH', x.lobby, x.room)
+  return { 'ok' }
+end)
+
+-- index_read {rooms = {names} or nil}: the index's version and listings (all, or these).
+redis.register_function('parlor_index_read', function(k, a)
+  local x = args(a)
+  local out = { tonumber(redis.call('GET', k[2]) or '0') }
+  if x.rooms then
+    if #x.rooms > 0 then
+      local got = redis.call('HMGET', k[1], unpack(x.rooms))
+      for i, name in ipairs(x.rooms) do
+        if got[i] then
+          out[#out + 1] = name
+          out[#out + 1] = got[i]
+        end
+      end
+    end
+  else
+    local all = redis.call('HGETALL', k[1])
+    for i = 1, #all do
+      out[#out + 1] = all[i]
+    end
+  end
+  return out
+end)
+
+-- index_create {ver, room, listing, lobby}: lists a new room, only if the index has not changed
+-- since version `ver` was read: two matchmakers that both found no room make one room, not two.
+--   {'ok'}   |   {'changed'}
+redis.register_function('parlor_index_create', function(k, a)
+  local x = args(a)
+  if tonumber(redis.call('GET', k[2]) or '0') ~= x.ver then
+    return { 'changed' }
+  end
+  redis.call('HSET', k[1], x.room, x.listing)
+  redis.call('INCR', k[2])
+  redis.call('PUBLISH', x.lobby, x.room)
+  return { 'ok' }
+end)
+
+-- session_put {node, token, user, add, remove}: a session's node and rooms as its node knows
+-- them; the record goes when the session is in no room.
+redis.register_function('parlor_session_put', function(k, a)
+  local x = args(a)
+  if redis.call('EXISTS', k[1]) == 0 then
+    redis.call('HSET', k[1], 'node', x.node, 'tok', redis.sha1hex(x.token), 'user', x.user or '')
+  elseif redis.call('HGET', k[1], 'node') ~= x.node then
+    return { 'moved' }
+  end
+  for _, room in ipairs(x.remove or {}) do
+    redis.call('SREM', k[2], room)
+  end
+  for _, room in ipairs(x.add or {}) do
+    redis.call('SADD', k[2], room)
+  end
+  if redis.call('SCARD', k[2]) == 0 then
+    redis.call('DEL', k[1], k[2])
+  end
+  return { 'ok' }
+end)
+
+-- take_over {token, user, node, orphans}: a resume on `node`, proven by the token: the
+-- session moves there. {'ok', old node, rooms...}   |   {'refused'}
+redis.register_function('parlor_take_over', function(k, a)
+  local x = args(a)
+  local f = redis.call('HMGET', k[1], 'node', 'tok', 'user')
+  if not f[2] or f[2] ~= redis.sha1hex(x.token) or (f[3] or '') ~= (x.user or '') then
+    return { 'refused' }
+  end
+  redis.call('HSET', k[1], 'node', x.node)
+  redis.call('HDEL', k[1], 'orphan')
+  local out = { 'ok', f[1] }
+  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
+    out[#out + 1] = room
+  end
+  return out
+end)
+
+-- session_end {node, orphan_for or nil}: the session's connection ended on `node` ('' for one
+-- handed over). With `orphan_for` (ms) it is handed over (a shutdown): kept, away, resumable
+-- anywhere until then; without, it is gone. Refused if it has moved on since.
+--   {'ok', handed over until (ms, 0: gone), rooms...}   |   {'moved'}
+redis.register_function('parlor_session_end', function(k, a)
+  local x = args(a)
+  local node = redis.call('HGET', k[1], 'node')
+  if node ~= x.node then
+    return { 'moved' }
+  end
+  local untl = 0
+  if x.orphan_for then
+    untl = now_ms() + x.orphan_for
+  end
+  local out = { 'ok', untl }
+  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
+    out[#out + 1] = room
+  end
+  if x.orphan_for then
+    redis.call('HSET', k[1], 'node', '', 'orphan', untl)
+  else
+    redis.call('DEL', k[1], k[2])
+  end
+  return out
+end)
+
+-- read_log {from, to}: the room's history epoch, next offset, and its frames from offset
+-- `from` up to `to` (exclusive; -1: to the end): {hist, next, offset, skip, frame, ...}.
+redis.register_function('parlor_read_log', function(k, a)
+  local x = args(a)
+  local f = redis.call('HMGET', k[1], 'ck', 'next')
+  local out = { f[2] and '1' or '0', tonumber(f[2] or '0') }
+  local last = (x.to >= 0) and ('0-' .. int(x.to)) or '+'
+  if x.to >= 0 and x.to <= x.from then
+    return out
+  end
+  for _, e in ipairs(redis.call('XRANGE', k[3], '0-' .. int(x.from + 1), last)) do
+    local id = e[1]
+    local off = tonumber(string.match(id, '^0%-(%d+)$')) - 1
+    local fields = e[2]
+    local frame, skip = '', ''
+    for i = 1, #fields, 2 do
+      if fields[i] == 'f' then
+        frame = fields[i + 1]
+      elseif fields[i] == 's' then
+        skip = fields[i + 1]
+      end
+    end
+    out[#out + 1] = off
+    out[#out + 1] = skip
+    out[#out + 1] = frame
+  end
+  return out
+end)
+
+-- room_read {}: a room's checkpoint, state and next offset: {ck, state, next}, or {}.
+redis.register_function('parlor_room_read', function(k, _)
+  local f = redis.call('HMGET', k[1], 'ck', 'state', 'next')
+  if not f[1] then
+    return {}
+  end
+  return { f[1], f[2] or '', tonumber(f[3] or '0') }
+end)
+
+-- session_read {}: a session's node ('' while handed over) and rooms: {node, rooms...}, or {}.
+redis.register_function('parlor_session_read', function(k, _)
+  local node = redis.call('HGET', k[1], 'node')
+  if not node then
+    return {}
+  end
+  local out = { node }
+  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
+    out[#out + 1] = room
+  end
+  return out
+end)
+
+-- direct {from_rooms, message, inbox_head, inbox_tail}: a `direct` frame for the session if
+-- it shares a room with the sender, published to its node's inbox (head .. node .. tail);
+-- one handed over at a shutdown hears nothing. {'ok'} | {'unknown_session'}
+redis.register_function('parlor_direct', function(k, a)
+  local x = args(a)
+  local shares = false
+  for _, room in ipairs(x.from_rooms) do
+    if redis.call('SISMEMBER', k[2], room) == 1 then
+      shares = true
+      break
+    end
+  end
+  local node = redis.call('HGET', k[1], 'node')
+  if not shares or not node then
+    return { 'unknown_session' }
+  end
+  if node ~= '' then
+    redis.call('PUBLISH', x.inbox_head .. node .. x.inbox_tail, x.message)
+  end
+  return { 'ok' }
+end)
+
+-- beat {node or nil, ttl}: `node` beats (alive for `ttl` ms more); every node known, and whether
+-- it is alive: {node, 1 or 0, ...}. Nodes dead for an hour are forgotten.
+redis.register_function('parlor_beat', function(k, a)
+  local x = args(a)
+  local now = now_ms()
+  if x.node then
+    redis.call('ZADD', k[1], now + x.ttl, x.node)
+  end
+  redis.call('ZREMRANGEBYSCORE', k[1], '-inf', now - 3600000)
+  local all = redis.call('ZRANGE', k[1], 0, -1, 'WITHSCORES')
+  local out = {}
+  for i = 1, #all, 2 do
+    out[#out + 1] = all[i]
+    out[#out + 1] = (tonumber(all[i + 1]) >= now) and 1 or 0
+  end
+  return out
+end)
+
+-- orphan {session, ms}: session handed over at a shutdown, due to end in `ms` unless resumed.
+redis.register_function('parlor_orphan', function(k, a)
+  local x = args(a)
+  redis.call('ZADD', k[1], now_ms() + x.ms, x.session)
+  return { 'ok' }
+end)
+
+-- take_node_rooms {}: a dead node's rooms, taken out of its set by the one survivor that asks
+-- first.
+redis.register_function('parlor_take_node_rooms', function(k, _)
+  local rooms = redis.call('SMEMBERS', k[1])
+  redis.call('DEL', k[1])
+  return rooms
+end)
+
+-- orphans_due {}: the sessions handed over at a shutdown whose grace has ended, taken out of
+-- the set by the one node that asks first.
+redis.register_function('parlor_orphans_due', function(k, _)
+  local due = redis.call('ZRANGEBYSCORE', k[1], '-inf', now_ms())
+  for _, sid in ipairs(due) do
+    redis.call('ZREM', k[1], sid)
+  end
+  return due
+end)
+
+-- audit {prefix}: the data model's rules, for tests, on one Redis only (it reads every key):
+-- every room has a lease and a checkpoint; no room holds more members than its seats; its
+-- members set is its checkpoint's members; every listed room exists and is listed with the
+-- checkpoint's member count; every room but a private one is listed. {problem, ...}
+redis.register_function {
+  function_name = 'parlor_audit',
+  flags = { 'no-cluster' },
+  callback = function(_, a)
+    local x = args(a)
+    local P = x.prefix
+    local problems = {}
+    local function problem(text)
+      problems[#problems + 1] = text
+    end
+    local listed = {}
+    local all = redis.call('HGETALL', P .. '{ix}:rooms')
+    for i = 1, #all, 2 do
+      listed[all[i]] = cmsgpack.unpack(all[i + 1])
+    end
+    local rooms = {}
+    for _, key in ipairs(redis.call('KEYS', P .. '{r:*}:room:*')) do
+      local tag, name = string.match(key, '^.*{r:(%x+)}:room:(.*)$')
+      rooms[name] = true
+      local f = redis.call('HMGET', key, 'home', 'epoch', 'until', 'ck')
+      if not f[1] or not f[2] or not f[3] or not f[4] then
+        problem('room without a lease or checkpoint: ' .. name)
+      else
+        local ck = cmsgpack.unpack(f[4])
+        local seats = #ck.members
+        if seats > ck.max_members then
+          problem('room over its seats: ' .. name .. ' ' .. seats .. '/' .. ck.max_members)
+        end
+        local set = redis.call('SCARD', P .. '{r:' .. tag .. '}:members:' .. name)
+        if set ~= seats then
+          problem('members set and checkpoint differ: ' .. name .. ' ' .. set .. ' vs ' .. seats)
+        end
+        local entry = listed[name]
+        if entry then
+          if entry.info.members ~= seats then
+            problem('listed with ' .. entry.info.members .. ' members, has ' .. seats .. ': ' .. name)
+          end
+        elseif not ck.private and seats > 0 then
+          problem('room not listed: ' .. name)
+        end
+      end
+    end
+    for name, _ in pairs(listed) do
+      if not rooms[name] then
+        problem('listed but gone: ' .. name)
+      end
+    end
+    return problems
+  end,
+}
