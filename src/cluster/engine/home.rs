@@ -49,9 +49,6 @@ pub(super) struct Batch {
     /// store's offsets turned out ahead of it.
     rooms: HashMap<String, (u64, Option<u64>)>,
     failure: Option<RequestError>,
-    /// Rooms whose listing changed, and those that are gone.
-    listings: Vec<String>,
-    disposed: Vec<String>,
 }
 
 /// Part of a lease kept back, so that a home stops deciding before its lease runs out by the
@@ -578,8 +575,6 @@ impl<O: Outlet> Engine<O> {
             sunk,
             rooms: HashMap::new(),
             failure: None,
-            listings: Vec::new(),
-            disposed: Vec::new(),
         };
         let mut commits = Vec::new();
         for room in rooms {
@@ -593,9 +588,7 @@ impl<O: Outlet> Engine<O> {
                 delete: disposed,
                 ..Commit::default()
             };
-            if disposed {
-                batch.disposed.push(room.clone());
-            } else {
+            if !disposed {
                 commit.frames = effects
                     .appends
                     .iter()
@@ -616,7 +609,6 @@ impl<O: Outlet> Engine<O> {
                             }
                         }
                     }
-                    batch.listings.push(room.clone());
                 }
                 let provisional = self.host.next_offset(&room).unwrap_or(0);
                 batch.rooms.insert(room.clone(), (provisional, None));
@@ -650,7 +642,27 @@ impl<O: Outlet> Engine<O> {
                     Then::Nothing,
                 );
             }
-            self.call(Op::Commit(commit), Then::Commit { batch: id, room });
+            let delete = commit.delete;
+            self.call(
+                Op::Commit(commit),
+                Then::Commit {
+                    batch: id,
+                    room: room.clone(),
+                },
+            );
+            // The index follows right behind (a hint for matchmakers and listings, written
+            // before anyone hears of the change).
+            if delete {
+                self.call(
+                    Op::IndexPut {
+                        room,
+                        listing: None,
+                    },
+                    Then::Nothing,
+                );
+            } else if effects.touched.contains(&room) {
+                self.put_listing(&room);
+            }
         }
         self.batches.push_back(batch);
         self.deliver_batches();
@@ -796,18 +808,6 @@ impl<O: Outlet> Engine<O> {
             if let Close::Evicted(LeaveReason::Kicked) = why {
                 self.send_node(&node, NodeMessage::Kicked { session }, None, None);
             }
-        }
-        for room in batch.listings {
-            self.put_listing(&room);
-        }
-        for room in batch.disposed {
-            self.call(
-                Op::IndexPut {
-                    room,
-                    listing: None,
-                },
-                Then::Nothing,
-            );
         }
     }
 
