@@ -119,6 +119,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
                 node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
                 limits,
                 lobby_interval: timers.lobby_interval,
+                state_patch_interval: timers.state_patch_interval,
                 clock_interval: timers.clock_interval,
             },
             config.registry.queue_bytes,

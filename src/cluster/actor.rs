@@ -37,6 +37,7 @@ pub struct ClusterSettings {
     pub node_ttl: Duration,
     pub limits: RegistryLimits,
     pub lobby_interval: Duration,
+    pub state_patch_interval: Duration,
     pub clock_interval: Duration,
 }
 
@@ -62,6 +63,7 @@ impl ClusterActor {
                 limits: settings.limits.clone(),
                 node_ttl: settings.node_ttl,
                 lobby_interval: settings.lobby_interval,
+                state_patch_interval: settings.state_patch_interval,
             },
             Arc::clone(&metrics),
             Instant::now(),
@@ -183,6 +185,10 @@ impl Actor for ClusterActor {
             .clock_interval
             .min(self.settings.node_ttl / 10)
             .min(self.settings.lobby_interval);
+        let every = match self.settings.state_patch_interval {
+            zero if zero.is_zero() => every,
+            patches => every.min(patches),
+        };
         ctx.run_interval(every, |actor, _| {
             actor.engine.tick(Instant::now());
             if let Some(link) = &actor.link {

@@ -249,6 +249,10 @@ pub struct Forwarded {
     /// The client frame, encoded.
     #[serde(with = "serde_bytes")]
     pub frame: Vec<u8>,
+    /// Sent again after the room's home died without answering it: a join already made is
+    /// answered with the room.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// Frames a home sends a session on another node.

@@ -76,6 +76,18 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The node that is home to `room` now (by the lease Redis holds), if any.
+    pub fn home_of(&self, room: &str) -> Option<String> {
+        let key = parlor::cluster::Keys::new("parlor:").room(room).room;
+        let home = self.cli(&["HGET", &key, "home"]);
+        let home = home.trim();
+        (!home.is_empty()).then(|| home.to_owned())
+    }
+
     /// Stops Redis (SIGTERM: it finishes writing its file) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -188,11 +200,16 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub async fn start(redis: &Redis, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(&redis.url(), name, env).await
+    }
+
+    /// A node that reaches Redis at `url` (a proxy in front of it, say).
+    pub async fn start_with(url: &str, name: &str, env: &[(&str, &str)]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_parlor"));
         command
             .args(["--bind", &addr, "--config", "/dev/null"])
-            .env("PARLOR_CLUSTER_REDIS_URL", redis.url())
+            .env("PARLOR_CLUSTER_REDIS_URL", url)
             .env("PARLOR_CLUSTER_NODE_ID", name)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -2,9 +2,11 @@
 //! process (the `parlor` binary), sharing rooms through it.
 
 mod backend;
+mod failover;
 mod faults;
 mod harness;
 mod ops;
+mod proxy;
 mod rooms;
 mod state;
 #[path = "../support/wait.rs"]

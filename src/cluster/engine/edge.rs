@@ -493,6 +493,7 @@ impl<O: Outlet> Engine<O> {
                 attempts: 0,
                 matching,
                 since: self.now,
+                recovering: false,
             },
         );
         rid
@@ -509,6 +510,7 @@ impl<O: Outlet> Engine<O> {
             user: local.profile.user.clone(),
             claim: local.profile.rooms.as_ref().map(|p| p.sources().to_vec()),
             frame: encode_client(&forward.frame).to_vec(),
+            recovering: forward.recovering,
         })
     }
 

@@ -85,14 +85,46 @@ impl<O: Outlet> Engine<O> {
             return self.send_node(&home, message, Some(room), Some(rid));
         }
         let (create, fresh) = self.creates(rid);
+        let then = Then::ClaimFor {
+            rid,
+            room: room.clone(),
+        };
+        self.claim(room, create, fresh, then);
+    }
+
+    /// Claims room `room` (`then` says what for). One claim per room is under way at a time:
+    /// a second waits for the first and is then looked at again, so that this node never
+    /// takes a room over twice (its second lease would fence off its own first).
+    fn claim(&mut self, room: String, create: Option<NewRoom>, fresh: bool, then: Then) {
+        if let Some(waiting) = self.claiming.get_mut(&room) {
+            waiting.push(then);
+            return;
+        }
+        self.claiming.insert(room.clone(), Vec::new());
         self.call(
             Op::Claim {
                 room,
                 create,
                 fresh,
             },
-            Then::ClaimFor { rid },
+            then,
         );
+    }
+
+    /// Room `room`'s claim is answered: what waited for it is looked at again.
+    pub(super) fn claimed(&mut self, room: &str) {
+        for then in self.claiming.remove(room).unwrap_or_default() {
+            match then {
+                Then::ClaimFor { rid, .. } => self.send_forward(rid),
+                Then::ClaimForMessage { room, message } => self.message_for_room(&room, *message),
+                Then::TakeOver { room }
+                    if !self.hosted.contains_key(&room) && !self.homes.contains_key(&room) =>
+                {
+                    self.takeovers.insert(room);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// What a claim for request `rid` may make: a room, if the request makes one where there
@@ -122,6 +154,10 @@ impl<O: Outlet> Engine<O> {
                 epoch: String::new(),
             })
         };
+        if forward.recovering {
+            // The room was there when it was asked for first: it is not made again.
+            return (None, false);
+        }
         match &forward.frame {
             ClientFrame::Join { create: true, .. } => (placeholder(), false),
             ClientFrame::Create { .. } => (placeholder(), true),
@@ -323,10 +359,7 @@ impl<O: Outlet> Engine<O> {
         for id in lost {
             self.host.remove(id, LeaveReason::NodeLost);
         }
-        if !self.host.has_room(room) {
-            // An empty room that goes when empty: gone.
-            self.hosted.remove(room);
-        }
+        // An empty room that goes when empty is deleted by this flush.
         self.flush_host(Origin::None);
     }
 
@@ -371,6 +404,18 @@ impl<O: Outlet> Engine<O> {
         }
         let session = forwarded.session;
         self.seat_visitor(&forwarded);
+        if forwarded.recovering && joins(&frame) && self.host.is_member(&room, session) {
+            // Its first home seated it and died before saying so: the room, as the answer.
+            let reference = frame.reference();
+            self.host.send_joined(session, &room, reference);
+            let origin = Origin::Request {
+                from: forwarded.from.clone(),
+                rid: forwarded.rid,
+                session,
+                reference,
+            };
+            return self.flush_host(origin);
+        }
         let origin = Origin::Request {
             from: forwarded.from.clone(),
             rid: forwarded.rid,
@@ -954,14 +999,7 @@ impl<O: Outlet> Engine<O> {
         }
         for room in std::mem::take(&mut self.takeovers) {
             if !self.hosted.contains_key(&room) {
-                self.call(
-                    Op::Claim {
-                        room: room.clone(),
-                        create: None,
-                        fresh: false,
-                    },
-                    Then::TakeOver { room },
-                );
+                self.claim(room.clone(), None, false, Then::TakeOver { room });
             }
         }
         let patience = self.cfg.node_ttl * 2 + Duration::from_secs(5);
@@ -986,17 +1024,11 @@ impl<O: Outlet> Engine<O> {
         if let Some(home) = self.homes.get(room).cloned() {
             return self.send_node(&home, message, Some(room.to_owned()), None);
         }
-        self.call(
-            Op::Claim {
-                room: room.to_owned(),
-                create: None,
-                fresh: false,
-            },
-            Then::ClaimForMessage {
-                room: room.to_owned(),
-                message: Box::new(message),
-            },
-        );
+        let then = Then::ClaimForMessage {
+            room: room.to_owned(),
+            message: Box::new(message),
+        };
+        self.claim(room.to_owned(), None, false, then);
     }
 
     pub(super) fn on_claim_for_message(
@@ -1144,8 +1176,20 @@ impl<O: Outlet> Engine<O> {
             .map(|(rid, _)| *rid)
             .collect();
         for rid in stranded {
-            let err = RequestError::OutcomeUnknown(format!("node {node:?}, the room's home, died"));
-            self.fail_forward(rid, err);
+            let Some(forward) = self.forwards.get_mut(&rid) else {
+                continue;
+            };
+            if joins(&forward.frame) {
+                // A join the dead home may or may not have made: asked again of the room's
+                // next home, which answers with the room if the seat was made.
+                forward.recovering = true;
+                forward.home = None;
+                self.reroute.push(rid);
+            } else {
+                let err =
+                    RequestError::OutcomeUnknown(format!("node {node:?}, the room's home, died"));
+                self.fail_forward(rid, err);
+            }
         }
         self.homes.retain(|_, home| home != node);
         self.call(
@@ -1164,14 +1208,7 @@ impl<O: Outlet> Engine<O> {
             if self.hosted.contains_key(&room) {
                 continue;
             }
-            self.call(
-                Op::Claim {
-                    room: room.clone(),
-                    create: None,
-                    fresh: false,
-                },
-                Then::TakeOver { room },
-            );
+            self.claim(room.clone(), None, false, Then::TakeOver { room });
         }
     }
 

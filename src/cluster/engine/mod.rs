@@ -51,6 +51,8 @@ pub struct EngineConfig {
     /// home renews it.
     pub node_ttl: Duration,
     pub lobby_interval: Duration,
+    /// How often rooms homed here send the state patches they batch (zero: they do not batch).
+    pub state_patch_interval: Duration,
 }
 
 /// What the engine asks of its driver.
@@ -136,9 +138,10 @@ impl Outlet for HomeOutlet {
 enum Then {
     /// Nothing (a beat, a session record, an index write).
     Nothing,
-    /// A claim made to route request `rid`.
+    /// A claim of `room` made to route request `rid`.
     ClaimFor {
         rid: u64,
+        room: String,
     },
     /// A claim made to reach the home of `room` with `message`.
     ClaimForMessage {
@@ -211,6 +214,9 @@ struct Forward {
     matching: Option<find::Matching>,
     /// When it was made: a request no home answers in time is given up.
     since: Instant,
+    /// Sent again after its home died unanswering (a join, which its next home answers with
+    /// the room if the seat was made).
+    recovering: bool,
 }
 
 /// The engine. See the module docs.
@@ -226,6 +232,7 @@ pub struct Engine<O: Outlet> {
     lobby: Lobby,
     lobby_listening: bool,
     last_lobby_flush: Instant,
+    last_patch_flush: Instant,
     // ---- the home: rooms this node is home to
     host: Registry<HomeOutlet>,
     sink: Sink,
@@ -239,6 +246,8 @@ pub struct Engine<O: Outlet> {
     next_rid: u64,
     /// Nodes found dead and dealt with (until their heartbeat comes back).
     dead: HashSet<String>,
+    /// Rooms this node's claims are under way for, and what else waits for each.
+    claiming: HashMap<String, Vec<Then>>,
     /// Rooms of dead nodes whose leases had not run out yet: claimed again at the next tick.
     takeovers: BTreeSet<String>,
     /// Forwarded requests whose home was gone: routed again at the next tick.
@@ -282,6 +291,7 @@ impl<O: Outlet> Engine<O> {
             lobby,
             lobby_listening: false,
             last_lobby_flush: now,
+            last_patch_flush: now,
             sink: Rc::default(),
             hosted: HashMap::new(),
             batches: VecDeque::new(),
@@ -291,6 +301,7 @@ impl<O: Outlet> Engine<O> {
             next_rid: 0,
             dead: HashSet::new(),
             takeovers: BTreeSet::new(),
+            claiming: HashMap::new(),
             reroute: Vec::new(),
             resend: Vec::new(),
             unsent: Vec::new(),
@@ -364,11 +375,18 @@ impl<O: Outlet> Engine<O> {
         };
         match then {
             Then::Nothing => {}
-            Then::ClaimFor { rid } => self.on_claim_for(rid, reply),
-            Then::ClaimForMessage { room, message } => {
-                self.on_claim_for_message(room, *message, reply)
+            Then::ClaimFor { rid, room } => {
+                self.on_claim_for(rid, reply);
+                self.claimed(&room);
             }
-            Then::TakeOver { room } => self.on_take_over(room, reply),
+            Then::ClaimForMessage { room, message } => {
+                self.on_claim_for_message(room.clone(), *message, reply);
+                self.claimed(&room);
+            }
+            Then::TakeOver { room } => {
+                self.on_take_over(room.clone(), reply);
+                self.claimed(&room);
+            }
             Then::Commit { batch, room } => self.on_commit(batch, room, reply),
             Then::Renewed { room, epoch, sent } => self.on_renewed(room, epoch, sent, reply),
             Then::Emitted {
@@ -475,6 +493,12 @@ impl<O: Outlet> Engine<O> {
         }
         self.drop_lapsed_leases();
         self.retry_routing();
+        let patches = self.cfg.state_patch_interval;
+        if !patches.is_zero() && now.duration_since(self.last_patch_flush) >= patches {
+            self.last_patch_flush = now;
+            self.host.flush_state_patches();
+            self.flush_host(home::Origin::None);
+        }
         if now.duration_since(self.last_lobby_flush) >= self.cfg.lobby_interval {
             self.last_lobby_flush = now;
             self.flush_lobby();
@@ -507,6 +531,14 @@ impl<O: Outlet> Engine<O> {
 /// The error a failed store call gives a request that would have changed something.
 fn request_error(err: LinkError) -> RequestError {
     RequestError::from(err)
+}
+
+/// Whether a request seats its session in a room (and answers with `joined`).
+fn joins(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Join { .. } | ClientFrame::Create { .. } | ClientFrame::JoinOrCreate { .. }
+    )
 }
 
 /// The room a request names, if it names one.

@@ -314,10 +314,22 @@ impl<O: Outlet> Registry<O> {
             });
         }
         let private = room.private;
+        let gone = room.members.is_empty() && room.dispose_when_empty;
         self.rooms.insert(room_name.to_owned(), room);
+        if gone {
+            // Made and never joined (its maker died first), or its last member went: gone,
+            // as an emptied room goes.
+            self.rooms.remove(room_name);
+            if let Some(host) = &mut self.host {
+                host.disposed.insert(room_name.to_owned());
+            }
+            return;
+        }
         if !private {
             self.lobby.added(room_name);
         }
+        // Its checkpoint and listing are written again by its new home.
+        self.touch(room_name);
     }
 
     /// Forgets room `room_name` without telling anyone: this node is no longer its home.
