@@ -73,6 +73,7 @@ impl ClusterActor {
             node: settings.link.node.clone(),
             ttl_ms: settings.node_ttl.as_millis() as u64,
             history_frames: settings.limits.history_frames,
+            redis_cluster: settings.link.cluster,
         };
         Self {
             settings,
@@ -115,14 +116,14 @@ impl ClusterActor {
                         Err(err) => self.engine.on_reply(token, Err(err)),
                     }
                 }
-                Output::Subscribe(room) => {
+                Output::Subscribe { room, epoch } => {
                     if let Some(link) = &self.link {
-                        link.subscribe(self.store.keys.room(&room).channel);
+                        link.subscribe(self.store.keys.room(&room).channel(&epoch));
                     }
                 }
-                Output::Unsubscribe(room) => {
+                Output::Unsubscribe { room, epoch } => {
                     if let Some(link) = &self.link {
-                        link.unsubscribe(self.store.keys.room(&room).channel);
+                        link.unsubscribe(self.store.keys.room(&room).channel(&epoch));
                     }
                 }
                 Output::Lobby(listen) => {
@@ -203,10 +204,14 @@ impl Actor for ClusterActor {
 impl StreamHandler<LinkEvent> for ClusterActor {
     fn handle(&mut self, event: LinkEvent, _: &mut Context<Self>) {
         match event {
-            LinkEvent::Room(room, payload) => self.engine().on_room_frame(&room, &payload),
+            LinkEvent::Room {
+                room,
+                epoch,
+                payload,
+            } => self.engine().on_room_frame(&room, &epoch, &payload),
             LinkEvent::Inbox(payload) => self.engine().on_inbox(&payload),
             LinkEvent::Lobby(room) => self.engine().on_lobby(&room),
-            LinkEvent::Subscribed(room) => self.engine().on_subscribed(&room),
+            LinkEvent::Subscribed { room, epoch } => self.engine().on_subscribed(&room, &epoch),
             LinkEvent::Commands(up) => {
                 self.commands_up = up;
                 return self.on_link_change();

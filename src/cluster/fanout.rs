@@ -3,7 +3,9 @@
 //! read overlapping the live channel) or with a gap (a subscription that started late, an
 //! outage); each room hands every frame to its local members exactly once and in order, asks
 //! for the missing range when it sees a gap, and keeps its recent frames so that a member who
-//! joins with a snapshot taken a moment earlier still gets the frames since. No I/O here.
+//! joins with a snapshot taken a moment earlier still gets the frames since. A room is followed
+//! in one incarnation (history epoch) at a time: frames and reads of another are ignored, and a
+//! member joining a newer one starts it afresh. No I/O here.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -23,6 +25,8 @@ pub const MAX_AHEAD: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fill {
     pub room: String,
+    /// The incarnation the frames are read for.
+    pub epoch: String,
     pub from: u64,
     pub to: Option<u64>,
 }
@@ -36,6 +40,8 @@ struct LocalMember<O> {
 }
 
 struct LocalRoom<O> {
+    /// The history epoch of the incarnation followed.
+    epoch: String,
     members: Vec<LocalMember<O>>,
     /// The offset of the next frame to hand out.
     next: u64,
@@ -47,8 +53,9 @@ struct LocalRoom<O> {
 }
 
 impl<O> LocalRoom<O> {
-    fn new(next: u64) -> Self {
+    fn new(epoch: &str, next: u64) -> Self {
         Self {
+            epoch: epoch.to_owned(),
             members: Vec::new(),
             next,
             ahead: BTreeMap::new(),
@@ -82,6 +89,7 @@ impl<O> LocalRoom<O> {
         self.filling = true;
         Some(Fill {
             room: room.to_owned(),
+            epoch: self.epoch.clone(),
             from: self.next,
             to: Some(first_ahead),
         })
@@ -91,8 +99,11 @@ impl<O> LocalRoom<O> {
 /// What adding a member did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Added {
-    /// The room is new on this node: subscribe to its channel, then read from `from`.
+    /// The room (this incarnation of it) is new on this node: subscribe to its channel, then
+    /// read from `from`.
     pub subscribe: bool,
+    /// The incarnation followed until now, whose channel to leave.
+    pub unsubscribe: Option<String>,
     /// Frames from `from` the node had already handed out and no longer holds: lost to
     /// this member (counted).
     pub lost: u64,
@@ -139,6 +150,7 @@ impl<O> LocalRooms<O> {
     pub fn add_member(
         &mut self,
         room: &str,
+        epoch: &str,
         id: SessionId,
         outlet: O,
         from: u64,
@@ -146,11 +158,18 @@ impl<O> LocalRooms<O> {
     ) -> Added {
         let mut added = Added {
             subscribe: false,
+            unsubscribe: None,
             lost: 0,
         };
+        if self.rooms.get(room).is_some_and(|r| r.epoch != epoch) {
+            // A newer incarnation: the one followed is gone (its members hear `left`).
+            if let Some(old) = self.rooms.remove(room) {
+                added.unsubscribe = Some(old.epoch);
+            }
+        }
         let local = self.rooms.entry(room.to_owned()).or_insert_with(|| {
             added.subscribe = true;
-            LocalRoom::new(from)
+            LocalRoom::new(epoch, from)
         });
         local.members.retain(|m| m.id != id);
         if from < local.next {
@@ -173,29 +192,32 @@ impl<O> LocalRooms<O> {
         added
     }
 
-    /// Takes `id` out of `room`; true when the room has no local member left (the node
-    /// unsubscribes from it and forgets it).
-    pub fn remove_member(&mut self, room: &str, id: SessionId) -> bool {
-        let Some(local) = self.rooms.get_mut(room) else {
-            return false;
-        };
+    /// Takes `id` out of `room`; when the room has no local member left, the node forgets it
+    /// and unsubscribes from the incarnation returned.
+    pub fn remove_member(&mut self, room: &str, id: SessionId) -> Option<String> {
+        let local = self.rooms.get_mut(room)?;
         local.members.retain(|m| m.id != id);
         if local.members.is_empty() {
-            self.rooms.remove(room);
-            return true;
+            return self.rooms.remove(room).map(|r| r.epoch);
         }
-        false
+        None
+    }
+
+    /// The incarnation of `room` followed here, if any.
+    pub fn epoch_of(&self, room: &str) -> Option<&str> {
+        self.rooms.get(room).map(|r| r.epoch.as_str())
     }
 
     /// A frame from the room's channel. Returns the fill to ask for when it reveals a gap.
     pub fn on_frame(
         &mut self,
         room: &str,
+        epoch: &str,
         message: RoomMessage,
         deliver: &mut impl Deliver<O>,
     ) -> Option<Fill> {
         let local = self.rooms.get_mut(room)?;
-        if message.offset < local.next {
+        if local.epoch != epoch || message.offset < local.next {
             return None;
         }
         local.ahead.insert(message.offset, message);
@@ -216,11 +238,20 @@ impl<O> LocalRooms<O> {
     pub fn on_fill(
         &mut self,
         fill: &Fill,
+        epoch: &str,
         messages: Vec<RoomMessage>,
         deliver: &mut impl Deliver<O>,
     ) -> Option<Fill> {
         let local = self.rooms.get_mut(&fill.room)?;
+        if local.epoch != fill.epoch {
+            return None;
+        }
         local.filling = false;
+        if epoch != local.epoch {
+            // The room was made again since: what was followed is gone (its members hear
+            // `left`), and the other incarnation's frames are not theirs.
+            return None;
+        }
         let first_read = messages.first().map(|m| m.offset);
         for message in messages {
             if message.offset >= local.next {
@@ -257,6 +288,7 @@ impl<O> LocalRooms<O> {
         local.filling = true;
         Some(Fill {
             room: room.to_owned(),
+            epoch: local.epoch.clone(),
             from: local.next,
             to: None,
         })

@@ -27,7 +27,17 @@ pub struct RoomKeys {
     pub room: String,
     pub members: String,
     pub log: String,
-    pub channel: String,
+    /// The channel's name up to the history epoch (`channel` adds it).
+    channel_head: String,
+}
+
+impl RoomKeys {
+    /// The channel of the room's incarnation with history epoch `epoch`: a room made again
+    /// under the same name has a channel of its own, so a node never takes the frames of one
+    /// for the other's.
+    pub fn channel(&self, epoch: &str) -> String {
+        format!("{}{epoch}", self.channel_head)
+    }
 }
 
 impl Keys {
@@ -48,15 +58,19 @@ impl Keys {
             room: format!("{p}{{r:{t}}}:room:{room}"),
             members: format!("{p}{{r:{t}}}:members:{room}"),
             log: format!("{p}{{r:{t}}}:log:{room}"),
-            channel: format!("{p}{{r:{t}}}:c:{room}"),
+            channel_head: format!("{p}{{r:{t}}}:c:{}:{room}:", room.len()),
         }
     }
 
-    /// The room a channel carries, if it is a room channel of this cluster.
-    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+    /// The room and history epoch a channel carries, if it is a room channel of this cluster.
+    pub fn room_of_channel<'a>(&self, channel: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = channel.strip_prefix(&self.prefix)?.strip_prefix("{r:")?;
         let (_, rest) = rest.split_once("}:c:")?;
-        Some(rest)
+        let (len, rest) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let room = rest.get(..len)?;
+        let epoch = rest.get(len..)?.strip_prefix(':')?;
+        Some((room, epoch))
     }
 
     pub fn node_rooms(&self, node: &str) -> String {
@@ -112,7 +126,8 @@ mod tests {
             };
             assert_eq!(tag_of(&k.room), tag_of(&k.members));
             assert_eq!(tag_of(&k.room), tag_of(&k.log));
-            assert_eq!(keys.room_of_channel(&k.channel), Some(room));
+            assert_eq!(keys.room_of_channel(&k.channel("e1")), Some((room, "e1")));
+            assert_eq!(keys.room_of_channel(&k.channel("")), Some((room, "")));
         }
         assert_ne!(keys.room("a").room, keys.room("b").room);
         assert_eq!(keys.room_of_channel("parlor:{n:a}:inbox"), None);

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redis::cluster_routing::Slot;
 use redis::Value as Reply;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,14 +70,18 @@ impl From<LinkError> for crate::registry::RequestError {
 /// What the link tells the node.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A frame on room `room`'s channel.
-    Room(String, Bytes),
+    /// A frame on the channel of room `room`'s incarnation `epoch`.
+    Room {
+        room: String,
+        epoch: String,
+        payload: Bytes,
+    },
     /// A message in this node's inbox.
     Inbox(Bytes),
     /// A room's listing changed.
     Lobby(String),
-    /// The subscription to this channel is in place.
-    Subscribed(String),
+    /// The subscription to this room incarnation's channel is in place.
+    Subscribed { room: String, epoch: String },
     /// The command connection is up (functions loaded) or down.
     Commands(bool),
     /// The subscription connection is up (every wanted channel subscribed) or down.
@@ -341,8 +346,9 @@ async fn connect_commands(
 }
 
 impl Commands {
-    /// Runs `cmds` in order: one pipeline on one Redis; on a Redis Cluster, each to the node
-    /// of its keys' slot, all under way at once (a cluster pipeline must stay in one slot).
+    /// Runs `cmds` in order: one pipeline on one Redis. On a Redis Cluster, one pipeline per
+    /// slot, in order within it, the slots' pipelines all under way at once (a cluster
+    /// pipeline must stay in one slot; Redis orders nothing across slots anyway).
     /// `Err`: the connection failed, and none of the replies is known.
     async fn run(
         &mut self,
@@ -366,22 +372,93 @@ impl Commands {
                 }
             }
             Commands::Cluster(connection) => {
-                let calls = cmds.into_iter().map(|cmd| {
-                    let mut connection = connection.clone();
-                    async move { cmd.query_async::<Reply>(&mut connection).await }
-                });
-                let results = futures_util::future::join_all(calls).await;
-                if results
-                    .iter()
-                    .all(|r| r.as_ref().is_err_and(|e| e.is_io_error() || e.is_timeout()))
-                    && !results.is_empty()
-                {
-                    return Err("every command of a batch failed".into());
+                let count = cmds.len();
+                // Each slot's commands, with their places in the batch.
+                let mut by_slot: Vec<(Option<Slot>, SlotCommands)> = Vec::new();
+                for (place, cmd) in cmds.into_iter().enumerate() {
+                    let slot = slot_of(&cmd);
+                    match by_slot
+                        .iter_mut()
+                        .find(|(s, _)| slot.is_some() && *s == slot)
+                    {
+                        Some((_, group)) => group.push((place, cmd)),
+                        None => by_slot.push((slot, vec![(place, cmd)])),
+                    }
                 }
-                Ok(results)
+                let pipeline_count = by_slot.len();
+                let pipelines = by_slot.into_iter().map(|(_, group)| {
+                    let mut connection = connection.clone();
+                    async move {
+                        let mut pipe = redis::pipe();
+                        pipe.ignore_errors();
+                        let places: Vec<usize> = group.iter().map(|(place, _)| *place).collect();
+                        for (_, cmd) in group {
+                            pipe.add_command(cmd);
+                        }
+                        let results = pipe
+                            .query_async::<Vec<redis::RedisResult<Reply>>>(&mut connection)
+                            .await;
+                        (places, results)
+                    }
+                });
+                let mut replies: Vec<Option<redis::RedisResult<Reply>>> =
+                    (0..count).map(|_| None).collect();
+                let mut failed = 0;
+                for (places, results) in futures_util::future::join_all(pipelines).await {
+                    match results {
+                        Ok(results) if results.len() == places.len() => {
+                            for (place, result) in places.into_iter().zip(results) {
+                                replies[place] = Some(result);
+                            }
+                        }
+                        Ok(_) => {
+                            return Err("a pipeline's replies did not match its commands".into())
+                        }
+                        Err(err) => {
+                            failed += 1;
+                            for place in places {
+                                replies[place] = Some(Err(redis::RedisError::from((
+                                    redis::ErrorKind::Io,
+                                    "a pipeline failed",
+                                    err.to_string(),
+                                ))));
+                            }
+                        }
+                    }
+                }
+                if failed > 0 && failed == pipeline_count {
+                    return Err("every pipeline of a batch failed".into());
+                }
+                Ok(replies.into_iter().flatten().collect())
             }
         }
     }
+}
+
+/// One slot's commands, each with its place in its batch.
+type SlotCommands = Vec<(usize, redis::Cmd)>;
+
+/// The slot of a command's first key (for `FCALL`, its first declared key); `None` if it has
+/// none.
+fn slot_of(cmd: &redis::Cmd) -> Option<Slot> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?;
+    let key = if name.eq_ignore_ascii_case(b"FCALL") || name.eq_ignore_ascii_case(b"FCALL_RO") {
+        let keys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+        if keys == 0 {
+            return None;
+        }
+        args.get(3)?
+    } else {
+        args.get(1)?
+    };
+    Some(Slot::for_key(key))
 }
 
 /// Sends queued calls in batches until the connection fails (false) or the node has gone
@@ -510,8 +587,12 @@ async fn run_subscriptions(
                         continue;
                     } else if channel == lobby {
                         LinkEvent::Lobby(String::from_utf8_lossy(&payload).into_owned())
-                    } else if let Some(room) = config.keys.room_of_channel(channel) {
-                        LinkEvent::Room(room.to_owned(), payload)
+                    } else if let Some((room, epoch)) = config.keys.room_of_channel(channel) {
+                        LinkEvent::Room {
+                            room: room.to_owned(),
+                            epoch: epoch.to_owned(),
+                            payload,
+                        }
                     } else {
                         continue;
                     };
@@ -530,10 +611,16 @@ async fn run_subscriptions(
                         Subscription::Add(channel) => {
                             let ok = sink.subscribe(&channel).await.is_ok();
                             if ok {
-                                let room = config.keys.room_of_channel(&channel).map(str::to_owned);
+                                let subscribed = config
+                                    .keys
+                                    .room_of_channel(&channel)
+                                    .map(|(room, epoch)| LinkEvent::Subscribed {
+                                        room: room.to_owned(),
+                                        epoch: epoch.to_owned(),
+                                    });
                                 wanted.insert(channel.clone());
-                                if let Some(room) = room {
-                                    let _ = events.send(LinkEvent::Subscribed(room)).await;
+                                if let Some(subscribed) = subscribed {
+                                    let _ = events.send(subscribed).await;
                                 }
                             } else {
                                 wanted.insert(channel);

@@ -19,6 +19,8 @@ mod fanout;
 mod keys;
 mod link;
 mod redis_store;
+#[cfg(any(test, feature = "script"))]
+pub mod sim;
 mod store;
 
 pub use actor::{ClusterActor, ClusterSettings};

@@ -19,6 +19,8 @@ pub struct StoreConfig {
     pub ttl_ms: u64,
     /// Frames a room's log keeps.
     pub history_frames: usize,
+    /// Redis is a Redis Cluster.
+    pub redis_cluster: bool,
 }
 
 /// Which reply an op's command gives, to read it back.
@@ -39,6 +41,8 @@ pub enum Expect {
     Nodes,
     Rooms,
     Published,
+    /// A publish on a Redis Cluster, whose count of receivers says nothing.
+    PublishedUncounted,
     Log,
     Session,
     Direct,
@@ -132,8 +136,9 @@ struct FrameArgs {
 struct CommitArgs<'a> {
     node: &'a str,
     epoch: u64,
-    hist: usize,
-    channel: &'a str,
+    keep: usize,
+    head: &'a str,
+    history: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     ck: Option<serde_bytes::ByteBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -152,14 +157,15 @@ struct EmitArgs<'a> {
     member: Option<String>,
     skip: String,
     body: serde_bytes::ByteBuf,
-    hist: usize,
-    channel: &'a str,
+    keep: usize,
+    head: &'a str,
 }
 
 #[derive(Serialize)]
 struct IndexPutArgs<'a> {
     room: &'a str,
     listing: serde_bytes::ByteBuf,
+    opens: bool,
     lobby: &'a str,
 }
 
@@ -289,11 +295,13 @@ impl StoreConfig {
             }
             Op::Commit(commit) => {
                 let r = room_keys(&commit.room);
+                let head = r.channel("");
                 let args = CommitArgs {
                     node,
                     epoch: commit.epoch,
-                    hist,
-                    channel: &r.channel,
+                    keep: hist,
+                    head: &head,
+                    history: &commit.history,
                     ck: commit.checkpoint.as_ref().map(bin),
                     state: commit.state.as_ref().map(|(s, _)| bin(s)),
                     version: commit.state.as_ref().map(|(_, v)| *v),
@@ -319,12 +327,13 @@ impl StoreConfig {
                 body,
             } => {
                 let r = room_keys(room);
+                let head = r.channel("");
                 let args = EmitArgs {
                     member: member.map(|m| m.to_string()),
                     skip: skip.map(|s| s.to_string()).unwrap_or_default(),
                     body: bin(body),
-                    hist,
-                    channel: &r.channel,
+                    keep: hist,
+                    head: &head,
                 };
                 let cmd = fcall("parlor_emit", &[&r.room, &r.members, &r.log], &args);
                 (cmd, Expect::Emitted, Vec::new())
@@ -337,10 +346,15 @@ impl StoreConfig {
                     Vec::new(),
                 )
             }
-            Op::IndexPut { room, listing } => {
+            Op::IndexPut {
+                room,
+                listing,
+                opens,
+            } => {
                 let args = IndexPutArgs {
                     room,
                     listing: listing.as_ref().map(bin).unwrap_or_default(),
+                    opens: *opens,
                     lobby: &k.lobby(),
                 };
                 let cmd = fcall(
@@ -461,7 +475,12 @@ impl StoreConfig {
             Op::Publish { node: to, message } => {
                 let mut cmd = redis::cmd("PUBLISH");
                 cmd.arg(k.inbox(to)).arg(&message[..]);
-                (cmd, Expect::Published, Vec::new())
+                let expect = if self.redis_cluster {
+                    Expect::PublishedUncounted
+                } else {
+                    Expect::Published
+                };
+                (cmd, expect, Vec::new())
             }
             Op::ReadLog { room, from, to } => {
                 let r = room_keys(room);
@@ -673,12 +692,14 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
             Reply::Nodes(nodes)
         }
         Expect::Rooms => Reply::Rooms(texts(items()?).ok_or_else(bad)?),
-        Expect::Published => Reply::Published(number(value).ok_or_else(bad)?),
+        Expect::Published => Reply::Published(Some(number(value).ok_or_else(bad)?)),
+        Expect::PublishedUncounted => Reply::Published(None),
         Expect::Log => {
             let items = items()?;
             let exists = items.first().and_then(text).ok_or_else(bad)? == "1";
-            let next = items.get(1).and_then(number).ok_or_else(bad)?;
-            let messages = items[2.min(items.len())..]
+            let history = items.get(1).and_then(text).unwrap_or_default();
+            let next = items.get(2).and_then(number).ok_or_else(bad)?;
+            let messages = items[3.min(items.len())..]
                 .chunks(3)
                 .map(|m| {
                     let skip = m.get(1).and_then(text)?;
@@ -696,6 +717,7 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
                 .ok_or_else(bad)?;
             Reply::Log {
                 exists,
+                history,
                 next,
                 messages,
             }

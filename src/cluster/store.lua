@@ -14,7 +14,8 @@ S a session.
                     state, version
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
   P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
-  P{r:H}:c:R        channel: "<offset>\n<skip>\n<frame>" for every frame appended
+  P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
+                    "<offset>\n<skip>\n<frame>" for every frame appended
   P{n:N}:rooms      set of the rooms the node is home to
   P{n:N}:inbox      channel: messages to the node (MessagePack)
   P{s:S}:session    hash: node, tok (SHA-1 of the resume token), user, orphan (ms: handed over
@@ -43,13 +44,15 @@ local function args(a)
   return cmsgpack.unpack(a[1])
 end
 
--- Appends one frame to a room: its offset, its place in the log, and the publish.
-local function append(k, channel, hist, body, skip)
+-- Appends one frame to a room: its offset, its place in the log (which keeps `keep` frames),
+-- and the publish on the channel of the room's incarnation (`head` .. its history epoch).
+local function append(k, head, keep, body, skip)
   local off = redis.call('HINCRBY', k[1], 'next', 1) - 1
   local frame = string.sub(body, 1, -2) .. cmsgpack.pack(off)
-  if hist > 0 then
-    redis.call('XADD', k[3], 'MAXLEN', hist, '0-' .. int(off + 1), 'f', frame, 's', skip)
+  if keep > 0 then
+    redis.call('XADD', k[3], 'MAXLEN', keep, '0-' .. int(off + 1), 'f', frame, 's', skip)
   end
+  local channel = head .. (redis.call('HGET', k[1], 'hist') or '')
   redis.call('PUBLISH', channel, int(off) .. '\n' .. skip .. '\n' .. frame)
   return off
 end
@@ -115,7 +118,7 @@ redis.register_function('parlor_release', function(k, a)
   return { 'ok' }
 end)
 
--- commit {node, epoch, hist, channel, ck, state, version, add, remove, frames = {{b, s}},
+-- commit {node, epoch, keep, head, history, ck, state, version, add, remove, frames = {{b, s}},
 -- delete}: the home's changes to a room, all or nothing, if its lease still holds.
 --   {'ok', first offset or -1, next offset}   |   {'fenced', home, epoch}
 redis.register_function('parlor_commit', function(k, a)
@@ -130,7 +133,7 @@ redis.register_function('parlor_commit', function(k, a)
     return { 'ok', -1, 0 }
   end
   if x.ck then
-    redis.call('HSET', k[1], 'ck', x.ck)
+    redis.call('HSET', k[1], 'ck', x.ck, 'hist', x.history)
   end
   if x.state then
     redis.call('HSET', k[1], 'state', x.state, 'version', x.version)
@@ -143,7 +146,7 @@ redis.register_function('parlor_commit', function(k, a)
   end
   local first = -1
   for _, f in ipairs(x.frames or {}) do
-    local off = append(k, x.channel, x.hist, f.b, f.s or '')
+    local off = append(k, x.head, x.keep, f.b, f.s or '')
     if first < 0 then
       first = off
     end
@@ -151,7 +154,7 @@ redis.register_function('parlor_commit', function(k, a)
   return { 'ok', first, tonumber(redis.call('HGET', k[1], 'next')) }
 end)
 
--- emit {member or nil, skip, body, hist, channel}: an event straight into the log, a member's
+-- emit {member or nil, skip, body, keep, head}: an event straight into the log, a member's
 -- (if it still is one) or the backend's (if the room exists): the fast path that costs one
 -- round trip, home or not.   {'ok', offset}   |   {'not_member'}
 redis.register_function('parlor_emit', function(k, a)
@@ -163,18 +166,23 @@ redis.register_function('parlor_emit', function(k, a)
   elseif redis.call('HEXISTS', k[1], 'ck') == 0 then
     return { 'not_member' }
   end
-  return { 'ok', append(k, x.channel, x.hist, x.body, x.skip or '') }
+  return { 'ok', append(k, x.head, x.keep, x.body, x.skip or '') }
 end)
 
--- index_put {room, listing ('' to remove), lobby}: a room's listing as its home last wrote it.
+-- index_put {room, listing ('' to remove), opens, lobby}: a room's listing as its home last
+-- wrote it. The version moves on for a new room or one that `opens` (may take a matchmaker it
+-- did not before), not for one that only filled up: see index_create.
 redis.register_function('parlor_index_put', function(k, a)
   local x = args(a)
+  local new = 0
   if x.listing == '' then
     redis.call('HDEL', k[1], x.room)
   else
-    redis.call('HSET', k[1], x.room, x.listing)
+    new = redis.call('HSET', k[1], x.room, x.listing)
   end
-  redis.call('INCR', k[2])
+  if new == 1 or x.opens then
+    redis.call('INCR', k[2])
+  end
   redis.call('PUBLISH', x.lobby, x.room)
   return { 'ok' }
 end)
@@ -280,12 +288,13 @@ redis.register_function('parlor_session_end', function(k, a)
   return out
 end)
 
--- read_log {from, to}: the room's history epoch, next offset, and its frames from offset
--- `from` up to `to` (exclusive; -1: to the end): {hist, next, offset, skip, frame, ...}.
+-- read_log {from, to}: whether the room exists, its history epoch and next offset, and its
+-- frames from offset `from` up to `to` (exclusive; -1: to the end):
+-- {exists, hist, next, offset, skip, frame, ...}.
 redis.register_function('parlor_read_log', function(k, a)
   local x = args(a)
-  local f = redis.call('HMGET', k[1], 'ck', 'next')
-  local out = { f[2] and '1' or '0', tonumber(f[2] or '0') }
+  local f = redis.call('HMGET', k[1], 'ck', 'next', 'hist')
+  local out = { f[1] and '1' or '0', f[3] or '', tonumber(f[2] or '0') }
   local last = (x.to >= 0) and ('0-' .. int(x.to)) or '+'
   if x.to >= 0 and x.to <= x.from then
     return out
@@ -395,58 +404,3 @@ redis.register_function('parlor_orphans_due', function(k, _)
   end
   return due
 end)
-
--- audit {prefix}: the data model's rules, for tests, on one Redis only (it reads every key):
--- every room has a lease and a checkpoint; no room holds more members than its seats; its
--- members set is its checkpoint's members; every listed room exists and is listed with the
--- checkpoint's member count; every room but a private one is listed. {problem, ...}
-redis.register_function {
-  function_name = 'parlor_audit',
-  flags = { 'no-cluster' },
-  callback = function(_, a)
-    local x = args(a)
-    local P = x.prefix
-    local problems = {}
-    local function problem(text)
-      problems[#problems + 1] = text
-    end
-    local listed = {}
-    local all = redis.call('HGETALL', P .. '{ix}:rooms')
-    for i = 1, #all, 2 do
-      listed[all[i]] = cmsgpack.unpack(all[i + 1])
-    end
-    local rooms = {}
-    for _, key in ipairs(redis.call('KEYS', P .. '{r:*}:room:*')) do
-      local tag, name = string.match(key, '^.*{r:(%x+)}:room:(.*)$')
-      rooms[name] = true
-      local f = redis.call('HMGET', key, 'home', 'epoch', 'until', 'ck')
-      if not f[1] or not f[2] or not f[3] or not f[4] then
-        problem('room without a lease or checkpoint: ' .. name)
-      else
-        local ck = cmsgpack.unpack(f[4])
-        local seats = #ck.members
-        if seats > ck.max_members then
-          problem('room over its seats: ' .. name .. ' ' .. seats .. '/' .. ck.max_members)
-        end
-        local set = redis.call('SCARD', P .. '{r:' .. tag .. '}:members:' .. name)
-        if set ~= seats then
-          problem('members set and checkpoint differ: ' .. name .. ' ' .. set .. ' vs ' .. seats)
-        end
-        local entry = listed[name]
-        if entry then
-          if entry.info.members ~= seats then
-            problem('listed with ' .. entry.info.members .. ' members, has ' .. seats .. ': ' .. name)
-          end
-        elseif not ck.private and seats > 0 then
-          problem('room not listed: ' .. name)
-        end
-      end
-    end
-    for name, _ in pairs(listed) do
-      if not rooms[name] then
-        problem('listed but gone: ' .. name)
-      end
-    end
-    return problems
-  end,
-}

@@ -24,6 +24,8 @@ pub struct NewRoom {
 pub struct Commit {
     pub room: String,
     pub epoch: u64,
+    /// The room's history epoch: its frames go out on this incarnation's channel.
+    pub history: String,
     pub checkpoint: Option<Bytes>,
     /// The state and its version, when the version changed.
     pub state: Option<(Bytes, u64)>,
@@ -70,6 +72,10 @@ pub enum Op {
     IndexPut {
         room: String,
         listing: Option<Bytes>,
+        /// The change may give a matchmaker a seat it did not have (a new room, a freed
+        /// seat, new metadata...): the index's version moves on, so that a matchmaker about
+        /// to make a room because it found none picks again. Members coming in do not.
+        opens: bool,
     },
     /// The index: every listing, or these rooms'.
     IndexRead {
@@ -187,8 +193,10 @@ pub enum Reply {
     Emitted(Option<u64>),
     /// A room's checkpoint, state and next offset, if it exists.
     Room(Option<(Bytes, Bytes, u64)>),
-    /// How many nodes heard a publish (0: the receiver is gone).
-    Published(u64),
+    /// How many nodes heard a publish (0: the receiver is gone); `None`: not known (a Redis
+    /// Cluster counts only the subscribers of the node that ran the publish, though every
+    /// node's hear it: a receiver's death is then learnt from its heartbeat).
+    Published(Option<u64>),
     Index {
         version: u64,
         listings: Vec<(String, Bytes)>,
@@ -204,9 +212,10 @@ pub enum Reply {
     Orphans(Vec<SessionId>),
     Nodes(Vec<(String, bool)>),
     Rooms(Vec<String>),
-    /// Whether the room exists, its next offset, and the frames read.
+    /// Whether the room exists, its history epoch and next offset, and the frames read.
     Log {
         exists: bool,
+        history: String,
         next: u64,
         messages: Vec<RoomMessage>,
     },
@@ -262,8 +271,8 @@ pub struct ForSession {
     /// The request these answer, when they do.
     pub rid: Option<u64>,
     pub frames: Vec<serde_bytes::ByteBuf>,
-    /// Rooms the session joined, and the offset its stream there starts at.
-    pub joined: Vec<(String, u64)>,
+    /// Rooms the session joined: the history epoch, and the offset its stream starts at.
+    pub joined: Vec<(String, String, u64)>,
     /// Rooms the session left.
     pub left: Vec<String>,
 }

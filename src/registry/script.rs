@@ -355,111 +355,116 @@ impl World {
     }
 
     fn frame(&self, request: &Request) -> ClientFrame {
-        let reference = Some(1);
-        let seats = |n: &Option<u8>| n.map(|n| u32::from(n % 6));
-        match request {
-            Request::Join {
-                room: r,
-                password,
-                create,
-            } => ClientFrame::Join {
-                reference,
-                room: room(*r),
+        client_frame(request, |n| self.pick(n).unwrap_or(SessionId::NIL))
+    }
+}
+
+/// The client frame a scripted request stands for; `pick(n)` names the `n`th session.
+pub fn client_frame(request: &Request, pick: impl Fn(u8) -> SessionId) -> ClientFrame {
+    let reference = Some(1);
+    let seats = |n: &Option<u8>| n.map(|n| u32::from(n % 6));
+    match request {
+        Request::Join {
+            room: r,
+            password,
+            create,
+        } => ClientFrame::Join {
+            reference,
+            room: room(*r),
+            password: password.map(|p| format!("pw{}", p % 2)),
+            create: *create,
+        },
+        Request::Create {
+            room: r,
+            seats: s,
+            private,
+            password,
+            keep,
+        } => ClientFrame::Create {
+            reference,
+            room: r.map(room),
+            options: RoomOptions {
+                max_members: seats(s),
+                private: *private,
                 password: password.map(|p| format!("pw{}", p % 2)),
-                create: *create,
+                metadata: Metadata::new(),
+                dispose_when_empty: !keep,
             },
-            Request::Create {
-                room: r,
-                seats: s,
-                private,
-                password,
-                keep,
-            } => ClientFrame::Create {
-                reference,
-                room: r.map(room),
-                options: RoomOptions {
-                    max_members: seats(s),
-                    private: *private,
-                    password: password.map(|p| format!("pw{}", p % 2)),
-                    metadata: Metadata::new(),
-                    dispose_when_empty: !keep,
-                },
+        },
+        Request::JoinOrCreate { mode, seats: s } => ClientFrame::JoinOrCreate {
+            reference,
+            filter: RoomFilter {
+                mode: mode.map(|m| format!("m{}", m % 2)),
+                ..RoomFilter::default()
             },
-            Request::JoinOrCreate { mode, seats: s } => ClientFrame::JoinOrCreate {
-                reference,
-                filter: RoomFilter {
-                    mode: mode.map(|m| format!("m{}", m % 2)),
-                    ..RoomFilter::default()
-                },
-                options: RoomOptions {
-                    max_members: seats(s),
-                    ..RoomOptions::default()
-                },
+            options: RoomOptions {
+                max_members: seats(s),
+                ..RoomOptions::default()
             },
-            Request::Leave { room: r } => ClientFrame::Leave {
-                reference,
-                room: room(*r),
+        },
+        Request::Leave { room: r } => ClientFrame::Leave {
+            reference,
+            room: room(*r),
+        },
+        Request::Emit { room: r, echo } => ClientFrame::Emit {
+            reference,
+            room: room(*r),
+            event: "e".into(),
+            data: Value::from(1),
+            echo: *echo,
+        },
+        Request::Send { to } => ClientFrame::Send {
+            reference,
+            to: pick(*to),
+            event: "e".into(),
+            data: Value::Nil,
+        },
+        Request::Lock { room: r, locked } => ClientFrame::set_lock(room(*r), *locked),
+        Request::Kick { room: r, target } => ClientFrame::Kick {
+            reference,
+            room: room(*r),
+            session: pick(*target),
+        },
+        Request::SetMetadata { room: r, mode } => ClientFrame::SetMetadata {
+            reference,
+            room: room(*r),
+            metadata: [("mode".to_owned(), Value::from(format!("m{}", mode % 2)))]
+                .into_iter()
+                .collect(),
+        },
+        Request::ListRooms { mode } => ClientFrame::ListRooms {
+            reference,
+            filter: RoomFilter {
+                mode: mode.map(|m| format!("m{}", m % 2)),
+                ..RoomFilter::default()
             },
-            Request::Emit { room: r, echo } => ClientFrame::Emit {
-                reference,
-                room: room(*r),
-                event: "e".into(),
-                data: Value::from(1),
-                echo: *echo,
-            },
-            Request::Send { to } => ClientFrame::Send {
-                reference,
-                to: self.pick(*to).unwrap_or(SessionId::NIL),
-                event: "e".into(),
-                data: Value::Nil,
-            },
-            Request::Lock { room: r, locked } => ClientFrame::set_lock(room(*r), *locked),
-            Request::Kick { room: r, target } => ClientFrame::Kick {
-                reference,
-                room: room(*r),
-                session: self.pick(*target).unwrap_or(SessionId::NIL),
-            },
-            Request::SetMetadata { room: r, mode } => ClientFrame::SetMetadata {
-                reference,
-                room: room(*r),
-                metadata: [("mode".to_owned(), Value::from(format!("m{}", mode % 2)))]
-                    .into_iter()
-                    .collect(),
-            },
-            Request::ListRooms { mode } => ClientFrame::ListRooms {
-                reference,
-                filter: RoomFilter {
-                    mode: mode.map(|m| format!("m{}", m % 2)),
-                    ..RoomFilter::default()
-                },
-                limit: None,
-            },
-            Request::SubscribeLobby => ClientFrame::SubscribeLobby {
-                reference,
-                filter: RoomFilter::default(),
-            },
-            Request::UnsubscribeLobby => ClientFrame::UnsubscribeLobby { reference },
-            Request::UpdateState {
-                room: r,
-                key,
-                delete,
-                if_version,
-            } => {
-                let path = vec![format!("k{}", key % 4), format!("x{}", key % 3)];
-                let op = if *delete {
-                    StateOp::Delete { path }
-                } else {
-                    StateOp::Set {
-                        path,
-                        value: Value::from("x".repeat(usize::from(*key % 40))),
-                    }
-                };
-                ClientFrame::UpdateState {
-                    reference,
-                    room: room(*r),
-                    ops: vec![op],
-                    if_version: if_version.map(u64::from),
+            limit: None,
+        },
+        Request::SubscribeLobby => ClientFrame::SubscribeLobby {
+            reference,
+            filter: RoomFilter::default(),
+        },
+        Request::UnsubscribeLobby => ClientFrame::UnsubscribeLobby { reference },
+        Request::UpdateState {
+            room: r,
+            key,
+            delete,
+            if_version,
+        } => {
+            let path = vec![format!("k{}", key % 4), format!("x{}", key % 3)];
+            let op = if *delete {
+                StateOp::Delete { path }
+            } else {
+                StateOp::Set {
+                    path,
+                    value: Value::from("x".repeat(usize::from(*key % 40))),
                 }
+            };
+            ClientFrame::UpdateState {
+                reference,
+                room: room(*r),
+                ops: vec![op],
+                if_version: if_version.map(u64::from),
             }
         }
     }

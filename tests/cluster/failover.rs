@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parlor_client::protocol::{
-    JoinedFrame, LeaveReason, PresenceStatus, RoomFilter, RoomOptions, ServerFrame, StateOp, Value,
+    ErrorCode, JoinedFrame, LeaveReason, PresenceStatus, RoomFilter, RoomOptions, ServerFrame,
+    StateOp, Value,
 };
 use parlor_client::Client;
 
@@ -76,6 +77,7 @@ async fn a_killed_homes_rooms_move_to_a_survivor_and_go_on() {
     // took and never answered would be `outcome_unknown`, honestly, and blur the count).
     let (kill, killing) = tokio::sync::oneshot::channel::<()>();
     let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
+    let on_cluster = redis.is_cluster();
     let writes = tokio::spawn({
         let rooms = rooms.clone();
         let mut kill = Some((kill, killed_rx));
@@ -92,11 +94,29 @@ async fn a_killed_homes_rooms_move_to_a_survivor_and_go_on() {
                     .await
                     .expect("emit");
                 if n % 50 == 49 {
+                    // Each write names the version it follows, so that one whose outcome is
+                    // unknown is sent again safely (PROTOCOL.md, `outcome_unknown`): on a Redis
+                    // Cluster, a write sent to the dead home before anyone knew it was dead
+                    // cannot be told from one it took and never answered.
+                    let follows = n / 50;
                     for room in &rooms {
-                        writer
-                            .update_state(room, set("w", n), None)
-                            .await
-                            .expect("a state write, even while its room moves");
+                        loop {
+                            match writer.update_state(room, set("w", n), Some(follows)).await {
+                                Ok(_) => break,
+                                Err(parlor_client::ClientError::Refused(e))
+                                    if e.code == ErrorCode::OutcomeUnknown && on_cluster =>
+                                {
+                                    continue
+                                }
+                                Err(parlor_client::ClientError::Refused(e))
+                                    if e.code == ErrorCode::VersionConflict && on_cluster =>
+                                {
+                                    // The unknown one was carried out.
+                                    break;
+                                }
+                                Err(e) => panic!("a state write, even while its room moves: {e:?}"),
+                            }
+                        }
                     }
                 }
             }
@@ -179,6 +199,13 @@ async fn a_killed_homes_rooms_move_to_a_survivor_and_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_cut_off_from_redis_writes_nothing_once_another_node_holds_its_room() {
     let redis = Redis::start();
+    if redis.is_cluster() {
+        eprintln!(
+            "skipped on a Redis Cluster: the node cut off reaches Redis through a proxy, and a \
+             cluster's redirections and slot map name its nodes' real addresses, around it"
+        );
+        return;
+    }
     let proxy = Proxy::start(redis.port()).await;
     let cut = NodeProcess::start_with(&proxy.url(), "a", &[]).await;
     let other = NodeProcess::start(&redis, "b", &[]).await;

@@ -1,7 +1,8 @@
 //! What an operator sees of a cluster node: the log when Redis is away at start and when it
-//! comes, with the URL's password kept out of it.
+//! comes, with the URL's password kept out of it (on a Redis Cluster too).
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,15 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct RemovedDir(PathBuf);
+
+impl Drop for RemovedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -58,19 +68,25 @@ impl Log {
 async fn redis_away_at_start_is_warned_once_without_the_password_and_its_arrival_logged() {
     const PASSWORD: &str = "hunter2-secret";
     let port = free_port();
-    let shown = format!("redis://127.0.0.1:{port}/0");
-    let mut node = Command::new(env!("CARGO_BIN_EXE_parlor"))
-        .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+    let cluster = redis_cluster();
+    let shown = if cluster {
+        format!("redis://127.0.0.1:{port}")
+    } else {
+        format!("redis://127.0.0.1:{port}/0")
+    };
+    let url = shown.replace("redis://", &format!("redis://:{PASSWORD}@"));
+    let mut node = Command::new(env!("CARGO_BIN_EXE_parlor"));
+    node.args(["--bind", &format!("127.0.0.1:{}", free_port())])
         .args(["--config", "/dev/null"])
-        .env(
-            "PARLOR_CLUSTER_REDIS_URL",
-            format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
-        )
+        .env_remove(TEST_CLUSTER_VAR)
+        .env("PARLOR_CLUSTER_REDIS_URL", url)
         .env("RUST_LOG", "parlor=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start parlor");
+        .stderr(Stdio::piped());
+    if cluster {
+        node.env("PARLOR_CLUSTER_REDIS_CLUSTER", "true");
+    }
+    let mut node = node.spawn().expect("start parlor");
     let log = Log::follow(&mut node);
     let _node = Killed(node);
     for connection in ["commands", "subscriptions"] {
@@ -81,7 +97,12 @@ async fn redis_away_at_start_is_warned_once_without_the_password_and_its_arrival
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(log.count(&["WARN"]), 2, "{:#?}", log.lines());
 
-    let redis = Command::new(redis_server())
+    let dir = RemovedDir(
+        std::env::temp_dir().join(format!("parlor-ops-redis-{port}-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0).expect("redis dir");
+    let mut redis = Command::new(redis_server());
+    redis
         .args([
             "--port",
             &port.to_string(),
@@ -91,11 +112,39 @@ async fn redis_away_at_start_is_warned_once_without_the_password_and_its_arrival
             "",
         ])
         .args(["--requirepass", PASSWORD])
+        .arg("--dir")
+        .arg(&dir.0)
+        .current_dir(&dir.0)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let _redis = Killed(redis);
+        .stderr(Stdio::null());
+    if cluster {
+        // A Redis Cluster of one node, which serves every slot once it runs.
+        redis.args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            &free_port().to_string(),
+        ]);
+    }
+    let _redis = Killed(redis.spawn().expect("start redis-server"));
+    if cluster {
+        within(10, "the Redis Cluster node to take every slot", async {
+            loop {
+                let output = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "-a", PASSWORD, "--no-auth-warning"])
+                    .args(["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+                    .output()
+                    .expect("run redis-cli");
+                if String::from_utf8_lossy(&output.stdout).trim() == "OK" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
     log.wait_for(&["INFO", "command connection to Redis at", &shown, "is up"])
         .await;
     log.wait_for(&[

@@ -100,29 +100,30 @@ async fn redis_refuses_a_write_under_a_lease_that_moved_on() {
     struct Commit<'a> {
         node: &'a str,
         epoch: u64,
-        hist: u64,
-        channel: &'a str,
+        keep: u64,
+        head: &'a str,
         add: Vec<String>,
     }
     let commit = |node: &str, epoch: u64| {
         let args = rmp_serde::to_vec_named(&Commit {
             node,
             epoch,
-            hist: 100,
-            channel: &keys.channel,
+            keep: 100,
+            head: &keys.channel(""),
             add: vec![stranger.clone()],
         })
         .expect("encode");
-        let client = redis::Client::open(redis.url()).expect("client");
-        let mut connection = client.get_connection().expect("connect");
-        redis::cmd("FCALL")
-            .arg("parlor_commit")
-            .arg(3)
-            .arg(&keys.room)
-            .arg(&keys.members)
-            .arg(&keys.log)
-            .arg(args)
-            .query::<Vec<redis::Value>>(&mut connection)
+        // On a Redis Cluster, sent to the node of the room's slot.
+        redis
+            .query::<Vec<redis::Value>>(
+                redis::cmd("FCALL")
+                    .arg("parlor_commit")
+                    .arg(3)
+                    .arg(&keys.room)
+                    .arg(&keys.members)
+                    .arg(&keys.log)
+                    .arg(args),
+            )
             .expect("commit")
     };
     let fenced = |reply: Vec<redis::Value>| matches!(reply.first(), Some(redis::Value::BulkString(tag)) if tag == b"fenced");

@@ -571,7 +571,7 @@ impl<O: Outlet> Engine<O> {
         let id = frames.session;
         let Some(local) = self.sessions.get(&id) else {
             // The session ended meanwhile: a room it was just seated in must hear it left.
-            for (room, _) in &frames.joined {
+            for (room, _, _) in &frames.joined {
                 let message = NodeMessage::Gone {
                     session: id,
                     rooms: vec![room.clone()],
@@ -585,22 +585,25 @@ impl<O: Outlet> Engine<O> {
             return;
         };
         let away = local.outlet.is_none();
-        for (room, offset) in &frames.joined {
-            self.joined_room(id, room, *offset, away);
+        // The frames first (a `joined` before any frame of its room that the node already
+        // holds), then the rooms followed from their `joined` on, and no more after `left`.
+        for frame in frames.frames {
+            self.deliver(id, Bytes::from(frame.into_vec()));
+        }
+        for (room, epoch, offset) in &frames.joined {
+            self.joined_room(id, room, epoch, *offset, away);
         }
         for room in &frames.left {
             self.left_room(id, room);
-        }
-        for frame in frames.frames {
-            self.deliver(id, Bytes::from(frame.into_vec()));
         }
         if let Some(rid) = frames.rid {
             self.finish_forward(rid);
         }
     }
 
-    /// Session `id` is now a member of `room`, its frames from `offset` on.
-    fn joined_room(&mut self, id: SessionId, room: &str, offset: u64, away: bool) {
+    /// Session `id` is now a member of `room` (incarnation `epoch`), its frames from `offset`
+    /// on.
+    fn joined_room(&mut self, id: SessionId, room: &str, epoch: &str, offset: u64, away: bool) {
         let Some(local) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -611,7 +614,7 @@ impl<O: Outlet> Engine<O> {
         let user = local.profile.user.clone();
         if !away {
             if let Some(outlet) = local.outlet.clone() {
-                self.join_fanout(room, id, outlet, offset);
+                self.join_fanout(room, epoch, id, outlet, offset);
             }
         }
         self.call(
@@ -694,11 +697,12 @@ impl<O: Outlet> Engine<O> {
 
     // ---- local rooms -------------------------------------------------------------------------
 
-    fn join_fanout(&mut self, room: &str, id: SessionId, outlet: O, from: u64) {
+    fn join_fanout(&mut self, room: &str, epoch: &str, id: SessionId, outlet: O, from: u64) {
         let metrics = Arc::clone(&self.metrics);
         let mut overflowed = Vec::new();
         let added = self.fanout.add_member(
             room,
+            epoch,
             id,
             outlet,
             from,
@@ -713,8 +717,17 @@ impl<O: Outlet> Engine<O> {
         if added.lost > 0 {
             self.metrics.cluster_frames_lost.inc_by(added.lost);
         }
+        if let Some(old) = added.unsubscribe {
+            self.out.push_back(Output::Unsubscribe {
+                room: room.to_owned(),
+                epoch: old,
+            });
+        }
         if added.subscribe {
-            self.out.push_back(Output::Subscribe(room.to_owned()));
+            self.out.push_back(Output::Subscribe {
+                room: room.to_owned(),
+                epoch: epoch.to_owned(),
+            });
         }
         for id in overflowed {
             self.evict(id);
@@ -722,31 +735,37 @@ impl<O: Outlet> Engine<O> {
     }
 
     pub(super) fn leave_fanout(&mut self, room: &str, id: SessionId) {
-        if self.fanout.remove_member(room, id) {
-            self.out.push_back(Output::Unsubscribe(room.to_owned()));
+        if let Some(epoch) = self.fanout.remove_member(room, id) {
+            self.out.push_back(Output::Unsubscribe {
+                room: room.to_owned(),
+                epoch,
+            });
         }
     }
 
-    /// A frame on room `room`'s channel.
-    pub fn on_room_frame(&mut self, room: &str, payload: &Bytes) {
+    /// A frame on the channel of room `room`'s incarnation `epoch`.
+    pub fn on_room_frame(&mut self, room: &str, epoch: &str, payload: &Bytes) {
         let Some(message) = crate::cluster::store::parse_room_message(payload) else {
             return;
         };
-        self.fan(room, message);
+        self.fan(room, epoch, message);
     }
 
-    fn fan(&mut self, room: &str, message: RoomMessage) {
+    fn fan(&mut self, room: &str, epoch: &str, message: RoomMessage) {
         let metrics = Arc::clone(&self.metrics);
         let mut overflowed = Vec::new();
-        let fill = self
-            .fanout
-            .on_frame(room, message, &mut |to, outlet: &O, frame: &Bytes| {
+        let fill = self.fanout.on_frame(
+            room,
+            epoch,
+            message,
+            &mut |to, outlet: &O, frame: &Bytes| {
                 if outlet.deliver(frame.clone()).is_ok() {
                     metrics.sent(1, frame.len());
                 } else {
                     overflowed.push(to);
                 }
-            });
+            },
+        );
         if let Some(fill) = fill {
             self.fill(fill);
         }
@@ -755,8 +774,12 @@ impl<O: Outlet> Engine<O> {
         }
     }
 
-    /// The subscription to room `room`'s channel is in place: catch up with its log.
-    pub fn on_subscribed(&mut self, room: &str) {
+    /// The subscription to the channel of room `room`'s incarnation `epoch` is in place:
+    /// catch up with its log.
+    pub fn on_subscribed(&mut self, room: &str, epoch: &str) {
+        if self.fanout.epoch_of(room) != Some(epoch) {
+            return;
+        }
         if let Some(fill) = self.fanout.catch_up(room) {
             self.fill(fill);
         }
@@ -774,22 +797,28 @@ impl<O: Outlet> Engine<O> {
     }
 
     pub(super) fn on_fill(&mut self, fill: Fill, reply: Result<Reply, LinkError>) {
-        let Ok(Reply::Log { messages, .. }) = reply else {
+        let Ok(Reply::Log {
+            messages, history, ..
+        }) = reply
+        else {
             self.fanout.fill_failed(&fill.room);
             return;
         };
         let metrics = Arc::clone(&self.metrics);
         let lost_before = self.fanout.lost;
         let mut overflowed = Vec::new();
-        let next = self
-            .fanout
-            .on_fill(&fill, messages, &mut |to, outlet: &O, frame: &Bytes| {
+        let next = self.fanout.on_fill(
+            &fill,
+            &history,
+            messages,
+            &mut |to, outlet: &O, frame: &Bytes| {
                 if outlet.deliver(frame.clone()).is_ok() {
                     metrics.sent(1, frame.len());
                 } else {
                     overflowed.push(to);
                 }
-            });
+            },
+        );
         let lost = self.fanout.lost - lost_before;
         if lost > 0 {
             self.metrics.cluster_frames_lost.inc_by(lost);
@@ -947,10 +976,15 @@ impl<O: Outlet> Engine<O> {
         let caught = match reply {
             Ok(Reply::Log {
                 exists: true,
+                history,
                 next,
                 messages,
             }) => {
-                let from = position.as_ref().map(|p| p.offset);
+                // Where the client was, if in this incarnation of the room.
+                let from = position
+                    .as_ref()
+                    .filter(|p| p.epoch == history)
+                    .map(|p| p.offset);
                 // Recovered only if the log still holds every frame from the position on.
                 let complete = match (from, messages.first()) {
                     (Some(from), Some(first)) => first.offset == from,
@@ -964,7 +998,7 @@ impl<O: Outlet> Engine<O> {
                     .collect();
                 let bytes: usize = frames.iter().map(Bytes::len).sum();
                 let replay = (complete && bytes <= budget).then_some(frames);
-                Some((next, replay))
+                Some((history, next, replay))
             }
             _ => None,
         };
@@ -973,8 +1007,7 @@ impl<O: Outlet> Engine<O> {
                 return;
             };
             match caught {
-                Some((next, replay)) => {
-                    let epoch = position.map(|p| p.epoch).unwrap_or_default();
+                Some((epoch, next, replay)) => {
                     state.caught.insert(room.clone(), (epoch, next, replay));
                 }
                 None => {
@@ -1013,7 +1046,7 @@ impl<O: Outlet> Engine<O> {
                 offset: *next,
                 recovered,
             });
-            replays.push((room.clone(), *next, replay.clone()));
+            replays.push((room.clone(), epoch.clone(), *next, replay.clone()));
         }
         if let Some(local) = self.sessions.get_mut(&session) {
             local.rooms = rooms_info.iter().map(|r| r.room.clone()).collect();
@@ -1027,13 +1060,13 @@ impl<O: Outlet> Engine<O> {
             }),
         );
         let outlet = self.sessions.get(&session).and_then(|l| l.outlet.clone());
-        for (room, next, replay) in replays {
+        for (room, epoch, next, replay) in replays {
             if let Some(frames) = replay {
                 for frame in frames {
                     self.deliver(session, frame);
                 }
                 if let Some(outlet) = outlet.clone() {
-                    self.join_fanout(&room, session, outlet, next);
+                    self.join_fanout(&room, &epoch, session, outlet, next);
                 }
             }
         }

@@ -227,6 +227,10 @@ impl<O: Outlet> Engine<O> {
         matching.picks += 1;
         matching.create = false;
         forward.home = None;
+        // A join a dead home may have made was asked again of the room's next home, which
+        // did not seat the session: the next pick is a join like any other (one that may make
+        // its room).
+        forward.recovering = false;
         if matching.picks >= MAX_PICKS {
             let err = RequestError::Unavailable("matchmaking found no room in time".into());
             return self.fail_forward(rid, err);
@@ -271,6 +275,7 @@ impl<O: Outlet> Engine<O> {
         let Some(listing) = self.host.listing_of(&room) else {
             return;
         };
+        self.listed(&room, &listing);
         let entry = IndexEntry {
             info: listing.info,
             private: listing.private,

@@ -21,8 +21,10 @@ pub(super) struct Hosted {
     version: u64,
     /// Until when this node may decide for the room: a lease renewal's send time plus the
     /// lease's length, less a margin; past it the room is dropped (another node may claim it).
-    valid_until: Instant,
+    pub(super) valid_until: Instant,
     renewing: bool,
+    /// The listing last put in the index (`None`: none since this node became home).
+    listed: Option<Listing>,
 }
 
 /// Who a hosting call answers.
@@ -96,11 +98,11 @@ impl<O: Outlet> Engine<O> {
     /// a second waits for the first and is then looked at again, so that this node never
     /// takes a room over twice (its second lease would fence off its own first).
     fn claim(&mut self, room: String, create: Option<NewRoom>, fresh: bool, then: Then) {
-        if let Some(waiting) = self.claiming.get_mut(&room) {
+        if let Some((_, waiting)) = self.claiming.get_mut(&room) {
             waiting.push(then);
             return;
         }
-        self.claiming.insert(room.clone(), Vec::new());
+        self.claiming.insert(room.clone(), (self.now, Vec::new()));
         self.call(
             Op::Claim {
                 room,
@@ -113,12 +115,21 @@ impl<O: Outlet> Engine<O> {
 
     /// Room `room`'s claim is answered: what waited for it is looked at again.
     pub(super) fn claimed(&mut self, room: &str) {
-        for then in self.claiming.remove(room).unwrap_or_default() {
+        let waiting = self
+            .claiming
+            .remove(room)
+            .map(|(_, w)| w)
+            .unwrap_or_default();
+        for then in waiting {
             match then {
                 Then::ClaimFor { rid, .. } => self.send_forward(rid),
                 Then::ClaimForMessage { room, message } => self.message_for_room(&room, *message),
                 Then::TakeOver { room }
-                    if !self.hosted.contains_key(&room) && !self.homes.contains_key(&room) =>
+                    if !self.hosted.contains_key(&room)
+                        && self
+                            .homes
+                            .get(&room)
+                            .is_none_or(|home| self.dead.contains(home)) =>
                 {
                     self.takeovers.insert(room);
                 }
@@ -196,6 +207,15 @@ impl<O: Outlet> Engine<O> {
                 self.restore(&room, epoch, &checkpoint, &state, next);
                 self.send_forward(rid);
             }
+            Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) if self.dead.contains(&home) => {
+                // A dead home's lease that has not quite run out: the room is taken over at a
+                // tick, and the request asks again then.
+                self.takeovers.insert(room);
+                if let Some(forward) = self.forwards.get_mut(&rid) {
+                    forward.home = None;
+                    self.reroute.push(rid);
+                }
+            }
             Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) => {
                 self.homes.insert(room, home);
                 if let Some(forward) = self.forwards.get_mut(&rid) {
@@ -216,6 +236,7 @@ impl<O: Outlet> Engine<O> {
                     Op::IndexPut {
                         room,
                         listing: None,
+                        opens: false,
                     },
                     Then::Nothing,
                 );
@@ -296,14 +317,18 @@ impl<O: Outlet> Engine<O> {
     }
 
     fn become_home(&mut self, room: &str, epoch: u64) {
+        // The lease runs from when the store took the claim, which is no sooner than when it
+        // was sent.
+        let sent = self.claiming.get(room).map_or(self.now, |(sent, _)| *sent);
         self.hosted.insert(
             room.to_owned(),
             Hosted {
                 epoch,
                 members: HashSet::new(),
                 version: 0,
-                valid_until: self.now + self.cfg.node_ttl.saturating_sub(LEASE_MARGIN),
+                valid_until: sent + self.cfg.node_ttl.saturating_sub(LEASE_MARGIN),
                 renewing: false,
+                listed: None,
             },
         );
         self.homes.insert(room.to_owned(), self.node.to_string());
@@ -357,7 +382,7 @@ impl<O: Outlet> Engine<O> {
             .flat_map(|node| self.host.sessions_on(node))
             .collect();
         for id in lost {
-            self.host.remove(id, LeaveReason::NodeLost);
+            self.host.drop_lost(id);
         }
         // An empty room that goes when empty is deleted by this flush.
         self.flush_host(Origin::None);
@@ -385,6 +410,14 @@ impl<O: Outlet> Engine<O> {
             .clone()
             .or_else(|| room_of(&frame).map(str::to_owned))
             .unwrap_or_default();
+        if self
+            .hosted
+            .get(&room)
+            .is_some_and(|h| h.valid_until <= self.now)
+        {
+            // Its lease may have run out: this node decides nothing more for it.
+            self.drop_lapsed_leases();
+        }
         if let Some(creating) = self.creating.get_mut(&room) {
             // Made by a matchmaker here, not listed yet: it waits.
             creating.waiting.push(match matching {
@@ -630,6 +663,7 @@ impl<O: Outlet> Engine<O> {
             let mut commit = Commit {
                 room: room.clone(),
                 epoch: hosted.epoch,
+                history: self.host.history_of(&room).unwrap_or_default(),
                 delete: disposed,
                 ..Commit::default()
             };
@@ -702,6 +736,7 @@ impl<O: Outlet> Engine<O> {
                     Op::IndexPut {
                         room,
                         listing: None,
+                        opens: false,
                     },
                     Then::Nothing,
                 );
@@ -791,7 +826,8 @@ impl<O: Outlet> Engine<O> {
                                     .and_then(|(_, d)| *d)
                                     .unwrap_or(0);
                                 joined.offset += delta;
-                                let hint = (joined.room.clone(), joined.offset);
+                                let hint =
+                                    (joined.room.clone(), joined.epoch.clone(), joined.offset);
                                 (fixed(joined), Some(hint), None)
                             }
                             _ => (frame, None, None),
@@ -885,10 +921,22 @@ impl<O: Outlet> Engine<O> {
         }
     }
 
+    /// The index lists `room` as `listing` (a matchmaker made it).
+    pub(super) fn listed(&mut self, room: &str, listing: &Listing) {
+        if let Some(hosted) = self.hosted.get_mut(room) {
+            hosted.listed = Some(listing.clone());
+        }
+    }
+
     fn put_listing(&mut self, room: &str) {
         let Some(listing) = self.host.listing_of(room) else {
             return;
         };
+        let previous = self
+            .hosted
+            .get_mut(room)
+            .and_then(|hosted| hosted.listed.replace(listing.clone()));
+        let opens = previous.is_none_or(|previous| !only_filled(&previous, &listing));
         let entry = IndexEntry {
             info: listing.info,
             private: listing.private,
@@ -899,6 +947,7 @@ impl<O: Outlet> Engine<O> {
             Op::IndexPut {
                 room: room.to_owned(),
                 listing: Some(parlor_protocol::encode_value(&entry)),
+                opens,
             },
             Then::Nothing,
         );
@@ -939,7 +988,7 @@ impl<O: Outlet> Engine<O> {
 
     pub(super) fn on_sent(&mut self, sending: Sending, reply: Result<Reply, LinkError>) {
         match reply {
-            Ok(Reply::Published(0)) => {
+            Ok(Reply::Published(Some(0))) => {
                 // Nobody listens on that inbox: the node is gone.
                 if let Some(room) = &sending.room {
                     if self.homes.get(room) == Some(&sending.node) {
@@ -961,6 +1010,20 @@ impl<O: Outlet> Engine<O> {
                         }
                     }
                     (None, None) => {}
+                }
+            }
+            Ok(Reply::Published(None)) => {
+                // Heard by whoever listens, if anyone: should the node turn out dead, the
+                // message goes again to the room's next home (homes take a message twice
+                // as they take it once: `away`, `back` and `gone` say what is, not what changes).
+                if let (None, Some(room)) = (sending.rid, sending.room) {
+                    if let Some(message) = NodeMessage::decode(&sending.message) {
+                        if self.uncounted.len() >= MAX_UNSENT {
+                            self.uncounted.pop_front();
+                        }
+                        self.uncounted
+                            .push_back((self.now, sending.node, room, message));
+                    }
                 }
             }
             Ok(_) => {}
@@ -996,6 +1059,15 @@ impl<O: Outlet> Engine<O> {
         }
         for (room, message) in std::mem::take(&mut self.resend) {
             self.message_for_room(&room, message);
+        }
+        // A node that took a message and is still beating a while later got it.
+        let kept = self.cfg.node_ttl * 3;
+        while self
+            .uncounted
+            .front()
+            .is_some_and(|(sent, ..)| self.now.duration_since(*sent) > kept)
+        {
+            self.uncounted.pop_front();
         }
         for room in std::mem::take(&mut self.takeovers) {
             if !self.hosted.contains_key(&room) {
@@ -1046,6 +1118,12 @@ impl<O: Outlet> Engine<O> {
             })) => {
                 self.restore(&room, epoch, &checkpoint, &state, next);
                 self.on_message(message);
+            }
+            Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) if self.dead.contains(&home) => {
+                self.takeovers.insert(room.clone());
+                if self.resend.len() < MAX_UNSENT {
+                    self.resend.push((room, message));
+                }
             }
             Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) => {
                 self.homes.insert(room.clone(), home.clone());
@@ -1166,7 +1244,7 @@ impl<O: Outlet> Engine<O> {
     /// answered, and its rooms are claimed.
     fn node_died(&mut self, node: &str) {
         for id in self.host.sessions_on(node) {
-            self.host.remove(id, LeaveReason::NodeLost);
+            self.host.drop_lost(id);
         }
         self.flush_host(Origin::None);
         let stranded: Vec<u64> = self
@@ -1192,6 +1270,15 @@ impl<O: Outlet> Engine<O> {
             }
         }
         self.homes.retain(|_, home| home != node);
+        for (sent, to, room, message) in std::mem::take(&mut self.uncounted) {
+            if to == node {
+                if self.resend.len() < MAX_UNSENT {
+                    self.resend.push((room, message));
+                }
+            } else {
+                self.uncounted.push_back((sent, to, room, message));
+            }
+        }
         self.call(
             Op::TakeNodeRooms {
                 node: node.to_owned(),
@@ -1327,3 +1414,11 @@ pub(super) const MAX_UNSENT: usize = 65_536;
 
 #[allow(dead_code)]
 fn _use(_: &RoomFilter, _: &RoomOptions) {}
+
+/// Whether `now` differs from `before` only by members that came in: a change no matchmaker
+/// that found no room in `before` could now find a seat in (see `Op::IndexPut`).
+fn only_filled(before: &Listing, now: &Listing) -> bool {
+    let mut same_seats = now.clone();
+    same_seats.info.members = before.info.members;
+    now.info.members >= before.info.members && same_seats == *before
+}

@@ -63,9 +63,15 @@ pub enum Output {
         token: u64,
         op: Op,
     },
-    /// Listen to (or stop listening to) room `room`'s channel.
-    Subscribe(String),
-    Unsubscribe(String),
+    /// Listen to (or stop listening to) the channel of room `room`'s incarnation `epoch`.
+    Subscribe {
+        room: String,
+        epoch: String,
+    },
+    Unsubscribe {
+        room: String,
+        epoch: String,
+    },
     /// Listen to the lobby's channel, or stop.
     Lobby(bool),
     /// The answer to an ask (`Engine::resume`, the backend's and the HTTP side's).
@@ -247,13 +253,16 @@ pub struct Engine<O: Outlet> {
     /// Nodes found dead and dealt with (until their heartbeat comes back).
     dead: HashSet<String>,
     /// Rooms this node's claims are under way for, and what else waits for each.
-    claiming: HashMap<String, Vec<Then>>,
+    claiming: HashMap<String, (Instant, Vec<Then>)>,
     /// Rooms of dead nodes whose leases had not run out yet: claimed again at the next tick.
     takeovers: BTreeSet<String>,
     /// Forwarded requests whose home was gone: routed again at the next tick.
     reroute: Vec<u64>,
     /// Messages for rooms whose home was gone: sent again at the next tick.
     resend: Vec<(String, NodeMessage)>,
+    /// Messages for rooms' homes published with no count of receivers (a Redis Cluster), kept
+    /// a while: if their node is found dead, they go again to the rooms' next homes.
+    uncounted: VecDeque<(Instant, String, String, NodeMessage)>,
     /// Messages Redis did not take (it was away): sent again when it is back.
     unsent: Vec<Sending>,
     /// Rooms a matchmaker made here, waiting for the index to list them; messages for them wait.
@@ -304,6 +313,7 @@ impl<O: Outlet> Engine<O> {
             claiming: HashMap::new(),
             reroute: Vec::new(),
             resend: Vec::new(),
+            uncounted: VecDeque::new(),
             unsent: Vec::new(),
             creating: HashMap::new(),
             resuming: HashMap::new(),
@@ -531,6 +541,23 @@ impl<O: Outlet> Engine<O> {
 /// The error a failed store call gives a request that would have changed something.
 fn request_error(err: LinkError) -> RequestError {
     RequestError::from(err)
+}
+
+#[cfg(any(test, feature = "script"))]
+impl<O: Outlet> Engine<O> {
+    /// The rooms this node is home to, each with its lease's epoch and until when this node
+    /// may decide for it.
+    pub fn leases(&self) -> Vec<(String, u64, Instant)> {
+        self.hosted
+            .iter()
+            .map(|(room, h)| (room.clone(), h.epoch, h.valid_until))
+            .collect()
+    }
+
+    /// The hosting registry's own invariants.
+    pub fn check_host(&self) -> Result<(), String> {
+        self.host.check_invariants()
+    }
 }
 
 /// Whether a request seats its session in a room (and answers with `joined`).

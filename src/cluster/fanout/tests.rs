@@ -33,19 +33,19 @@ impl Seen {
 fn frames_go_once_in_order_and_skip_their_sender() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    let added = rooms.add_member("r", id(1), (), 5, &mut seen.sink());
+    let added = rooms.add_member("r", "e", id(1), (), 5, &mut seen.sink());
     assert!(added.subscribe);
-    rooms.add_member("r", id(2), (), 5, &mut seen.sink());
+    rooms.add_member("r", "e", id(2), (), 5, &mut seen.sink());
     assert_eq!(
-        rooms.on_frame("r", msg(5, Some(id(1))), &mut seen.sink()),
+        rooms.on_frame("r", "e", msg(5, Some(id(1))), &mut seen.sink()),
         None
     );
     assert_eq!(
-        rooms.on_frame("r", msg(5, None), &mut seen.sink()),
+        rooms.on_frame("r", "e", msg(5, None), &mut seen.sink()),
         None,
         "a repeat"
     );
-    rooms.on_frame("r", msg(6, None), &mut seen.sink());
+    rooms.on_frame("r", "e", msg(6, None), &mut seen.sink());
     assert_eq!(seen.take(), ["2:f5", "1:f6", "2:f6"]);
 }
 
@@ -53,18 +53,19 @@ fn frames_go_once_in_order_and_skip_their_sender() {
 fn a_gap_is_filled_before_later_frames_go_out() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
-    let fill = rooms.on_frame("r", msg(3, None), &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
+    let fill = rooms.on_frame("r", "e", msg(3, None), &mut seen.sink());
     assert_eq!(
         fill,
         Some(Fill {
             room: "r".into(),
+            epoch: "e".into(),
             from: 0,
             to: Some(3)
         })
     );
     assert_eq!(
-        rooms.on_frame("r", msg(4, None), &mut seen.sink()),
+        rooms.on_frame("r", "e", msg(4, None), &mut seen.sink()),
         None,
         "one fill at a time"
     );
@@ -72,6 +73,7 @@ fn a_gap_is_filled_before_later_frames_go_out() {
     let fill = fill.expect("a fill");
     let more = rooms.on_fill(
         &fill,
+        "e",
         vec![msg(0, None), msg(1, None), msg(2, None)],
         &mut seen.sink(),
     );
@@ -84,11 +86,16 @@ fn a_gap_is_filled_before_later_frames_go_out() {
 fn frames_the_stream_no_longer_holds_are_skipped_and_counted() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
     let fill = rooms
-        .on_frame("r", msg(10, None), &mut seen.sink())
+        .on_frame("r", "e", msg(10, None), &mut seen.sink())
         .expect("a fill");
-    rooms.on_fill(&fill, vec![msg(8, None), msg(9, None)], &mut seen.sink());
+    rooms.on_fill(
+        &fill,
+        "e",
+        vec![msg(8, None), msg(9, None)],
+        &mut seen.sink(),
+    );
     assert_eq!(seen.take(), ["1:f8", "1:f9", "1:f10"]);
     assert_eq!(rooms.lost, 8);
     assert_eq!(rooms.next_offset("r"), Some(11));
@@ -98,17 +105,17 @@ fn frames_the_stream_no_longer_holds_are_skipped_and_counted() {
 fn a_member_joining_behind_the_node_gets_the_frames_since_its_snapshot() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
     for offset in 0..4 {
-        rooms.on_frame("r", msg(offset, Some(id(2))), &mut seen.sink());
+        rooms.on_frame("r", "e", msg(offset, Some(id(2))), &mut seen.sink());
     }
-    rooms.on_frame("r", msg(4, None), &mut seen.sink());
+    rooms.on_frame("r", "e", msg(4, None), &mut seen.sink());
     seen.take();
     // Member 2's snapshot was taken at offset 2; frames 2 and 3 skip it, 4 does not.
-    let added = rooms.add_member("r", id(2), (), 2, &mut seen.sink());
+    let added = rooms.add_member("r", "e", id(2), (), 2, &mut seen.sink());
     assert!(!added.subscribe);
     assert_eq!(seen.take(), ["2:f4"]);
-    rooms.on_frame("r", msg(5, None), &mut seen.sink());
+    rooms.on_frame("r", "e", msg(5, None), &mut seen.sink());
     assert_eq!(seen.take(), ["1:f5", "2:f5"]);
 }
 
@@ -116,10 +123,10 @@ fn a_member_joining_behind_the_node_gets_the_frames_since_its_snapshot() {
 fn a_member_joining_ahead_of_the_node_waits_for_its_offset() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
-    rooms.add_member("r", id(2), (), 2, &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", "e", id(2), (), 2, &mut seen.sink());
     for offset in 0..3 {
-        rooms.on_frame("r", msg(offset, None), &mut seen.sink());
+        rooms.on_frame("r", "e", msg(offset, None), &mut seen.sink());
     }
     assert_eq!(seen.take(), ["1:f0", "1:f1", "1:f2", "2:f2"]);
 }
@@ -128,13 +135,13 @@ fn a_member_joining_ahead_of_the_node_waits_for_its_offset() {
 fn frames_held_behind_a_gap_are_bounded() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
     // Offset 0 never comes; the fill asked for does not answer.
     for offset in 1..=MAX_AHEAD as u64 {
-        rooms.on_frame("r", msg(offset, None), &mut seen.sink());
+        rooms.on_frame("r", "e", msg(offset, None), &mut seen.sink());
     }
     assert!(seen.take().is_empty(), "held behind the gap");
-    rooms.on_frame("r", msg(MAX_AHEAD as u64 + 1, None), &mut seen.sink());
+    rooms.on_frame("r", "e", msg(MAX_AHEAD as u64 + 1, None), &mut seen.sink());
     assert_eq!(rooms.lost, 1, "the gap is given up");
     assert_eq!(seen.take().len(), MAX_AHEAD + 1);
     assert_eq!(rooms.next_offset("r"), Some(MAX_AHEAD as u64 + 2));
@@ -144,12 +151,15 @@ fn frames_held_behind_a_gap_are_bounded() {
 fn the_last_member_leaving_forgets_the_room() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 0, &mut seen.sink());
-    rooms.add_member("r", id(2), (), 0, &mut seen.sink());
-    assert!(!rooms.remove_member("r", id(1)));
-    assert!(rooms.remove_member("r", id(2)));
+    rooms.add_member("r", "e", id(1), (), 0, &mut seen.sink());
+    rooms.add_member("r", "e", id(2), (), 0, &mut seen.sink());
+    assert_eq!(rooms.remove_member("r", id(1)), None);
+    assert_eq!(rooms.remove_member("r", id(2)).as_deref(), Some("e"));
     assert!(rooms.is_empty());
-    assert_eq!(rooms.on_frame("r", msg(0, None), &mut seen.sink()), None);
+    assert_eq!(
+        rooms.on_frame("r", "e", msg(0, None), &mut seen.sink()),
+        None
+    );
     assert!(seen.take().is_empty());
 }
 
@@ -157,19 +167,20 @@ fn the_last_member_leaving_forgets_the_room() {
 fn catching_up_reads_to_the_end_once() {
     let mut rooms = LocalRooms::<()>::default();
     let mut seen = Seen::default();
-    rooms.add_member("r", id(1), (), 7, &mut seen.sink());
+    rooms.add_member("r", "e", id(1), (), 7, &mut seen.sink());
     let fill = rooms.catch_up("r");
     assert_eq!(
         fill,
         Some(Fill {
             room: "r".into(),
+            epoch: "e".into(),
             from: 7,
             to: None
         })
     );
     assert_eq!(rooms.catch_up("r"), None);
     let fill = fill.expect("a fill");
-    rooms.on_fill(&fill, vec![msg(7, None)], &mut seen.sink());
+    rooms.on_fill(&fill, "e", vec![msg(7, None)], &mut seen.sink());
     assert_eq!(seen.take(), ["1:f7"]);
     assert!(rooms.catch_up("r").is_some());
 }
@@ -198,7 +209,7 @@ mod props {
             got[to.as_uuid().as_u128() as usize].push(offset);
         };
         for (i, from) in froms.iter().enumerate() {
-            rooms.add_member("r", id(i as u128), (), *from, &mut record);
+            rooms.add_member("r", "e", id(i as u128), (), *from, &mut record);
         }
         let stream = |from: u64, to: Option<u64>| -> Vec<RoomMessage> {
             (from.max(trimmed)..to.unwrap_or(total).min(total))
@@ -210,29 +221,31 @@ mod props {
         for offset in 0..total {
             step += 1;
             if !dropped.get(offset as usize).copied().unwrap_or(false) {
-                if let Some(fill) = rooms.on_frame("r", msg(offset, None), &mut record) {
+                if let Some(fill) = rooms.on_frame("r", "e", msg(offset, None), &mut record) {
                     pending.push((step + delay, fill));
                 }
             }
             while let Some(index) = pending.iter().position(|(due, _)| *due <= step) {
                 let (_, fill) = pending.remove(index);
-                if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+                if let Some(more) =
+                    rooms.on_fill(&fill, "e", stream(fill.from, fill.to), &mut record)
+                {
                     pending.push((step + delay, more));
                 }
             }
         }
         for (_, fill) in std::mem::take(&mut pending) {
-            if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+            if let Some(more) = rooms.on_fill(&fill, "e", stream(fill.from, fill.to), &mut record) {
                 pending.push((0, more));
             }
         }
         while let Some((_, fill)) = pending.pop() {
-            if let Some(more) = rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record) {
+            if let Some(more) = rooms.on_fill(&fill, "e", stream(fill.from, fill.to), &mut record) {
                 pending.push((0, more));
             }
         }
         if let Some(fill) = rooms.catch_up("r") {
-            rooms.on_fill(&fill, stream(fill.from, fill.to), &mut record);
+            rooms.on_fill(&fill, "e", stream(fill.from, fill.to), &mut record);
         }
         (got, rooms.lost)
     }

@@ -109,7 +109,9 @@ impl<O: Outlet> Registry<O> {
         match self.sessions.get_mut(&id) {
             Some(entry) => {
                 entry.profile = profile;
-                if entry.away_since.is_none() {
+                // Away or not is the session's own, as its node last said: a new way to reach
+                // it replaces the old, no way leaves it.
+                if entry.away_since.is_none() && outlet.is_some() {
                     entry.outlet = outlet;
                 }
             }
@@ -199,10 +201,25 @@ impl<O: Outlet> Registry<O> {
             .is_some_and(|room| room.is_member(id))
     }
 
-    /// Member `id` leaves every room here for `reason` (its node ended it, or its node is
-    /// lost); the rooms are told.
+    /// Member `id` leaves every room here for `reason` (its node ended it); the rooms are told.
     pub fn remove(&mut self, id: SessionId, reason: LeaveReason) {
         self.remove_session(id, reason);
+        self.evict_overflowed();
+    }
+
+    /// Member `id`'s node was taken for lost: it leaves every room here (`node_lost`), the
+    /// rooms are told, and so is the member (`left`), should its node be alive after all (a
+    /// node cut off from Redis for longer than its heartbeat, say).
+    pub fn drop_lost(&mut self, id: SessionId) {
+        let rooms = self
+            .sessions
+            .get(&id)
+            .map(|entry| entry.rooms.clone())
+            .unwrap_or_default();
+        for room in rooms {
+            let _ = self.drop_membership(id, &room, LeaveReason::NodeLost);
+        }
+        self.remove_session(id, LeaveReason::NodeLost);
         self.evict_overflowed();
     }
 
@@ -352,6 +369,11 @@ impl<O: Outlet> Registry<O> {
         if let Some(room) = self.rooms.get_mut(room_name) {
             room.history.next_offset = next;
         }
+    }
+
+    /// Room `room_name`'s history epoch.
+    pub fn history_of(&self, room_name: &str) -> Option<String> {
+        self.rooms.get(room_name).map(|r| r.history.epoch.clone())
     }
 
     /// The offset the registry counts room `room_name`'s next frame at.

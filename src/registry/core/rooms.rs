@@ -462,7 +462,9 @@ impl<O: Outlet> Registry<O> {
             return;
         }
         let user = self.user_of(id);
-        self.broadcast(room_name, None, |offset| {
+        // Not for the member who left (a cluster node hands room frames to its members until
+        // it hears they left).
+        self.broadcast(room_name, Some(id), |offset| {
             ServerFrame::Presence(PresenceFrame {
                 room: room_name.to_owned(),
                 session: id,
