@@ -13,8 +13,9 @@ use parlor_protocol::SessionId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::engine::{Asked, Engine, EngineConfig, Output, ResumeAsk};
-use super::link::{Link, LinkConfig, LinkError, LinkEvent, Replied, REPLY_QUEUE};
+use super::link::{Link, LinkConfig, LinkEvent, Replied, REPLY_QUEUE};
 use super::redis_store::{self, Expect, StoreConfig};
+use super::store::LinkError;
 use crate::engine::{
     handle_inbound, AllRooms, ClientRequest, ClusterHealth, Connect, Disconnect, GetStats, Inbound,
     KickSession, ListRooms, Publish, ReadRoom, RegistryStats, Resume, ShutDown, Unreachable,

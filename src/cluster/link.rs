@@ -19,6 +19,7 @@ use redis::Value as Reply;
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys::Keys;
+use super::store::LinkError;
 use crate::config::redacted_url;
 
 /// Commands queued but not yet sent; beyond this a call is refused at once.
@@ -30,42 +31,6 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Why a call has no answer, and whether Redis may have carried it out all the same.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// Not sent: nothing was done.
-    #[error("Redis is unreachable")]
-    Down,
-    /// Not sent: nothing was done.
-    #[error("too many commands are waiting for Redis")]
-    Busy,
-    /// Sent, and the connection failed before the answer came: it may have been carried out.
-    #[error("Redis did not answer in time")]
-    Unanswered,
-    /// Answered with an error; a function that failed part way may have changed some keys.
-    #[error("Redis refused the command: {0}")]
-    Refused(String),
-}
-
-impl LinkError {
-    /// Whether the command certainly had no effect.
-    pub fn not_carried_out(&self) -> bool {
-        matches!(self, Self::Down | Self::Busy)
-    }
-}
-
-impl From<LinkError> for crate::registry::RequestError {
-    /// A failed call that changes something: `unavailable` only when it certainly was not
-    /// carried out, else `outcome_unknown`.
-    fn from(err: LinkError) -> Self {
-        if err.not_carried_out() {
-            Self::Unavailable(err.to_string())
-        } else {
-            Self::OutcomeUnknown(err.to_string())
-        }
-    }
-}
 
 /// What the link tells the node.
 #[derive(Debug)]

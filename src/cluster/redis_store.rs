@@ -238,6 +238,11 @@ struct DirectArgs<'a> {
 #[derive(Serialize)]
 struct Empty {}
 
+#[derive(Serialize)]
+struct StillMembersArgs {
+    sessions: Vec<String>,
+}
+
 impl StoreConfig {
     /// The commands that carry out `op`: the one whose reply answers it, then any to send
     /// after it whose replies do not matter.
@@ -470,6 +475,14 @@ impl StoreConfig {
             }
             Op::TakeNodeRooms { node: dead } => {
                 let cmd = fcall("parlor_take_node_rooms", &[&k.node_rooms(dead)], &Empty {});
+                (cmd, Expect::Rooms, Vec::new())
+            }
+            Op::StillMembers { room, sessions } => {
+                let r = room_keys(room);
+                let args = StillMembersArgs {
+                    sessions: ids(sessions),
+                };
+                let cmd = fcall("parlor_still_members", &[&r.members], &args);
                 (cmd, Expect::Rooms, Vec::new())
             }
             Op::Publish { node: to, message } => {

@@ -22,7 +22,8 @@ S a session.
                     at a shutdown, away until then)
   P{s:S}:rooms      set of the session's rooms
   P{ix}:rooms       hash: room -> its listing (MessagePack), every room
-  P{ix}:ver         bumped by every listing change (matchmaking's compare-and-set)
+  P{ix}:ver         bumped by a new listing or one that may take a matchmaker it did not before
+                    (matchmaking's compare-and-set)
   P{ix}:beats       zset: every node, by when its heartbeat runs out (ms)
   P{ix}:orphans     zset: sessions handed over at a shutdown, by the end of their grace (ms)
   P{ix}:lobby       channel: the name of every room whose listing changed
@@ -325,6 +326,19 @@ redis.register_function('parlor_room_read', function(k, _)
     return {}
   end
   return { f[1], f[2] or '', tonumber(f[3] or '0') }
+end)
+
+-- still_members {sessions}: those of `sessions` the room's member set holds (a node checks its
+-- sessions' seats after it was cut off).
+redis.register_function('parlor_still_members', function(k, a)
+  local x = args(a)
+  local out = {}
+  for _, s in ipairs(x.sessions) do
+    if redis.call('SISMEMBER', k[1], s) == 1 then
+      out[#out + 1] = s
+    end
+  end
+  return out
 end)
 
 -- session_read {}: a session's node ('' while handed over) and rooms: {node, rooms...}, or {}.

@@ -121,6 +121,11 @@ pub enum Op {
     TakeNodeRooms {
         node: String,
     },
+    /// Which of `sessions` the room's member set still holds (answered as `Rooms`, their ids).
+    StillMembers {
+        room: String,
+        sessions: Vec<SessionId>,
+    },
     Publish {
         node: String,
         message: Bytes,
@@ -366,4 +371,40 @@ pub fn parse_room_message(payload: &Bytes) -> Option<RoomMessage> {
         skip,
         frame: payload.slice(second + 1..),
     })
+}
+
+/// Why a call has no answer, and whether Redis may have carried it out all the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Not sent: nothing was done.
+    #[error("Redis is unreachable")]
+    Down,
+    /// Not sent: nothing was done.
+    #[error("too many commands are waiting for Redis")]
+    Busy,
+    /// Sent, and the connection failed before the answer came: it may have been carried out.
+    #[error("Redis did not answer in time")]
+    Unanswered,
+    /// Answered with an error; a function that failed part way may have changed some keys.
+    #[error("Redis refused the command: {0}")]
+    Refused(String),
+}
+
+impl LinkError {
+    /// Whether the command certainly had no effect.
+    pub fn not_carried_out(&self) -> bool {
+        matches!(self, Self::Down | Self::Busy)
+    }
+}
+
+impl From<LinkError> for crate::registry::RequestError {
+    /// A failed call that changes something: `unavailable` only when it certainly was not
+    /// carried out, else `outcome_unknown`.
+    fn from(err: LinkError) -> Self {
+        if err.not_carried_out() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::OutcomeUnknown(err.to_string())
+        }
+    }
 }

@@ -654,6 +654,56 @@ impl<O: Outlet> Engine<O> {
         }
     }
 
+    /// Back from an outage: whether the store still seats this node's sessions in their rooms
+    /// (a node taken for dead meanwhile lost them, and the `left` sent then may never have
+    /// come).
+    pub(super) fn check_seats(&mut self) {
+        let mut by_room: BTreeMap<String, Vec<SessionId>> = BTreeMap::new();
+        for (id, local) in &self.sessions {
+            for room in &local.rooms {
+                by_room.entry(room.clone()).or_default().push(*id);
+            }
+        }
+        for (room, sessions) in by_room {
+            self.call(
+                Op::StillMembers {
+                    room: room.clone(),
+                    sessions: sessions.clone(),
+                },
+                Then::StillMembers { room, sessions },
+            );
+        }
+    }
+
+    /// Sessions here that the store no longer seats in `room` are told they left it
+    /// (`node_lost`).
+    pub(super) fn on_still_members(
+        &mut self,
+        room: String,
+        sessions: Vec<SessionId>,
+        reply: Result<Reply, LinkError>,
+    ) {
+        let Ok(Reply::Rooms(still)) = reply else {
+            return;
+        };
+        for id in sessions {
+            let seated = still.iter().any(|s| *s == id.to_string());
+            let here = self
+                .sessions
+                .get(&id)
+                .is_some_and(|l| l.rooms.contains(&room));
+            if seated || !here {
+                continue;
+            }
+            let left = ServerFrame::Left {
+                room: room.clone(),
+                reason: LeaveReason::NodeLost,
+            };
+            self.deliver(id, encode_server(&left));
+            self.left_room(id, &room);
+        }
+    }
+
     /// Delivers a frame to a session here, if it is connected.
     pub(super) fn deliver(&mut self, id: SessionId, frame: Bytes) {
         let Some(outlet) = self.sessions.get(&id).and_then(|l| l.outlet.as_ref()) else {

@@ -31,7 +31,7 @@ use parlor_protocol::{
 };
 
 use super::fanout::LocalRooms;
-use super::link::LinkError;
+use super::store::LinkError;
 use super::store::{NodeMessage, Op, Reply};
 use crate::engine::Unreachable;
 use crate::metrics::Metrics;
@@ -181,6 +181,11 @@ enum Then {
     Sent(Sending),
     Nodes,
     NodeRooms,
+    /// Which of `sessions`, members of `room` here, the store still seats (after an outage).
+    StillMembers {
+        room: String,
+        sessions: Vec<SessionId>,
+    },
     Orphans,
     /// A session's record ended (`SessionEnd`): its rooms' homes hear it is gone.
     SessionGone {
@@ -412,6 +417,7 @@ impl<O: Outlet> Engine<O> {
             Then::Sent(sending) => self.on_sent(sending, reply),
             Then::Nodes => self.on_nodes(reply),
             Then::NodeRooms => self.on_node_rooms(reply),
+            Then::StillMembers { room, sessions } => self.on_still_members(room, sessions, reply),
             Then::Orphans => self.on_orphans(reply),
             Then::SessionGone { session, reason } => self.on_session_gone(session, reason, reply),
             Then::Fill(fill) => self.on_fill(fill, reply),
@@ -472,6 +478,7 @@ impl<O: Outlet> Engine<O> {
             for fill in self.fanout.catch_up_all() {
                 self.fill(fill);
             }
+            self.check_seats();
             self.resend_lost_messages();
         }
         if !up && was {

@@ -145,12 +145,12 @@ impl<O: Outlet> Registry<O> {
 
     /// Member `id` went away (its node says so): seats held, rooms told `away`.
     pub fn set_away(&mut self, id: SessionId) {
-        if self
-            .sessions
-            .get(&id)
-            .is_some_and(|e| e.away_since.is_none())
-        {
-            self.go_away(id);
+        match self.sessions.get(&id) {
+            // It left its last room here while its node was telling us it went away (a kick
+            // crossing the news): it has nothing here to come back to.
+            Some(entry) if entry.rooms.is_empty() => self.forget_if_roomless(id),
+            Some(entry) if entry.away_since.is_none() => self.go_away(id),
+            _ => {}
         }
         self.evict_overflowed();
     }
