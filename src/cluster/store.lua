@@ -51,7 +51,7 @@ local function append(k, head, keep, body, skip)
   local off = redis.call('HINCRBY', k[1], 'next', 1) - 1
   local frame = string.sub(body, 1, -2) .. cmsgpack.pack(off)
   if keep > 0 then
-    redis.call('XADD', k[3], 'MAXLEN', keep, '0-' .. int(off + 1), 'f', frame, 's', skip)
+    redis.call('XADD', k[3], 'MAXLEN', '~', keep, '0-' .. int(off + 1), 'f', frame, 's', skip)
   end
   local channel = head .. (redis.call('HGET', k[1], 'hist') or '')
   redis.call('PUBLISH', channel, int(off) .. '\n' .. skip .. '\n' .. frame)
