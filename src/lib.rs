@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod game;
 pub mod http;
 pub mod json;
 pub mod metrics;
