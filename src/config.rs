@@ -742,6 +742,8 @@ mod tests {
                     password: Some("p".repeat(crate::registry::MAX_PASSWORD_BYTES)),
                     metadata,
                     dispose_when_empty: false,
+                    room_type: None,
+                    type_options: None,
                 },
             };
             for frame in [resume, create] {

@@ -19,4 +19,4 @@ pub mod server;
 pub mod session;
 
 pub use config::Config;
-pub use server::{bind, spawn, BackgroundNode};
+pub use server::{bind, spawn, BackgroundNode, NodeBuilder};

@@ -17,6 +17,7 @@ use crate::cluster::{ClusterSettings, LinkConfig};
 use crate::config::Config;
 use crate::engine::single::{self, Timers};
 use crate::engine::RegistryHandle;
+use crate::game::{Ctx, Refusal, RoomLogic, RoomTypes, Value};
 use crate::http::{routes, uniform_error};
 use crate::metrics::Metrics;
 use crate::registry::RegistryLimits;
@@ -65,9 +66,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
-pub fn bind(config: &Config) -> io::Result<Node> {
-    let limits = RegistryLimits {
+/// The registry's limits as `config` sets them.
+pub fn registry_limits(config: &Config) -> RegistryLimits {
+    RegistryLimits {
         max_rooms_per_session: config.limits.max_rooms_per_session,
         max_members_per_room: config.limits.max_members_per_room,
         max_room_name_bytes: config.limits.max_room_name_bytes,
@@ -85,7 +86,67 @@ pub fn bind(config: &Config) -> io::Result<Node> {
         history_bytes: config.rooms.history_bytes,
         replay_budget_bytes: config.session.outbound_budget_bytes / 2,
         max_away_sessions: config.limits.max_connections,
-    };
+    }
+}
+
+/// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
+pub fn bind(config: &Config) -> io::Result<Node> {
+    bind_with(config, RoomTypes::new())
+}
+
+/// A node with the room types (a game's rules) it runs: Parlor as a library.
+///
+/// ```no_run
+/// # use parlor::game::{Ctx, Refusal, RoomLogic, Value};
+/// # fn make_duel(_: &mut Ctx, _: &Value) -> Result<Box<dyn RoomLogic>, Refusal> { todo!() }
+/// let config = parlor::Config::embedded().unwrap();
+/// let node = parlor::NodeBuilder::new(config)
+///     .room_type("duel", make_duel)
+///     .spawn()
+///     .unwrap();
+/// println!("listening on {}", node.addr);
+/// ```
+pub struct NodeBuilder {
+    config: Config,
+    types: RoomTypes,
+}
+
+impl NodeBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            types: RoomTypes::new(),
+        }
+    }
+
+    /// Registers a room type: `create` and `join_or_create` with `room_type: name` make rooms
+    /// whose logic `factory` makes.
+    pub fn room_type(
+        mut self,
+        name: &str,
+        factory: impl Fn(&mut Ctx, &Value) -> Result<Box<dyn RoomLogic>, Refusal>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.types = self.types.add(name, factory);
+        self
+    }
+
+    /// Binds and prepares the node (inside an actix system); run it with
+    /// `Node::run_until_signalled`.
+    pub fn bind(self) -> io::Result<Node> {
+        bind_with(&self.config, self.types)
+    }
+
+    /// Starts the node on a thread of its own.
+    pub fn spawn(self) -> io::Result<BackgroundNode> {
+        spawn_with(self.config, self.types)
+    }
+}
+
+fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
+    let limits = registry_limits(config);
     let metrics = Arc::new(if config.cluster.redis_url.is_empty() {
         Metrics::new()
     } else {
@@ -100,6 +161,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     let registry = if config.cluster.redis_url.is_empty() {
         single::start(
             limits,
+            types,
             config.registry.queue_bytes,
             timers,
             Arc::clone(&metrics),
@@ -107,6 +169,13 @@ pub fn bind(config: &Config) -> io::Result<Node> {
     } else {
         let node = config.node_id();
         tracing::info!("cluster node {node}, rooms in Redis");
+        if !types.is_empty() {
+            let names: Vec<&str> = types.names().collect();
+            tracing::warn!(
+                "rooms with logic do not run on a cluster node yet: room types {names:?} are \
+                 refused here (unknown_room_type)"
+            );
+        }
         crate::cluster::start(
             ClusterSettings {
                 link: LinkConfig {
@@ -233,12 +302,16 @@ impl Drop for BackgroundNode {
 
 /// Starts a node with `config` on a new thread and returns once it listens.
 pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
+    spawn_with(config, RoomTypes::new())
+}
+
+fn spawn_with(config: Config, types: RoomTypes) -> io::Result<BackgroundNode> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("parlor-node".into())
         .spawn(move || {
             rt::System::new().block_on(async move {
-                let node = match bind(&config) {
+                let node = match bind_with(&config, types) {
                     Ok(node) => node,
                     Err(err) => {
                         let _ = ready_tx.send(Err(io::Error::new(err.kind(), err.to_string())));

@@ -278,11 +278,17 @@ mod tests {
         }));
         assert_eq!(Proto::Parlor.delivery(&event), Some(&[1u8, 2, 3][..]));
         assert_eq!(
-            Proto::Parlor.delivery(&encode_server(&ServerFrame::Ok { reference: 1 })),
+            Proto::Parlor.delivery(&encode_server(&ServerFrame::Ok {
+                reference: 1,
+                data: None,
+            })),
             None
         );
         assert!(matches!(
-            peek_parlor(&encode_server(&ServerFrame::Ok { reference: 1 })),
+            peek_parlor(&encode_server(&ServerFrame::Ok {
+                reference: 1,
+                data: None,
+            })),
             Some(Peek {
                 kind: "ok",
                 reference: Some(1),

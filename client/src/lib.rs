@@ -128,7 +128,7 @@ impl Client {
         loop {
             let frame = read_frame(&mut self.ws).await?;
             match frame {
-                ServerFrame::Ok { reference: r } if r == reference => return Ok(found),
+                ServerFrame::Ok { reference: r, .. } if r == reference => return Ok(found),
                 ServerFrame::Error(e) if e.reference == Some(reference) => {
                     return Err(ClientError::Refused(e))
                 }

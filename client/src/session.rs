@@ -412,7 +412,7 @@ impl Parlor {
         }
         let (reply, answer) = oneshot::channel();
         let command = Command::Request {
-            frame,
+            frame: Box::new(frame),
             wait: self.options.wait_for_reconnect,
             reply,
         };
@@ -669,7 +669,7 @@ type Reply = oneshot::Sender<Result<Answer>>;
 #[derive(Debug)]
 enum Command {
     Request {
-        frame: ClientFrame,
+        frame: Box<ClientFrame>,
         wait: bool,
         reply: Reply,
     },
@@ -787,7 +787,7 @@ impl Task {
                     }
                 }
                 command = self.commands.recv() => match command {
-                    Some(Command::Request { frame, reply, .. }) => self.transmit(frame, Some(reply)),
+                    Some(Command::Request { frame, reply, .. }) => self.transmit(*frame, Some(reply)),
                     Some(Command::Close { done }) => {
                         self.close_gracefully(sink, stream).await;
                         return End::Closed(Some(done));
@@ -889,7 +889,7 @@ impl Task {
     /// the application.
     fn route(&mut self, frame: ServerFrame) {
         match frame {
-            ServerFrame::Ok { reference } => {
+            ServerFrame::Ok { reference, .. } => {
                 let Some(pending) = self.pending.remove(&reference) else {
                     return;
                 };
@@ -1045,7 +1045,7 @@ impl Task {
                 command = self.commands.recv() => match command {
                     Some(Command::Request { frame, wait, reply }) => {
                         if wait {
-                            self.queued.push_back((frame, reply));
+                            self.queued.push_back((*frame, reply));
                         } else {
                             let _ = reply.send(Err(ClientError::Disconnected { sent: false }));
                         }

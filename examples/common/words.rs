@@ -113,6 +113,7 @@ pub fn left_because(reason: Option<LeaveReason>) -> &'static str {
         Some(LeaveReason::Kicked) => "was removed",
         Some(LeaveReason::RateLimited) => "was disconnected for sending too fast",
         Some(LeaveReason::NodeLost) => "was lost with their server",
+        Some(LeaveReason::Ended) => "left as the room ended",
     }
 }
 

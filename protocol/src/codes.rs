@@ -70,6 +70,14 @@ pub enum ErrorCode {
     /// may not have been carried out. Check (a state's version, a room's members) before
     /// sending it again.
     OutcomeUnknown,
+    /// `create` or `join_or_create` named a `room_type` this server does not run.
+    UnknownRoomType,
+    /// The room's logic (a game's rules) refused the request; the frame's `reason` is the
+    /// game's own code.
+    RoomRefused,
+    /// The request is one the room's logic does not allow a client (a state write, an owner's
+    /// action, in a room with logic).
+    LogicOnly,
 }
 
 impl ErrorCode {
@@ -104,6 +112,9 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::UnknownRoomType => "unknown_room_type",
+            Self::RoomRefused => "room_refused",
+            Self::LogicOnly => "logic_only",
         }
     }
 }
@@ -131,6 +142,8 @@ pub enum LeaveReason {
     /// The cluster node the member was connected to stopped answering; the other nodes
     /// removed its members.
     NodeLost,
+    /// The room's logic ended the room (or failed, and the room ended with it).
+    Ended,
 }
 
 impl LeaveReason {
@@ -146,6 +159,7 @@ impl LeaveReason {
             Self::Kicked => "kicked",
             Self::RateLimited => "rate_limited",
             Self::NodeLost => "node_lost",
+            Self::Ended => "ended",
         }
     }
 }

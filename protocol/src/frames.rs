@@ -278,6 +278,13 @@ pub struct RoomOptions {
     /// and listed.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub dispose_when_empty: bool,
+    /// A room with logic: the name of a room type the server runs (a game's rules). Fixed for
+    /// the room's life. `None`: a plain room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<String>,
+    /// What the room type's logic is made from (its own format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_options: Option<Value>,
 }
 
 impl Default for RoomOptions {
@@ -288,6 +295,8 @@ impl Default for RoomOptions {
             password: None,
             metadata: Metadata::new(),
             dispose_when_empty: true,
+            room_type: None,
+            type_options: None,
         }
     }
 }
@@ -305,6 +314,10 @@ pub struct RoomFilter {
     /// Only rooms that are not locked and have a free seat.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub free_seats: bool,
+    /// Only rooms of this type (`join_or_create` looks only at rooms of the type it would
+    /// make, plain rooms included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<String>,
 }
 
 impl RoomFilter {
@@ -329,6 +342,9 @@ pub struct RoomInfo {
     pub password: bool,
     pub owner: Option<SessionId>,
     pub metadata: Metadata,
+    /// The room's type, for a room with logic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<String>,
 }
 
 /// A frame sent by the server.
@@ -365,6 +381,9 @@ pub enum ServerFrame {
     Ok {
         #[serde(rename = "ref")]
         reference: Ref,
+        /// A room's logic's answer to the request, if it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
     },
     /// A request failed, or a frame could not be understood.
     Error(ErrorFrame),
@@ -581,6 +600,9 @@ pub struct ErrorFrame {
     pub reference: Option<Ref>,
     pub code: ErrorCode,
     pub message: String,
+    /// With `room_refused`: the game's own code (`"not_your_turn"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn yes() -> bool {

@@ -38,6 +38,8 @@ fn full_options() -> RoomOptions {
         password: Some("pw".into()),
         metadata: metadata(),
         dispose_when_empty: false,
+        room_type: None,
+        type_options: None,
     }
 }
 
@@ -46,6 +48,7 @@ fn full_filter() -> RoomFilter {
         mode: Some("ctf".into()),
         metadata: metadata(),
         free_seats: true,
+        room_type: None,
     }
 }
 
@@ -71,6 +74,7 @@ fn info() -> RoomInfo {
         password: false,
         owner: Some(id(1)),
         metadata: metadata(),
+        room_type: None,
     }
 }
 
@@ -318,11 +322,15 @@ fn every_server_frame_round_trips() {
             event: "e".into(),
             data: rich_value(),
         }),
-        ServerFrame::Ok { reference: 9 },
+        ServerFrame::Ok {
+            reference: 9,
+            data: None,
+        },
         ServerFrame::Error(ErrorFrame {
             reference: None,
             code: ErrorCode::Overloaded,
             message: "m".into(),
+            reason: None,
         }),
     ];
     for frame in frames {

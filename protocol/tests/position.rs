@@ -50,7 +50,13 @@ fn a_position_follows_its_room_and_spots_repeats() {
         "already passed"
     );
     assert_eq!(position.advance(&event("other", 50)), None);
-    assert_eq!(position.advance(&ServerFrame::Ok { reference: 1 }), None);
+    assert_eq!(
+        position.advance(&ServerFrame::Ok {
+            reference: 1,
+            data: None,
+        }),
+        None
+    );
     assert_eq!(position.offset, 10);
     // A snapshot starts it afresh, even backwards in a new epoch.
     assert_eq!(position.advance(&joined("r", "e2", 3)), Some(true));

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, StreamHandler};
+use actix::{
+    Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, SpawnHandle, StreamHandler,
+};
 use parlor_protocol::SessionId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -15,6 +17,7 @@ use super::{
     KickSession, ListRooms, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume, ShutDown,
     Unreachable, MAILBOX_CAPACITY,
 };
+use crate::game::RoomTypes;
 use crate::metrics::Metrics;
 use crate::outbox::SessionOutlet;
 use crate::registry::{Registry, RegistryLimits};
@@ -23,6 +26,7 @@ use crate::registry::{Registry, RegistryLimits};
 /// `queue_bytes`.
 pub fn start(
     limits: RegistryLimits,
+    types: RoomTypes,
     queue_bytes: usize,
     timers: Timers,
     metrics: Arc<Metrics>,
@@ -32,9 +36,10 @@ pub fn start(
     let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         RegistryActor {
-            registry: Registry::with_metrics(limits, metrics),
+            registry: Registry::with_metrics(limits, metrics).with_room_types(types),
             timers,
             inbox: Some(queue),
+            logic_wake: None,
         }
     });
     RegistryHandle::for_engine(&addr, inbox, queue_bytes)
@@ -54,6 +59,31 @@ pub struct RegistryActor {
     registry: Registry<SessionOutlet>,
     timers: Timers,
     inbox: Option<InboxReceiver>,
+    /// When the rooms' logic is next woken (its ticks and timers), and the timer that will.
+    logic_wake: Option<(Instant, SpawnHandle)>,
+}
+
+impl RegistryActor {
+    /// Wakes the registry when a room's logic next wants the clock, if that is sooner than
+    /// the wake already set.
+    fn wake_logic(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.registry.next_logic_deadline() else {
+            return;
+        };
+        if self.logic_wake.as_ref().is_some_and(|(set, _)| *set <= at) {
+            return;
+        }
+        if let Some((_, handle)) = self.logic_wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let after = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(after, |actor, ctx| {
+            actor.logic_wake = None;
+            actor.registry.advance(Instant::now());
+            actor.wake_logic(ctx);
+        });
+        self.logic_wake = Some((at, handle));
+    }
 }
 
 impl Actor for RegistryActor {
@@ -63,8 +93,9 @@ impl Actor for RegistryActor {
         if let Some(inbox) = self.inbox.take() {
             ctx.add_stream(UnboundedReceiverStream::new(inbox));
         }
-        ctx.run_interval(self.timers.clock_interval, |actor, _| {
+        ctx.run_interval(self.timers.clock_interval, |actor, ctx| {
             actor.registry.advance(Instant::now());
+            actor.wake_logic(ctx);
         });
         ctx.run_interval(self.timers.lobby_interval, |actor, _| {
             actor.registry.flush_lobby();
@@ -80,6 +111,7 @@ impl Actor for RegistryActor {
 impl StreamHandler<Inbound> for RegistryActor {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
         handle_inbound(self, inbound, ctx);
+        self.wake_logic(ctx);
     }
 
     /// Every handle is gone: the node is stopping.
@@ -167,6 +199,7 @@ impl Handler<ClientRequest> for RegistryActor {
         // A connection the session was resumed away from may still have requests in flight;
         // they are not the session's any more.
         if self.registry.is_on(msg.session, msg.connection) {
+            self.registry.set_clock(Instant::now());
             self.registry.handle(msg.session, msg.frame);
         }
     }

@@ -14,6 +14,7 @@
 
 mod ctx;
 mod logic_room;
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! Time and timers live outside: the owner calls `advance`, `flush_lobby` and
 //! `flush_state_patches`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use parlor_protocol::{
 
 use super::lobby::Lobby;
 use super::room::{HistoryEntry, HistoryLimits, Listing, Member, Room, RoomRules};
+use crate::game::{Effect, RoomTypes};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::secret::same_secret;
 
@@ -130,6 +131,13 @@ pub struct Registry<O> {
     away: HashSet<SessionId>,
     /// Hosting rooms for a cluster node: what the calls left for the engine (see `host`).
     host: Option<HostEffects>,
+    /// The room types (rooms with logic) this registry can make.
+    types: RoomTypes,
+    /// What rooms' logic asked for and is still to be carried out (see `core/logic.rs`).
+    logic_effects: VecDeque<(String, Effect)>,
+    carrying_effects: bool,
+    /// The rooms with logic (names of rooms gone may linger until the clock looks).
+    logic_rooms: std::collections::BTreeSet<String>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -152,8 +160,18 @@ impl<O: Outlet> Registry<O> {
             closing: false,
             away: HashSet::new(),
             host: None,
+            types: RoomTypes::new(),
+            logic_effects: VecDeque::new(),
+            carrying_effects: false,
+            logic_rooms: std::collections::BTreeSet::new(),
             metrics,
         }
+    }
+
+    /// The room types (game rules) `create` and `join_or_create` may name.
+    pub fn with_room_types(mut self, types: RoomTypes) -> Self {
+        self.types = types;
+        self
     }
 
     pub fn session_count(&self) -> usize {
@@ -195,7 +213,7 @@ impl<O: Outlet> Registry<O> {
                 data,
                 echo,
                 ..
-            } => self.emit(id, room, event, data, echo),
+            } => self.emit(id, room, event, data, echo, reference),
             ClientFrame::Send {
                 to, event, data, ..
             } => self.send_direct(id, to, event, data),
@@ -253,7 +271,13 @@ impl<O: Outlet> Registry<O> {
             Ok(Answered::Yes) => {}
             Ok(Answered::No) => {
                 if let Some(reference) = reference {
-                    self.send_to(id, &ServerFrame::Ok { reference });
+                    self.send_to(
+                        id,
+                        &ServerFrame::Ok {
+                            reference,
+                            data: None,
+                        },
+                    );
                 }
             }
             Err(err) => self.send_error(id, reference, &err),
@@ -446,6 +470,7 @@ pub(crate) fn new_room_id() -> String {
 mod backend;
 mod host;
 mod limits;
+mod logic;
 mod matchmaking;
 mod resume;
 mod rooms;

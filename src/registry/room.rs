@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use parlor_protocol::{Document, Metadata, RoomFilter, RoomInfo, SessionId, StatePatch, Value};
 
+use crate::game::LogicRoom;
+
 /// One seat: the session in it and, unless it is away, the outlet that reaches it.
 pub(crate) struct Member<O> {
     pub(crate) id: SessionId,
@@ -36,6 +38,8 @@ pub(crate) struct Room<O> {
     pub(crate) pending_bytes: usize,
     /// The room's recent frames, for sessions that resume.
     pub(crate) history: History,
+    /// The room's rules in code, for a room with a type (`crate::game`).
+    pub(crate) logic: Option<Box<LogicRoom>>,
 }
 
 /// A room's recent broadcast frames, as encoded once for the members, with their offsets.
@@ -124,6 +128,9 @@ pub(crate) struct RoomRules {
     pub(crate) password: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) dispose_when_empty: bool,
+    /// A room with logic: its type's name, and what its logic is made from.
+    pub(crate) room_type: Option<String>,
+    pub(crate) type_options: Value,
 }
 
 impl<O> Room<O> {
@@ -143,6 +150,7 @@ impl<O> Room<O> {
             pending_patches: Vec::new(),
             pending_bytes: 0,
             history: History::new(),
+            logic: None,
         }
     }
 
@@ -187,6 +195,11 @@ impl<O> Room<O> {
             .collect()
     }
 
+    /// The room's type, for a room with logic.
+    pub(crate) fn room_type(&self) -> Option<&str> {
+        self.logic.as_ref().map(|logic| logic.kind())
+    }
+
     /// What the lobby shows of this room.
     pub(crate) fn info(&self, name: &str) -> RoomInfo {
         RoomInfo {
@@ -198,6 +211,7 @@ impl<O> Room<O> {
             password: self.password.is_some(),
             owner: self.owner,
             metadata: self.metadata.clone(),
+            room_type: self.room_type().map(str::to_owned),
         }
     }
 
@@ -210,7 +224,13 @@ impl<O> Room<O> {
 
     /// Whether a listing with `filter` shows this room. Private rooms are never shown.
     pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
-        listed(self.private, self.is_locked(), &self.metadata, filter)
+        listed(
+            self.private,
+            self.is_locked(),
+            &self.metadata,
+            self.room_type(),
+            filter,
+        )
     }
 
     /// Whether `join_or_create` may put a newcomer here: listed, matching, open, with no
@@ -242,6 +262,8 @@ impl serde::Serialize for Listing {
             password: bool,
             owner: Option<SessionId>,
             metadata: &'a Metadata,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            room_type: &'a Option<String>,
             private: bool,
         }
         // Taken apart whole, so that a field added to RoomInfo cannot be left out here.
@@ -254,6 +276,7 @@ impl serde::Serialize for Listing {
             password,
             owner,
             metadata,
+            room_type,
         } = &self.info;
         Listed {
             room,
@@ -264,6 +287,7 @@ impl serde::Serialize for Listing {
             password: *password,
             owner: *owner,
             metadata,
+            room_type,
             private: self.private,
         }
         .serialize(serializer)
@@ -273,7 +297,13 @@ impl serde::Serialize for Listing {
 impl Listing {
     /// Whether a listing with `filter` shows this room.
     pub(crate) fn matches(&self, filter: &RoomFilter) -> bool {
-        listed(self.private, self.info.locked, &self.info.metadata, filter)
+        listed(
+            self.private,
+            self.info.locked,
+            &self.info.metadata,
+            self.info.room_type.as_deref(),
+            filter,
+        )
     }
 
     /// Whether `join_or_create` may put a newcomer here, as `Room::takes_matchmaking` says
@@ -289,9 +319,13 @@ pub(crate) fn listed(
     private: bool,
     locked: bool,
     metadata: &Metadata,
+    room_type: Option<&str>,
     filter: &RoomFilter,
 ) -> bool {
     if private || (filter.free_seats && locked) {
+        return false;
+    }
+    if filter.room_type.is_some() && filter.room_type.as_deref() != room_type {
         return false;
     }
     if let Some(mode) = &filter.mode {

@@ -389,6 +389,8 @@ pub fn client_frame(request: &Request, pick: impl Fn(u8) -> SessionId) -> Client
                 password: password.map(|p| format!("pw{}", p % 2)),
                 metadata: Metadata::new(),
                 dispose_when_empty: !keep,
+                room_type: None,
+                type_options: None,
             },
         },
         Request::JoinOrCreate { mode, seats: s } => ClientFrame::JoinOrCreate {

@@ -177,6 +177,7 @@ impl Session {
                 reference,
                 code,
                 message,
+                reason: None,
             }),
         );
     }

@@ -209,7 +209,7 @@ async fn a_full_request_queue_slows_senders_down_and_refuses_nothing() {
         let mut answered = 0;
         while answered < REQUESTS {
             match next(client).await {
-                ServerFrame::Ok { reference } => {
+                ServerFrame::Ok { reference, .. } => {
                     answered += 1;
                     assert_eq!(reference, answered, "answers come in order");
                 }

@@ -180,7 +180,7 @@ async fn every_request_with_a_ref_gets_exactly_one_answer_with_that_ref() {
     let mut answers = Vec::new();
     loop {
         match next(&mut a).await {
-            ServerFrame::Ok { reference } => answers.push((reference, None)),
+            ServerFrame::Ok { reference, .. } => answers.push((reference, None)),
             ServerFrame::Error(e) => {
                 answers.push((e.reference.expect("error carries ref"), Some(e.code)))
             }

@@ -303,6 +303,7 @@ impl<O: Outlet> Engine<O> {
             reference,
             code: err.code(),
             message: err.to_string(),
+            reason: None,
         }))];
         self.send_for_session(
             &forwarded.from,
@@ -905,6 +906,7 @@ impl<O: Outlet> Engine<O> {
                     reference,
                     code: err.code(),
                     message: err.to_string(),
+                    reason: None,
                 }));
                 self.send_for_session(
                     &from,

@@ -534,13 +534,20 @@ impl<O: Outlet> Engine<O> {
                 reference,
                 code: err.code(),
                 message: err.to_string(),
+                reason: None,
             }),
         );
     }
 
     fn send_ok(&mut self, id: SessionId, reference: Option<Ref>) {
         if let Some(reference) = reference {
-            self.send_frame(id, &ServerFrame::Ok { reference });
+            self.send_frame(
+                id,
+                &ServerFrame::Ok {
+                    reference,
+                    data: None,
+                },
+            );
         }
     }
 }

@@ -46,6 +46,7 @@ impl serde::Serialize for RoomDetail {
             password,
             owner,
             metadata,
+            ..
         } = &self.info;
         Detail {
             room,

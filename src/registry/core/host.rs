@@ -298,6 +298,9 @@ impl<O: Outlet> Registry<O> {
             password: checkpoint.password,
             metadata: checkpoint.metadata,
             dispose_when_empty: checkpoint.dispose_when_empty,
+            // Rooms with logic do not run on a cluster yet: a checkpoint is a plain room's.
+            room_type: None,
+            type_options: Value::Nil,
         };
         self.rooms_created = self.rooms_created.max(checkpoint.created);
         let mut room = Room::new(rules, checkpoint.created);
@@ -424,6 +427,8 @@ pub fn detail_of_checkpoint(
         password: checkpoint.password,
         metadata: checkpoint.metadata,
         dispose_when_empty: checkpoint.dispose_when_empty,
+        room_type: None,
+        type_options: Value::Nil,
     };
     let mut room: Room<()> = Room::new(rules, checkpoint.created);
     room.locked_by_hand = checkpoint.locked_by_hand;

@@ -69,6 +69,8 @@ impl RegistryLimits {
             password: options.password,
             metadata: options.metadata,
             dispose_when_empty: options.dispose_when_empty,
+            room_type: options.room_type,
+            type_options: options.type_options.unwrap_or(Value::Nil),
         })
     }
 
@@ -80,6 +82,8 @@ impl RegistryLimits {
             password: None,
             metadata: Metadata::new(),
             dispose_when_empty: true,
+            room_type: None,
+            type_options: Value::Nil,
         }
     }
 
@@ -174,6 +178,12 @@ pub enum RequestError {
     Unavailable(String),
     #[error("the cluster did not answer ({0}); the request may or may not have been carried out")]
     OutcomeUnknown(String),
+    #[error("this server runs no room type {0:?}")]
+    UnknownRoomType(String),
+    #[error("{}", .0.message)]
+    RoomRefused(crate::game::Refusal),
+    #[error("in room {0:?}, only the room's logic may do that")]
+    LogicOnly(String),
 }
 
 impl From<StateError> for RequestError {
@@ -215,6 +225,17 @@ impl RequestError {
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             Self::Overloaded => ErrorCode::Overloaded,
+            Self::UnknownRoomType(_) => ErrorCode::UnknownRoomType,
+            Self::RoomRefused(_) => ErrorCode::RoomRefused,
+            Self::LogicOnly(_) => ErrorCode::LogicOnly,
+        }
+    }
+
+    /// The game's own code, for a refusal by a room's logic.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Self::RoomRefused(refusal) => Some(refusal.code.clone()),
+            _ => None,
         }
     }
 }

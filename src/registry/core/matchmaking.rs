@@ -40,6 +40,8 @@ impl<O: Outlet> Registry<O> {
         options: RoomOptions,
         reference: Option<Ref>,
     ) -> Result<Answered, RequestError> {
+        // Only rooms of the type it would make (plain rooms for a plain request).
+        let room_type = options.room_type.clone();
         let rules = match_rules(&self.limits, filter, options)?;
         self.check_can_join(id, None)?;
         let member_of = self.sessions.get(&id).map(|e| &e.rooms);
@@ -48,6 +50,7 @@ impl<O: Outlet> Registry<O> {
                 .iter()
                 .filter(|(name, room)| {
                     room.takes_matchmaking(filter)
+                        && room.room_type() == room_type.as_deref()
                         && !member_of.is_some_and(|rooms| rooms.contains(name))
                         && self.may_enter(id, name)
                 })
@@ -63,7 +66,7 @@ impl<O: Outlet> Registry<O> {
                 name
             }
         };
-        self.admit(id, &room_name, reference);
+        self.enter(id, &room_name, reference)?;
         Ok(Answered::No)
     }
 
@@ -88,7 +91,7 @@ impl<O: Outlet> Registry<O> {
                 max: 0,
             });
         }
-        self.admit(id, room_name, reference);
+        self.enter(id, room_name, reference)?;
         self.answer(id, reference, Ok(Answered::No));
         self.evict_overflowed();
         Ok(())
@@ -107,7 +110,7 @@ impl<O: Outlet> Registry<O> {
         let rules = match_rules(&self.limits, filter, options)?;
         self.check_can_join(id, Some(room_name))?;
         self.open_room(room_name, rules)?;
-        self.admit(id, room_name, reference);
+        self.enter(id, room_name, reference)?;
         self.answer(id, reference, Ok(Answered::No));
         self.evict_overflowed();
         Ok(())

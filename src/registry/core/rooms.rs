@@ -96,7 +96,7 @@ impl<O: Outlet> Registry<O> {
                 }
             }
         }
-        self.admit(id, &room_name, reference);
+        self.enter(id, &room_name, reference)?;
         Ok(Answered::No)
     }
 
@@ -122,7 +122,7 @@ impl<O: Outlet> Registry<O> {
         let rules = self.limits.rules_from(options)?;
         self.check_can_join(id, Some(&room_name))?;
         self.open_room(&room_name, rules)?;
-        self.admit(id, &room_name, reference);
+        self.enter(id, &room_name, reference)?;
         Ok(Answered::No)
     }
 
@@ -134,9 +134,15 @@ impl<O: Outlet> Registry<O> {
             });
         }
         let private = rules.private;
+        let logic = self.make_logic(&rules)?;
         self.rooms_created += 1;
-        self.rooms
-            .insert(name.to_owned(), Room::new(rules, self.rooms_created));
+        let mut room = Room::new(rules, self.rooms_created);
+        let effects = logic.map(|(logic, effects)| {
+            room.logic = Some(logic);
+            self.logic_rooms.insert(name.to_owned());
+            effects
+        });
+        self.rooms.insert(name.to_owned(), room);
         if !private {
             self.lobby.added(name);
         }
@@ -144,6 +150,9 @@ impl<O: Outlet> Registry<O> {
             host.disposed.remove(name);
         }
         self.touch(name);
+        if let Some(effects) = effects {
+            self.carry_out(name, effects);
+        }
         Ok(())
     }
 
@@ -273,6 +282,7 @@ impl<O: Outlet> Registry<O> {
         event: String,
         data: Value,
         echo: bool,
+        reference: Option<Ref>,
     ) -> Result<Answered, RequestError> {
         self.limits.check_room_name(&room_name)?;
         self.limits.check_event_name(&event)?;
@@ -282,8 +292,11 @@ impl<O: Outlet> Registry<O> {
             .sessions
             .get(&id)
             .is_some_and(|e| e.rooms.contains(&room_name));
-        if !is_member || !self.rooms.contains_key(&room_name) {
+        let Some(room) = self.rooms.get(&room_name).filter(|_| is_member) else {
             return Err(RequestError::NotInRoom(room_name));
+        };
+        if room.logic.is_some() {
+            return self.logic_message(id, &room_name, &event, data, reference);
         }
         let skip = (!echo).then_some(id);
         self.broadcast(&room_name, skip, |offset| {
@@ -306,8 +319,11 @@ impl<O: Outlet> Registry<O> {
         data: Value,
     ) -> Result<Answered, RequestError> {
         self.limits.check_event_name(&event)?;
+        // A room with logic is no way around it: only a plain room shared counts.
         let shares_room = match (self.sessions.get(&id), self.sessions.get(&to)) {
-            (Some(from), Some(target)) => from.rooms.iter().any(|r| target.rooms.contains(r)),
+            (Some(from), Some(target)) => from.rooms.iter().any(|r| {
+                target.rooms.contains(r) && self.rooms.get(r).is_some_and(|r| r.logic.is_none())
+            }),
             _ => false,
         };
         if !shares_room {
@@ -348,6 +364,9 @@ impl<O: Outlet> Registry<O> {
     ) -> Result<&mut Room<O>, RequestError> {
         self.limits.check_room_name(room_name)?;
         let room = self.member_room(id, room_name)?;
+        if room.logic.is_some() {
+            return Err(RequestError::LogicOnly(room_name.to_owned()));
+        }
         if room.owner != Some(id) {
             return Err(RequestError::NotOwner(room_name.to_owned()));
         }
@@ -439,21 +458,14 @@ impl<O: Outlet> Registry<O> {
         }
         if room.members.is_empty() {
             if room.dispose_when_empty {
-                let private = room.private;
-                self.rooms.remove(room_name);
-                self.rooms_with_patches.retain(|r| r != room_name);
-                if !private {
-                    self.lobby.removed(room_name);
-                }
-                if let Some(host) = &mut self.host {
-                    host.touched.remove(room_name);
-                    host.disposed.insert(room_name.to_owned());
-                }
+                self.logic_left(room_name, id, reason);
+                self.remove_room(room_name);
             } else {
                 // Nobody is left to hear held patches; the state already holds them.
                 room.pending_patches.clear();
                 room.pending_bytes = 0;
                 self.room_changed(room_name);
+                self.logic_left(room_name, id, reason);
             }
             return;
         }
@@ -478,5 +490,6 @@ impl<O: Outlet> Registry<O> {
             self.announce_room_update(room_name, None);
         }
         self.room_changed(room_name);
+        self.logic_left(room_name, id, reason);
     }
 }

@@ -111,6 +111,7 @@ impl<O: Outlet> Registry<O> {
     /// (their rooms hear `left`, reason `timeout`).
     pub fn advance(&mut self, now: Instant) {
         self.now = now;
+        self.advance_logic(now);
         let expired = graces_over(&self.away, now, self.limits.reconnect_grace, |id| {
             self.sessions.get(id).and_then(|e| e.away_since)
         });
@@ -172,6 +173,7 @@ impl<O: Outlet> Registry<O> {
                 reference,
                 code: err.code(),
                 message: err.to_string(),
+                reason: err.reason(),
             }),
         );
     }

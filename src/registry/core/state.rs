@@ -20,8 +20,10 @@ impl<O: Outlet> Registry<O> {
         if_version: Option<u64>,
     ) -> Result<Answered, RequestError> {
         self.limits.check_room_name(room_name)?;
-        let limits = self.limits.clone();
         let room = self.member_room(id, room_name)?;
+        if room.logic.is_some() {
+            return Err(RequestError::LogicOnly(room_name.to_owned()));
+        }
         if let Some(expected) = if_version {
             if expected != room.version {
                 return Err(RequestError::VersionConflict {
@@ -30,11 +32,27 @@ impl<O: Outlet> Registry<O> {
                 });
             }
         }
+        self.apply_state(room_name, id, ops)?;
+        Ok(Answered::No)
+    }
+
+    /// Applies `ops` to the room's state as `author` (the nil id: the room's logic), and
+    /// sends the patch (now, or held with others).
+    pub(super) fn apply_state(
+        &mut self,
+        room_name: &str,
+        author: SessionId,
+        ops: Vec<StateOp>,
+    ) -> Result<(), RequestError> {
+        let limits = self.limits.clone();
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return Err(RequestError::NotInRoom(room_name.to_owned()));
+        };
         room.state.apply(&ops, limits.state_limits())?;
         room.version += 1;
         let patch = StatePatch {
             version: room.version,
-            author: id,
+            author,
             ops,
         };
         room.pending_bytes += encoded_len(&patch);
@@ -47,7 +65,7 @@ impl<O: Outlet> Registry<O> {
             self.rooms_with_patches.push(room_name.to_owned());
         }
         self.touch(room_name);
-        Ok(Answered::No)
+        Ok(())
     }
 
     /// Sends the room's held patches, if any, to its members as one `state_patch`.

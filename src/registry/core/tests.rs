@@ -149,7 +149,13 @@ fn join_lists_members_in_join_order_and_tells_the_others() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(b_frames[1], ServerFrame::Ok { reference: 1 });
+    assert_eq!(
+        b_frames[1],
+        ServerFrame::Ok {
+            reference: 1,
+            data: None,
+        }
+    );
     assert_eq!(b_frames.len(), 2);
     match &out_a.take()[..] {
         [ServerFrame::Presence(p)] => {
@@ -172,7 +178,13 @@ fn emit_excludes_the_sender_unless_echo_and_counts_offsets() {
     out_a.take();
     out_b.take();
     h.run(a, emit("r", false));
-    assert_eq!(out_a.take(), vec![ServerFrame::Ok { reference: 7 }]);
+    assert_eq!(
+        out_a.take(),
+        vec![ServerFrame::Ok {
+            reference: 7,
+            data: None,
+        }]
+    );
     match &out_b.take()[..] {
         [ServerFrame::Event(e)] => {
             // Offsets 0 and 1 are the two `joined` presences: every room frame takes one.
@@ -304,7 +316,10 @@ fn leave_tells_the_leaver_and_the_others_and_drops_empty_rooms() {
                 room: "r".into(),
                 reason: LeaveReason::Leave
             },
-            ServerFrame::Ok { reference: 3 }
+            ServerFrame::Ok {
+                reference: 3,
+                data: None
+            }
         ]
     );
     // `a` owned the room, so `b` also hears that it owns it now.
@@ -380,7 +395,13 @@ fn direct_send_reaches_only_a_session_sharing_a_room() {
         data: Value::from("x"),
     };
     h.run(a, send(b));
-    assert_eq!(out_a.take(), vec![ServerFrame::Ok { reference: 9 }]);
+    assert_eq!(
+        out_a.take(),
+        vec![ServerFrame::Ok {
+            reference: 9,
+            data: None,
+        }]
+    );
     assert!(
         matches!(&out_b.take()[..], [ServerFrame::Direct(d)] if d.from == a && d.event == "hi")
     );

@@ -134,7 +134,12 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
                     })))
                     .await;
                 if let Some(reference) = reference {
-                    let _ = tx.send(encode_server(&ServerFrame::Ok { reference })).await;
+                    let _ = tx
+                        .send(encode_server(&ServerFrame::Ok {
+                            reference,
+                            data: None,
+                        }))
+                        .await;
                 }
             }
             ClientFrame::Emit {

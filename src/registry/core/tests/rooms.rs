@@ -326,7 +326,13 @@ fn the_oldest_member_inherits_ownership_and_everyone_is_told() {
         f,
         ServerFrame::Presence(p) if p.session == c && p.reason == Some(LeaveReason::Kicked)
     )));
-    assert_eq!(frames.last(), Some(&ServerFrame::Ok { reference: 6 }));
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::Ok {
+            reference: 6,
+            data: None,
+        })
+    );
     h.run(
         b,
         ClientFrame::Kick {

@@ -1,0 +1,299 @@
+//! Rooms with logic (`crate::game`): a room made with a `room_type` holds a `LogicRoom`, and
+//! the registry hands it the room's moments (a newcomer's attempt, its arrival, a member's
+//! message, a departure, the clock) and carries out what the logic asks, with the room's
+//! ordinary frames: a broadcast is an `event` with an offset, in the history, from the nil
+//! session id; a send to one member is a `direct`; state changes are `state_patch`es with
+//! versions. Clients may not go around it: in such a room a member's `emit` goes to the logic,
+//! and state writes and the owner's actions are the logic's alone (`logic_only`).
+
+use super::*;
+use crate::game::{LogicRoom, Player, Reply};
+
+/// Effects one request, tick or departure may cause, the ones they cause in turn included;
+/// past it the rest are dropped and the room ends (a logic that kicks in `left` forever).
+const MAX_EFFECTS_PER_CALL: usize = 10_000;
+
+/// A room's new logic, and what it asked for as it was made.
+pub(super) type MadeLogic = (Box<LogicRoom>, Vec<Effect>);
+
+impl<O: Outlet> Registry<O> {
+    /// The logic for a room made with `rules`, if they name a room type: made from its
+    /// `type_options`, or refused.
+    pub(super) fn make_logic(
+        &mut self,
+        rules: &RoomRules,
+    ) -> Result<Option<MadeLogic>, RequestError> {
+        let Some(kind) = &rules.room_type else {
+            return Ok(None);
+        };
+        let factory = self
+            .types
+            .get(kind)
+            .ok_or_else(|| RequestError::UnknownRoomType(kind.clone()))?
+            .clone();
+        let (logic, effects) = LogicRoom::create(kind, &*factory, &rules.type_options, self.now)
+            .map_err(RequestError::RoomRefused)?;
+        Ok(Some((Box::new(logic), effects)))
+    }
+
+    /// Seats `id` in `room_name` (every other check made): a room with logic asks it first,
+    /// and tells it after. A newly made room its logic refuses its maker in goes again.
+    pub(super) fn enter(
+        &mut self,
+        id: SessionId,
+        room_name: &str,
+        reference: Option<Ref>,
+    ) -> Result<(), RequestError> {
+        let player = Player {
+            session: id,
+            user: self.user_of(id),
+        };
+        let now = self.now;
+        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            match logic.joining(&player, now) {
+                Ok(effects) => self.carry_out(room_name, effects),
+                Err(refusal) => {
+                    if self
+                        .rooms
+                        .get(room_name)
+                        .is_some_and(|r| r.members.is_empty())
+                    {
+                        self.remove_room(room_name);
+                    }
+                    self.end_failed_logic(room_name);
+                    return Err(RequestError::RoomRefused(refusal));
+                }
+            }
+        }
+        self.admit(id, room_name, reference);
+        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            let effects = logic.joined(player, now);
+            self.carry_out(room_name, effects);
+        }
+        Ok(())
+    }
+
+    /// A member's `emit` to a room with logic: the logic takes it, refuses it or answers it.
+    pub(super) fn logic_message(
+        &mut self,
+        id: SessionId,
+        room_name: &str,
+        event: &str,
+        data: Value,
+        reference: Option<Ref>,
+    ) -> Result<Answered, RequestError> {
+        let now = self.now;
+        let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) else {
+            return Err(RequestError::NotInRoom(room_name.to_owned()));
+        };
+        let (answer, effects) = logic.message(id, event, data, now);
+        self.carry_out(room_name, effects);
+        match answer.map_err(RequestError::RoomRefused)? {
+            Reply::Ok | Reply::Input => Ok(Answered::No),
+            Reply::Data(data) => {
+                if let Some(reference) = reference {
+                    self.send_to(
+                        id,
+                        &ServerFrame::Ok {
+                            reference,
+                            data: Some(data),
+                        },
+                    );
+                }
+                Ok(Answered::Yes)
+            }
+        }
+    }
+
+    /// `id` left `room_name` (already out of its members): the logic hears it.
+    pub(super) fn logic_left(&mut self, room_name: &str, id: SessionId, reason: LeaveReason) {
+        let now = self.now;
+        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            let effects = logic.left(id, reason, now);
+            self.carry_out(room_name, effects);
+        }
+    }
+
+    /// The room is going away: its logic's last word (only its state and messages to members
+    /// still there count; there are none).
+    pub(super) fn logic_dispose(&mut self, room: &mut Room<O>) {
+        if let Some(logic) = room.logic.as_mut() {
+            let _ = logic.dispose(self.now);
+        }
+    }
+
+    /// Sets the clock the rooms' logic sees (a request's time), and nothing else.
+    pub fn set_clock(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Runs the ticks and timers due at `now` in every room with logic.
+    pub(super) fn advance_logic(&mut self, now: Instant) {
+        let rooms = &self.rooms;
+        self.logic_rooms
+            .retain(|name| rooms.get(name).is_some_and(|r| r.logic.is_some()));
+        let due: Vec<String> = self
+            .logic_rooms
+            .iter()
+            .filter(|name| {
+                self.rooms
+                    .get(*name)
+                    .and_then(|r| r.logic.as_ref())
+                    .and_then(|l| l.next_deadline())
+                    .is_some_and(|at| at <= now)
+            })
+            .cloned()
+            .collect();
+        for room_name in due {
+            if let Some(logic) = self
+                .rooms
+                .get_mut(&room_name)
+                .and_then(|r| r.logic.as_mut())
+            {
+                let effects = logic.advance(now);
+                self.carry_out(&room_name, effects);
+            }
+        }
+    }
+
+    /// When a room's logic next wants the clock (`advance`), if any does.
+    pub fn next_logic_deadline(&self) -> Option<Instant> {
+        self.logic_rooms
+            .iter()
+            .filter_map(|name| self.rooms.get(name)?.logic.as_ref()?.next_deadline())
+            .min()
+    }
+
+    /// Carries out what `room_name`'s logic asked for, in order, and whatever that makes its
+    /// logic ask in turn (a kick makes it hear `left`).
+    pub(super) fn carry_out(&mut self, room_name: &str, effects: Vec<Effect>) {
+        self.logic_effects
+            .extend(effects.into_iter().map(|e| (room_name.to_owned(), e)));
+        if self.carrying_effects {
+            return;
+        }
+        self.carrying_effects = true;
+        let mut carried = 0;
+        while let Some((room, effect)) = self.logic_effects.pop_front() {
+            carried += 1;
+            if carried > MAX_EFFECTS_PER_CALL {
+                let mut rooms: std::collections::BTreeSet<String> =
+                    self.logic_effects.drain(..).map(|(room, _)| room).collect();
+                rooms.insert(room);
+                for room in rooms {
+                    self.end_room(&room, "its logic asked for too much at once");
+                }
+                break;
+            }
+            self.carry_out_one(&room, effect);
+        }
+        self.carrying_effects = false;
+    }
+
+    fn carry_out_one(&mut self, room_name: &str, effect: Effect) {
+        if !self.rooms.contains_key(room_name) {
+            return;
+        }
+        match effect {
+            Effect::Broadcast {
+                event,
+                data,
+                except,
+            } => {
+                self.broadcast(room_name, except, |offset| {
+                    ServerFrame::Event(EventFrame {
+                        room: room_name.to_owned(),
+                        from: SessionId::NIL,
+                        event,
+                        data,
+                        offset,
+                    })
+                });
+            }
+            Effect::Send { to, event, data } => {
+                if self.rooms.get(room_name).is_some_and(|r| r.is_member(to)) {
+                    self.send_to(
+                        to,
+                        &ServerFrame::Direct(DirectFrame {
+                            from: SessionId::NIL,
+                            event,
+                            data,
+                        }),
+                    );
+                }
+            }
+            Effect::State(ops) => {
+                if let Err(err) = self.apply_state(room_name, SessionId::NIL, ops) {
+                    tracing::warn!(
+                        "room {room_name:?}: its logic's state change was refused: {err}"
+                    );
+                }
+            }
+            Effect::Kick(who) => {
+                if self.rooms.get(room_name).is_some_and(|r| r.is_member(who)) {
+                    let _ = self.drop_membership(who, room_name, LeaveReason::Kicked);
+                }
+            }
+            Effect::Lock(locked) => {
+                if let Some(room) = self.rooms.get_mut(room_name) {
+                    room.locked_by_hand = locked;
+                    self.announce_room_update(room_name, None);
+                    self.room_changed(room_name);
+                }
+            }
+            Effect::Metadata(metadata) => match self.limits.check_metadata(&metadata) {
+                Ok(()) => {
+                    if let Some(room) = self.rooms.get_mut(room_name) {
+                        room.metadata = metadata;
+                        self.announce_room_update(room_name, None);
+                        self.room_changed(room_name);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!("room {room_name:?}: its logic's metadata was refused: {err}")
+                }
+            },
+            Effect::End(why) => self.end_room(room_name, &why),
+        }
+    }
+
+    /// A room whose logic failed (panicked) ends.
+    fn end_failed_logic(&mut self, room_name: &str) {
+        let failed = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.logic.as_ref())
+            .and_then(|l| l.ended().map(str::to_owned));
+        if let Some(why) = failed {
+            self.end_room(room_name, &why);
+        }
+    }
+
+    /// Ends a room: every member leaves (`ended`), and the room goes.
+    pub(super) fn end_room(&mut self, room_name: &str, why: &str) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        tracing::info!("room {room_name:?} ended: {why}");
+        for id in room.member_ids() {
+            let _ = self.drop_membership(id, room_name, LeaveReason::Ended);
+        }
+        self.remove_room(room_name);
+    }
+
+    /// Removes an empty room whatever its rules say.
+    pub(super) fn remove_room(&mut self, room_name: &str) {
+        let Some(mut room) = self.rooms.remove(room_name) else {
+            return;
+        };
+        self.logic_dispose(&mut room);
+        self.rooms_with_patches.retain(|r| r != room_name);
+        if !room.private {
+            self.lobby.removed(room_name);
+        }
+        if let Some(host) = &mut self.host {
+            host.touched.remove(room_name);
+            host.disposed.insert(room_name.to_owned());
+        }
+    }
+}
