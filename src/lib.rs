@@ -20,3 +20,9 @@ pub mod session;
 
 pub use config::Config;
 pub use server::{bind, spawn, BackgroundNode, NodeBuilder};
+
+/// The README's examples (a client, a game room), compiled as doctests so that they cannot
+/// drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -65,6 +65,7 @@ export type LeaveReason =
   | "kicked"
   | "rate_limited"
   | "node_lost"
+  | "ended"
   | "lost";
 
 /** The server's error codes (PROTOCOL.md section 10) and the client's own. */
@@ -98,6 +99,9 @@ export type ErrorCode =
   | "forbidden"
   | "unavailable"
   | "outcome_unknown"
+  | "unknown_room_type"
+  | "room_refused"
+  | "logic_only"
   // the client's own
   | "disconnected"
   | "closed"
@@ -212,6 +216,8 @@ export interface RoomInfo {
   password: boolean;
   owner: string | null;
   metadata: { [key: string]: Value };
+  /** A room with logic's type (absent for a plain room). */
+  room_type?: string;
 }
 
 /** Which rooms qualify for listings, the lobby and matchmaking (PROTOCOL.md section 4). */
@@ -219,6 +225,8 @@ export interface RoomFilter {
   mode?: string;
   metadata?: { [key: string]: unknown };
   free_seats?: boolean;
+  /** Only rooms of this type (a room with logic, PROTOCOL.md section 4). */
+  room_type?: string;
 }
 
 /** The rules of a room made by `create` or `joinOrCreate`. */
@@ -228,6 +236,10 @@ export interface RoomOptions {
   password?: string;
   metadata?: { [key: string]: unknown };
   dispose_when_empty?: boolean;
+  /** A room with logic: a room type the server runs. */
+  room_type?: string;
+  /** What that type's logic is made from. */
+  type_options?: unknown;
 }
 
 /** Where this client is in a room's history, as `resume` takes it. */
@@ -313,8 +325,14 @@ export interface RoomEvents {
 
 /** A failed request or connection; `code` is the server's error code or the client's own. */
 export declare class ParlorError extends Error {
-  constructor(code: string, message: string, details?: { ref?: number | null; closeCode?: number | null });
+  constructor(
+    code: string,
+    message: string,
+    details?: { ref?: number | null; closeCode?: number | null; reason?: string | null },
+  );
   code: ErrorCode | (string & {});
+  /** With `room_refused`: the game's own code (`"not_your_turn"`). */
+  reason: string | null;
   /** The failed request's `ref`, when the server answered it. */
   ref: number | null;
   /** The WebSocket close code, for `disconnected`, `closed` and `connect_failed`. */
@@ -395,7 +413,9 @@ export declare class Room extends Emitter<RoomEvents> {
   next: number;
   readonly position: RoomPosition;
   readonly isOwner: boolean;
-  emit(event: string, data?: unknown, options?: EmitOptions): Promise<void>;
+  /** Resolves with the room's logic's answer, if it gave one (a room with logic), else
+   *  `undefined`. */
+  emit(event: string, data?: unknown, options?: EmitOptions): Promise<Value | undefined>;
   leave(options?: RequestOptions): Promise<void>;
   lock(options?: RequestOptions): Promise<void>;
   unlock(options?: RequestOptions): Promise<void>;

@@ -469,6 +469,7 @@ export class ParlorError extends Error {
     this.code = code;
     this.ref = details.ref ?? null;
     this.closeCode = details.closeCode ?? null;
+    this.reason = details.reason ?? null;
   }
 }
 
@@ -1012,14 +1013,16 @@ export class Parlor extends Emitter {
     const waiting = this.#pending.get(frame.ref);
     if (!waiting) {
       if (this.#expired.delete(frame.ref)) return; // It timed out; the caller has its answer.
-      if (frame.type === "error") fire(this, "error", new ParlorError(frame.code, frame.message, { ref: frame.ref }));
+      if (frame.type === "error") fire(this, "error", new ParlorError(frame.code, frame.message, { ref: frame.ref, reason: frame.reason }));
       return;
     }
     this.#pending.delete(frame.ref);
     clearTimeout(waiting.timer);
-    if (frame.type === "error") waiting.reject(new ParlorError(frame.code, frame.message, { ref: frame.ref }));
+    if (frame.type === "error") waiting.reject(new ParlorError(frame.code, frame.message, { ref: frame.ref, reason: frame.reason }));
     else if (frame.type === "room_list") waiting.resolve(frame.rooms);
     else if (frame.type === "resumed") waiting.resolve(frame);
+    // A room's logic may answer with data (an `ok` with `data`).
+    else if (frame.type === "ok" && frame.data !== undefined) waiting.resolve(frame.data);
     else waiting.resolve(waiting.joined ?? undefined);
   }
 

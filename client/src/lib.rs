@@ -488,8 +488,3 @@ impl StateMirror {
         Ok(())
     }
 }
-
-/// The README's client example, compiled as a doctest so it cannot drift from this API.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

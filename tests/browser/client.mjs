@@ -149,6 +149,34 @@ async function connected(server, options = {}) {
   return Parlor.connect("ws://test/ws", { WebSocket: server.WebSocket, reconnect: FAST, ...options });
 }
 
+// ---- rooms with logic ---------------------------------------------------------------------------
+
+await test("a room's logic answers an emit with data, or refuses it with the game's reason", async () => {
+  const server = roomServer();
+  const plain = server.answer;
+  server.answer = (frame, ws) => {
+    if (frame.type === "emit" && frame.event === "cards_left") {
+      return ws.deliver({ type: "ok", ref: frame.ref, data: { cards_left: 4 } });
+    }
+    if (frame.type === "emit" && frame.event === "play") {
+      return ws.deliver({
+        type: "error", ref: frame.ref, code: "room_refused", message: "wait for your turn",
+        reason: "not_your_turn",
+      });
+    }
+    return plain(frame, ws);
+  };
+  const parlor = await connected(server);
+  const room = await parlor.join("table");
+  const [how, data] = await settled(room.emit("cards_left"));
+  assert(how === "resolved" && data?.cards_left === 4, `answer ${how} ${JSON.stringify(data)}`);
+  const refused = await rejectsWith(room.emit("play", 3), "room_refused");
+  assert(refused.reason === "not_your_turn", `reason ${refused.reason}`);
+  const [plainHow, nothing] = await settled(room.emit("chat", "hi"));
+  assert(plainHow === "resolved" && nothing === undefined, `a plain ok resolves undefined: ${nothing}`);
+  parlor.close();
+});
+
 // ---- requests settle ---------------------------------------------------------------------------
 
 await test("a request made after close() rejects at once with closed", async () => {

@@ -101,6 +101,19 @@ export async function everything(url: string, jwt: string): Promise<void> {
   void [name, members, away, users, owner, seats, locked, lockedByOwner, hidden, metadata, doc, version, epoch, next, position, mine, client];
   await room.emit("move", { x: 1, at: new Date() }, { echo: true, timeoutMs: 1_000 });
   await room.emit("ping");
+  // A room with logic: its answers, and the game's own reasons for a refusal.
+  const logicAnswer: Value | undefined = await room.emit("cards_left");
+  void logicAnswer;
+  const table: Room = await client.create({ max_members: 2, room_type: "high-card", type_options: { rounds: 3 } }, "table-1");
+  void table;
+  try {
+    await room.emit("play", 3);
+  } catch (err) {
+    if (err instanceof ParlorError && err.code === "room_refused") {
+      const reason: string | null = err.reason;
+      void reason;
+    }
+  }
   await room.lock(quick);
   await room.unlock();
   await room.kick(members[0], quick);
