@@ -17,6 +17,11 @@ pub struct CodeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub room_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
     pub limit: &'static str,
 }
@@ -86,6 +91,11 @@ pub struct Metrics {
     pub cluster_up: Gauge,
     pub cluster_frames_lost: Counter,
     pub cluster_messages_dropped: Counter,
+    /// Rooms with logic: how long each tick ran, how late it started, ticks that ran too long.
+    pub logic_tick_seconds: Histogram,
+    pub logic_tick_lateness_seconds: Histogram,
+    pub logic_overruns: Counter,
+    logic_rooms: Family<TypeLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +136,10 @@ impl Metrics {
             cluster_up: Gauge::default(),
             cluster_frames_lost: Counter::default(),
             cluster_messages_dropped: Counter::default(),
+            logic_tick_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+            logic_tick_lateness_seconds: Histogram::new(exponential_buckets(0.000_1, 4.0, 10)),
+            logic_overruns: Counter::default(),
+            logic_rooms: Family::default(),
             registry: Registry::default(),
         };
         let m = &metrics;
@@ -183,6 +197,26 @@ impl Metrics {
             "Upgrades refused for a missing or invalid token or a disallowed origin",
             m.auth_failures.clone(),
         );
+        registry.register(
+            "logic_tick_seconds",
+            "How long each tick of a room with logic ran",
+            m.logic_tick_seconds.clone(),
+        );
+        registry.register(
+            "logic_tick_lateness_seconds",
+            "How late each tick of a room with logic started, after its due time",
+            m.logic_tick_lateness_seconds.clone(),
+        );
+        registry.register(
+            "logic_overruns",
+            "Calls to a room's logic that ran longer than allowed (the room ended)",
+            m.logic_overruns.clone(),
+        );
+        registry.register(
+            "logic_rooms",
+            "Rooms with logic open, by room type",
+            m.logic_rooms.clone(),
+        );
         if cluster {
             Self::register_cluster(&mut registry, m);
         }
@@ -208,6 +242,18 @@ impl Metrics {
             "Cluster nodes: channel messages dropped while the node was behind (read back from the room's stream)",
             m.cluster_messages_dropped.clone(),
         );
+    }
+
+    /// A room of type `room_type` was made (`true`) or went.
+    pub fn logic_room(&self, room_type: &str, made: bool) {
+        let gauge = self.logic_rooms.get_or_create(&TypeLabel {
+            room_type: room_type.to_owned(),
+        });
+        if made {
+            gauge.inc();
+        } else {
+            gauge.dec();
+        }
     }
 
     pub fn error(&self, code: ErrorCode) {

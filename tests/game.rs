@@ -119,6 +119,10 @@ fn types() -> RoomTypes {
         .add("buggy", |_: &mut Ctx, _: &Value| {
             Ok(Box::new(Buggy) as Box<dyn RoomLogic>)
         })
+        .add("slow", |ctx: &mut Ctx, _: &Value| {
+            ctx.set_tick_rate(10);
+            Ok(Box::new(Slow) as Box<dyn RoomLogic>)
+        })
 }
 
 fn table() -> (TestRoom, SessionId, SessionId) {
@@ -320,6 +324,34 @@ fn a_panicking_room_ends_with_a_clear_reason_and_the_registry_goes_on() {
     room.check().expect("the registry's invariants hold");
 }
 
+/// Its tick takes 300 ms.
+struct Slow;
+
+impl RoomLogic for Slow {
+    fn message(&mut self, _: &mut Ctx, _: SessionId, _: &str, _: Value) -> Result<Reply, Refusal> {
+        Ok(Reply::Ok)
+    }
+
+    fn tick(&mut self, _: &mut Ctx, _: Vec<Input>) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_room_whose_tick_runs_too_long_ends_once_it_returns() {
+    let mut room = TestRoom::new(types(), "slow", Value::Nil);
+    let ann = room.join("ann").unwrap();
+    room.advance(Duration::from_millis(150));
+    assert!(!room.exists(), "the room ended");
+    assert!(room.frames(ann).iter().any(|f| matches!(
+        f,
+        ServerFrame::Left {
+            reason: LeaveReason::Ended,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn an_unknown_room_type_is_refused() {
     let mut room = TestRoom::new(types(), "chess", Value::Nil);
@@ -391,4 +423,27 @@ async fn a_node_built_with_a_room_type_runs_it_over_the_wire() {
         .await
         .expect_err("unknown type");
     assert!(format!("{err:?}").contains("UnknownRoomType"), "{err:?}");
+    // Operators see the rooms by type and the ticks.
+    let metrics = http_get(node.addr, "/metrics");
+    assert!(
+        metrics.contains("parlor_logic_rooms{room_type=\"ticker\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("parlor_logic_tick_seconds_count"),
+        "{metrics}"
+    );
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("answer");
+    body
 }

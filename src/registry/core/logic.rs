@@ -13,6 +13,10 @@ use crate::game::{LogicRoom, Player, Reply};
 /// past it the rest are dropped and the room ends (a logic that kicks in `left` forever).
 const MAX_EFFECTS_PER_CALL: usize = 10_000;
 
+/// How long one tick (or timer) of a room's logic may run; a room whose tick runs longer ends
+/// (`ended`) once it returns. The registry cannot stop a tick that never returns.
+pub const MAX_TICK_TIME: Duration = Duration::from_millis(250);
+
 /// A room's new logic, and what it asked for as it was made.
 pub(super) type MadeLogic = (Box<LogicRoom>, Vec<Effect>);
 
@@ -145,13 +149,33 @@ impl<O: Outlet> Registry<O> {
             .cloned()
             .collect();
         for room_name in due {
-            if let Some(logic) = self
+            let Some(logic) = self
                 .rooms
                 .get_mut(&room_name)
                 .and_then(|r| r.logic.as_mut())
-            {
-                let effects = logic.advance(now);
-                self.carry_out(&room_name, effects);
+            else {
+                continue;
+            };
+            let ticks = logic.stats().ticks;
+            let started = Instant::now();
+            let effects = logic.advance(now);
+            let took = started.elapsed();
+            let stats = logic.stats();
+            if stats.ticks > ticks {
+                self.metrics.logic_tick_seconds.observe(took.as_secs_f64());
+                self.metrics
+                    .logic_tick_lateness_seconds
+                    .observe(stats.last_lateness.as_secs_f64());
+            }
+            self.carry_out(&room_name, effects);
+            if took > MAX_TICK_TIME {
+                self.metrics.logic_overruns.inc();
+                let why = format!(
+                    "its logic ran {} ms at once (at most {} ms)",
+                    took.as_millis(),
+                    MAX_TICK_TIME.as_millis()
+                );
+                self.end_room(&room_name, &why);
             }
         }
     }
@@ -286,6 +310,9 @@ impl<O: Outlet> Registry<O> {
         let Some(mut room) = self.rooms.remove(room_name) else {
             return;
         };
+        if let Some(kind) = room.room_type() {
+            self.metrics.logic_room(kind, false);
+        }
         self.logic_dispose(&mut room);
         self.rooms_with_patches.retain(|r| r != room_name);
         if !room.private {

@@ -138,6 +138,7 @@ impl<O: Outlet> Registry<O> {
         self.rooms_created += 1;
         let mut room = Room::new(rules, self.rooms_created);
         let effects = logic.map(|(logic, effects)| {
+            self.metrics.logic_room(logic.kind(), true);
             room.logic = Some(logic);
             self.logic_rooms.insert(name.to_owned());
             effects
