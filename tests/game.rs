@@ -435,6 +435,39 @@ async fn a_node_built_with_a_room_type_runs_it_over_the_wire() {
     );
 }
 
+/// The Rust client's `Parlor` against a room with logic: typed answers, and the game's reason
+/// in a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_asks_a_rooms_logic_and_reads_its_refusals() {
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    let node = parlor::NodeBuilder::new(config)
+        .room_type("high-card", HighCard::make)
+        .spawn()
+        .expect("node");
+    let url = format!("ws://{}/ws", node.addr);
+    let (ann, _ann_events) = parlor_client::Parlor::connect(&url).await.expect("ann");
+    let (bob, _bob_events) = parlor_client::Parlor::connect(&url).await.expect("bob");
+    let options = parlor_protocol::RoomOptions {
+        room_type: Some("high-card".into()),
+        ..Default::default()
+    };
+    ann.create(Some("table"), options).await.expect("create");
+    bob.join("table").await.expect("join");
+    let left: Option<u64> = ann.ask("table", "cards_left", &()).await.expect("ask");
+    assert_eq!(left, Some(5));
+    let err = bob
+        .ask::<_, u64>("table", "play", &6u64)
+        .await
+        .expect_err("out of turn");
+    let frame = err.refusal().expect("a refusal");
+    assert_eq!(frame.code, ErrorCode::RoomRefused);
+    assert_eq!(frame.reason.as_deref(), Some("not_your_turn"));
+    // A plain accepted move answers no data.
+    let none: Option<u64> = ann.ask("table", "play", &1u64).await.expect("ann's turn");
+    assert_eq!(none, None);
+}
+
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");

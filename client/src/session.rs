@@ -126,6 +126,8 @@ pub enum Answer {
     Joined(Box<JoinedFrame>),
     /// `room_list` (`list_rooms`, `subscribe_lobby`).
     Rooms(Vec<RoomInfo>),
+    /// `ok` with `data`: a room's logic answered (an `emit` to a room with logic).
+    Data(parlor_protocol::Value),
 }
 
 /// What happens to the session, in the order it happened. Frames that answer requests are not
@@ -487,6 +489,30 @@ impl Parlor {
         data: &T,
     ) -> Result<()> {
         self.emit_to(room, event, data, false).await
+    }
+
+    /// Sends `event` with `data` to a room with logic and returns the logic's answer, read as
+    /// `R` (`None` if it answered with no data). A refusal is `ClientError::Refused` with the
+    /// game's own code in the frame's `reason`.
+    pub async fn ask<T: Serialize + ?Sized, R: serde::de::DeserializeOwned>(
+        &self,
+        room: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<Option<R>> {
+        let answer = self
+            .request(ClientFrame::Emit {
+                reference: None,
+                room: room.into(),
+                event: event.into(),
+                data: data::to_value(data)?,
+                echo: false,
+            })
+            .await?;
+        match answer {
+            Answer::Data(value) => data::from_value(&value).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Like `emit`, and this session receives the event too (as `Event::RoomEvent`).
@@ -889,7 +915,9 @@ impl Task {
     /// the application.
     fn route(&mut self, frame: ServerFrame) {
         match frame {
-            ServerFrame::Ok { reference, .. } => {
+            ServerFrame::Ok {
+                reference, data, ..
+            } => {
                 let Some(pending) = self.pending.remove(&reference) else {
                     return;
                 };
@@ -901,9 +929,11 @@ impl Task {
                         }
                     }
                     Some(reply) => {
-                        let answer = pending
-                            .joined
-                            .map_or(Answer::Done, |joined| Answer::Joined(Box::new(joined)));
+                        let answer = match (pending.joined, data) {
+                            (Some(joined), _) => Answer::Joined(Box::new(joined)),
+                            (None, Some(data)) => Answer::Data(data),
+                            (None, None) => Answer::Done,
+                        };
                         let _ = reply.send(Ok(answer));
                     }
                     None => {}
