@@ -169,13 +169,7 @@ fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
     } else {
         let node = config.node_id();
         tracing::info!("cluster node {node}, rooms in Redis");
-        if !types.is_empty() {
-            let names: Vec<&str> = types.names().collect();
-            tracing::warn!(
-                "rooms with logic do not run on a cluster node yet: room types {names:?} are \
-                 refused here (unknown_room_type)"
-            );
-        }
+
         crate::cluster::start(
             ClusterSettings {
                 link: LinkConfig {
@@ -190,6 +184,7 @@ fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
                 lobby_interval: timers.lobby_interval,
                 state_patch_interval: timers.state_patch_interval,
                 clock_interval: timers.clock_interval,
+                types,
             },
             config.registry.queue_bytes,
             Arc::clone(&metrics),

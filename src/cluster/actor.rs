@@ -40,6 +40,8 @@ pub struct ClusterSettings {
     pub lobby_interval: Duration,
     pub state_patch_interval: Duration,
     pub clock_interval: Duration,
+    /// The room types (rooms with logic) rooms homed on this node may have.
+    pub types: crate::game::RoomTypes,
 }
 
 pub struct ClusterActor {
@@ -54,12 +56,15 @@ pub struct ClusterActor {
     commands_up: bool,
     subscriptions_up: bool,
     metrics: Arc<Metrics>,
+    /// When the rooms with logic are next woken, and the timer that will.
+    logic_wake: Option<(Instant, actix::SpawnHandle)>,
 }
 
 impl ClusterActor {
     pub fn new(settings: ClusterSettings, metrics: Arc<Metrics>) -> Self {
         let engine = Engine::new(
             EngineConfig {
+                types: settings.types.clone(),
                 node: settings.link.node.clone(),
                 limits: settings.limits.clone(),
                 node_ttl: settings.node_ttl,
@@ -85,6 +90,7 @@ impl ClusterActor {
             waiters: HashMap::new(),
             commands_up: false,
             subscriptions_up: false,
+            logic_wake: None,
             metrics,
         }
     }
@@ -93,6 +99,28 @@ impl ClusterActor {
     fn engine(&mut self) -> &mut Engine<SessionOutlet> {
         self.engine.clock(Instant::now());
         &mut self.engine
+    }
+
+    /// Wakes the engine when a room with logic homed here next wants the clock (its ticks
+    /// and timers), if that is sooner than the wake already set.
+    fn wake_logic(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.engine.next_logic_deadline() else {
+            return;
+        };
+        if self.logic_wake.as_ref().is_some_and(|(set, _)| *set <= at) {
+            return;
+        }
+        if let Some((_, handle)) = self.logic_wake.take() {
+            ctx.cancel_future(handle);
+        }
+        let after = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(after, |actor, ctx| {
+            actor.logic_wake = None;
+            actor.engine.advance_logic(Instant::now());
+            actor.pump();
+            actor.wake_logic(ctx);
+        });
+        self.logic_wake = Some((at, handle));
     }
 
     /// Carries out everything the engine asks for.
@@ -229,7 +257,7 @@ impl StreamHandler<LinkEvent> for ClusterActor {
 }
 
 impl StreamHandler<Replied> for ClusterActor {
-    fn handle(&mut self, replied: Replied, _: &mut Context<Self>) {
+    fn handle(&mut self, replied: Replied, ctx: &mut Context<Self>) {
         let Some(expect) = self.expects.remove(&replied.token) else {
             return;
         };
@@ -241,6 +269,7 @@ impl StreamHandler<Replied> for ClusterActor {
         });
         self.engine().on_reply(replied.token, reply);
         self.pump();
+        self.wake_logic(ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
@@ -249,6 +278,7 @@ impl StreamHandler<Replied> for ClusterActor {
 impl StreamHandler<Inbound> for ClusterActor {
     fn handle(&mut self, inbound: Inbound, ctx: &mut Context<Self>) {
         handle_inbound(self, inbound, ctx);
+        self.wake_logic(ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}

@@ -149,6 +149,8 @@ struct CommitArgs<'a> {
     remove: Vec<String>,
     frames: Vec<FrameArgs>,
     delete: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    logic: bool,
 }
 
 #[derive(Serialize)]
@@ -321,6 +323,7 @@ impl StoreConfig {
                         })
                         .collect(),
                     delete: commit.delete,
+                    logic: commit.logic,
                 };
                 let cmd = fcall("parlor_commit", &[&r.room, &r.members, &r.log], &args);
                 (cmd, Expect::Committed, Vec::new())
@@ -634,6 +637,7 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
             match tag(items).as_str() {
                 "ok" => Reply::Emitted(Some(items.get(1).and_then(number).ok_or_else(bad)?)),
                 "not_member" => Reply::Emitted(None),
+                "logic" => Reply::EmitToHome,
                 _ => return Err(bad()),
             }
         }

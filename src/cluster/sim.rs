@@ -214,6 +214,8 @@ struct StoredRoom {
     members: BTreeSet<SessionId>,
     /// The history epoch its frames are logged under (the checkpoint's).
     history: String,
+    /// A room with logic (emits go to its home).
+    logic: bool,
 }
 
 /// The in-memory store: what `store.lua` keeps, and every log ever written (by room and
@@ -314,6 +316,7 @@ impl Sim {
     fn start_node(&mut self, n: usize) {
         let engine = Engine::new(
             EngineConfig {
+                types: crate::game::RoomTypes::new(),
                 node: self.nodes[n].name.clone(),
                 limits: Self::limits(),
                 node_ttl: TTL,
@@ -678,6 +681,7 @@ impl Sim {
                             checkpoint: create.checkpoint,
                             state: create.state,
                             members: BTreeSet::new(),
+                            logic: false,
                         },
                     );
                     return Reply::Claimed(Claimed::Created {
@@ -734,6 +738,7 @@ impl Sim {
                     if let Some(checkpoint) = commit.checkpoint {
                         stored.history = commit.history.clone();
                         stored.checkpoint = checkpoint;
+                        stored.logic |= commit.logic;
                     }
                     if let Some((state, _)) = commit.state {
                         stored.state = state;
@@ -765,6 +770,9 @@ impl Sim {
                         Some(id) => stored.members.contains(&id),
                         None => true,
                     });
+                if self.store.rooms.get(&room).is_some_and(|r| r.logic) {
+                    return Reply::EmitToHome;
+                }
                 if !allowed {
                     return Reply::Emitted(None);
                 }
@@ -1079,10 +1087,17 @@ pub fn run_script(bytes: &[u8]) -> Result<(), String> {
 }
 
 impl Sim {
-    /// Once nothing is in flight and no node is cut off: every connected session is a member
-    /// of exactly the rooms its frames say it is in (an answer never lies about a seat).
+    /// Once nothing is in flight (no message, no request waiting for its home) and no node is
+    /// cut off: every connected session is a member of exactly the rooms its frames say it is
+    /// in (an answer never lies about a seat).
     fn check_views(&self) -> Result<(), String> {
-        if self.nodes.iter().any(|node| node.cut || node.down) {
+        // A request still in flight may have seated its session: its answer will say.
+        let in_flight = self.nodes.iter().any(|node| {
+            node.engine
+                .as_ref()
+                .is_some_and(|e| e.requests_in_flight() > 0)
+        });
+        if in_flight || self.nodes.iter().any(|node| node.cut || node.down) {
             return Ok(());
         }
         for (id, _, outlet) in &self.sessions {

@@ -11,7 +11,7 @@ S a session.
 
   P{r:H}:room:R     hash: home (node), epoch (lease generation), until (lease end, ms of Redis's
                     clock), next (the room's next offset), hist (history epoch), ck (checkpoint),
-                    state, version
+                    state, version, logic ('1': a room with logic, whose emits go to its home)
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
   P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
   P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
@@ -135,6 +135,9 @@ redis.register_function('parlor_commit', function(k, a)
   end
   if x.ck then
     redis.call('HSET', k[1], 'ck', x.ck, 'hist', x.history)
+    if x.logic then
+      redis.call('HSET', k[1], 'logic', '1')
+    end
   end
   if x.state then
     redis.call('HSET', k[1], 'state', x.state, 'version', x.version)
@@ -160,6 +163,10 @@ end)
 -- round trip, home or not.   {'ok', offset}   |   {'not_member'}
 redis.register_function('parlor_emit', function(k, a)
   local x = args(a)
+  -- A room with logic: its emits go to its home, whose logic takes them.
+  if redis.call('HGET', k[1], 'logic') == '1' then
+    return { 'logic' }
+  end
   if x.member then
     if redis.call('SISMEMBER', k[2], x.member) == 0 then
       return { 'not_member' }

@@ -35,6 +35,8 @@ pub struct Commit {
     pub frames: Vec<(Bytes, Option<SessionId>)>,
     /// The room is gone: its keys are deleted (`frames` are not written).
     pub delete: bool,
+    /// The room has logic (written with its checkpoint): members' emits go to its home.
+    pub logic: bool,
 }
 
 /// One operation on the store.
@@ -196,6 +198,8 @@ pub enum Reply {
     Committed(Option<(Option<u64>, u64)>),
     /// The event's offset, or not a member (no such room, for the backend).
     Emitted(Option<u64>),
+    /// The room has logic: the emit was not appended, and goes to the room's home.
+    EmitToHome,
     /// A room's checkpoint, state and next offset, if it exists.
     Room(Option<(Bytes, Bytes, u64)>),
     /// How many nodes heard a publish (0: the receiver is gone); `None`: not known (a Redis

@@ -4,6 +4,7 @@
 mod backend;
 mod failover;
 mod faults;
+mod game;
 mod harness;
 mod ops;
 mod proxy;

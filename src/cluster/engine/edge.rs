@@ -322,13 +322,17 @@ impl<O: Outlet> Engine<O> {
         if !member {
             return Err(RequestError::NotInRoom(room));
         }
-        let body = encode_server(&ServerFrame::Event(EventFrame {
+        let frame = ServerFrame::Event(EventFrame {
             room: room.clone(),
             from: id,
             event,
             data,
             offset: 0,
-        }));
+        });
+        let body = encode_server(&frame);
+        let ServerFrame::Event(EventFrame { event, data, .. }) = frame else {
+            unreachable!("an event frame was built just above")
+        };
         self.call(
             Op::Emit {
                 room: room.clone(),
@@ -340,6 +344,7 @@ impl<O: Outlet> Engine<O> {
                 session: id,
                 reference,
                 room,
+                event: Box::new((event, data, echo)),
             },
         );
         Ok(())
@@ -350,10 +355,24 @@ impl<O: Outlet> Engine<O> {
         id: SessionId,
         reference: Option<Ref>,
         room: String,
+        (event, data, echo): (String, parlor_protocol::Value, bool),
         reply: Result<Reply, LinkError>,
     ) {
         match reply {
             Ok(Reply::Emitted(Some(_))) => self.send_ok(id, reference),
+            Ok(Reply::EmitToHome) => {
+                // A room with logic: the emit is a request of its home's.
+                let frame = ClientFrame::Emit {
+                    reference,
+                    room,
+                    event,
+                    data,
+                    echo,
+                };
+                if let Err(err) = self.forward_to_home(id, frame) {
+                    self.send_error(id, reference, &err);
+                }
+            }
             Ok(Reply::Emitted(None)) => {
                 // Its home took it out meanwhile; the `left` is on its way.
                 self.send_error(id, reference, &RequestError::NotInRoom(room));
@@ -672,6 +691,25 @@ impl<O: Outlet> Engine<O> {
                 },
                 Then::StillMembers { room, sessions },
             );
+        }
+    }
+
+    /// Back from an outage: joins sent to a home before it may have lost their answer (published
+    /// while this node could not hear); each is asked again of the room's home, which answers
+    /// with the room if the seat was made.
+    pub(super) fn ask_joins_again(&mut self) {
+        let sent: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| joins(&f.frame) && f.home.is_some())
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in sent {
+            if let Some(forward) = self.forwards.get_mut(&rid) {
+                forward.recovering = true;
+                forward.home = None;
+                self.reroute.push(rid);
+            }
         }
     }
 

@@ -158,6 +158,7 @@ impl<O: Outlet> Engine<O> {
                 created: 0,
                 version: 0,
                 epoch: String::new(),
+                room_type: None,
             };
             Some(NewRoom {
                 checkpoint: parlor_protocol::encode_value(&checkpoint),
@@ -360,6 +361,7 @@ impl<O: Outlet> Engine<O> {
             return;
         };
         self.become_home(room, epoch);
+        let restored_type = checkpoint.room_type.clone();
         let members: HashSet<SessionId> = checkpoint.members.iter().map(|m| m.session).collect();
         let version = checkpoint.version;
         let sink = Rc::clone(&self.sink);
@@ -385,6 +387,13 @@ impl<O: Outlet> Engine<O> {
         for id in lost {
             self.host.drop_lost(id);
         }
+        // A room with logic cannot go on without what its logic held: it ends (`ended`).
+        if let Some(kind) = restored_type {
+            self.host.end(
+                room,
+                &format!("its home was lost, and a {kind:?} room's game cannot be taken over"),
+            );
+        }
         // An empty room that goes when empty is deleted by this flush.
         self.flush_host(Origin::None);
     }
@@ -407,6 +416,7 @@ impl<O: Outlet> Engine<O> {
         let Ok(frame) = decode_client(&forwarded.frame, 64) else {
             return;
         };
+        self.host.set_clock(self.now);
         let room = matching
             .clone()
             .or_else(|| room_of(&frame).map(str::to_owned))
@@ -681,6 +691,7 @@ impl<O: Outlet> Engine<O> {
                             checkpoint.members.iter().map(|m| m.session).collect();
                         commit.add = now.difference(&hosted.members).copied().collect();
                         commit.remove = hosted.members.difference(&now).copied().collect();
+                        commit.logic = checkpoint.room_type.is_some();
                         commit.checkpoint = Some(parlor_protocol::encode_value(&checkpoint));
                         if checkpoint.version != hosted.version {
                             if let Some((state, version)) = self.host.state_of(&room) {
@@ -1380,6 +1391,10 @@ impl<O: Outlet> Engine<O> {
             .map(|(room, h)| (room.clone(), h.epoch))
             .collect();
         for (room, epoch) in rooms {
+            // Released, it is decided here no more: another node may claim it at once.
+            self.hosted.remove(&room);
+            self.homes.remove(&room);
+            self.host.drop_room(&room);
             self.call(Op::Release { room, epoch }, Then::Nothing);
         }
         // Replies come in the order calls were made: this one's says the others are done.

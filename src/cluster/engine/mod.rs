@@ -53,6 +53,8 @@ pub struct EngineConfig {
     pub lobby_interval: Duration,
     /// How often rooms homed here send the state patches they batch (zero: they do not batch).
     pub state_patch_interval: Duration,
+    /// The room types (rooms with logic) rooms homed here may have.
+    pub types: crate::game::RoomTypes,
 }
 
 /// What the engine asks of its driver.
@@ -171,6 +173,8 @@ enum Then {
         session: SessionId,
         reference: Option<Ref>,
         room: String,
+        /// The event, should the room turn out to have logic (then it goes to the home).
+        event: Box<(String, parlor_protocol::Value, bool)>,
     },
     Direct {
         session: SessionId,
@@ -295,7 +299,7 @@ impl<O: Outlet> Engine<O> {
         let lobby = Lobby::new(cfg.limits.lobby_frame_bytes);
         Self {
             node: Rc::from(cfg.node.as_str()),
-            host: Registry::host(limits, Arc::clone(&metrics)),
+            host: Registry::host(limits, Arc::clone(&metrics)).with_room_types(cfg.types.clone()),
             cfg,
             now,
             metrics,
@@ -408,7 +412,8 @@ impl<O: Outlet> Engine<O> {
                 session,
                 reference,
                 room,
-            } => self.on_emitted(session, reference, room, reply),
+                event,
+            } => self.on_emitted(session, reference, room, *event, reply),
             Then::Direct {
                 session,
                 reference,
@@ -479,7 +484,9 @@ impl<O: Outlet> Engine<O> {
                 self.fill(fill);
             }
             self.check_seats();
+            self.ask_joins_again();
             self.resend_lost_messages();
+            self.retry_routing();
         }
         if !up && was {
             self.up_since = None;
@@ -520,6 +527,22 @@ impl<O: Outlet> Engine<O> {
             self.last_lobby_flush = now;
             self.flush_lobby();
         }
+        self.advance_logic(now);
+    }
+
+    /// Runs the ticks and timers due in the rooms with logic homed here, and commits what
+    /// they changed like any request's.
+    pub fn advance_logic(&mut self, now: Instant) {
+        self.now = now;
+        if self.host.next_logic_deadline().is_some_and(|at| at <= now) {
+            self.host.advance_logic_now(now);
+            self.flush_host(home::Origin::None);
+        }
+    }
+
+    /// When the rooms with logic homed here next want the clock.
+    pub fn next_logic_deadline(&self) -> Option<Instant> {
+        self.host.next_logic_deadline()
     }
 
     fn send_frame(&mut self, id: SessionId, frame: &ServerFrame) {
@@ -571,6 +594,11 @@ impl<O: Outlet> Engine<O> {
     /// The hosting registry's own invariants.
     pub fn check_host(&self) -> Result<(), String> {
         self.host.check_invariants()
+    }
+
+    /// Requests sent to rooms' homes and not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        self.forwards.len()
     }
 }
 

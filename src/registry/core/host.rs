@@ -76,6 +76,10 @@ pub struct RoomCheckpoint {
     pub version: u64,
     /// The history epoch clients hold positions in.
     pub epoch: String,
+    /// A room with logic's type. Its logic's own data is not in the checkpoint: a node that
+    /// takes the room over ends it (`ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<String>,
 }
 
 impl<O: Outlet> Registry<O> {
@@ -269,7 +273,21 @@ impl<O: Outlet> Registry<O> {
             created: room.created,
             version: room.version,
             epoch: room.history.epoch.clone(),
+            room_type: room.room_type().map(str::to_owned),
         })
+    }
+
+    /// Ends room `room_name`: every member leaves (`ended`), and the room goes.
+    pub fn end(&mut self, room_name: &str, why: &str) {
+        self.end_room(room_name, why);
+        self.evict_overflowed();
+    }
+
+    /// Runs the ticks and timers due at `now` in the rooms with logic here.
+    pub fn advance_logic_now(&mut self, now: Instant) {
+        self.now = now;
+        self.advance_logic(now);
+        self.evict_overflowed();
     }
 
     /// Room `room_name`'s state and its version.

@@ -1,0 +1,194 @@
+//! Rooms with logic on a cluster: the room runs on its home, players on any node; the home's
+//! loss ends the room (`ended`), as PROTOCOL.md says. The nodes here run in this process,
+//! built with `NodeBuilder` and a room type (the `parlor` binary has none).
+
+use std::time::Duration;
+
+use parlor::game::{Ctx, Refusal, Reply, RoomLogic, SessionId, Value};
+use parlor_client::protocol::{ClientFrame, ErrorCode, LeaveReason, RoomOptions, ServerFrame};
+use parlor_client::Client;
+
+use crate::harness::{within, Redis};
+
+/// Two players; whoever's turn it is may `play`; each is told its own secret at joining.
+struct Turns {
+    players: Vec<SessionId>,
+    turn: usize,
+}
+
+impl RoomLogic for Turns {
+    fn joined(&mut self, ctx: &mut Ctx, player: &parlor::game::Player) {
+        ctx.send(
+            player.session,
+            "secret",
+            Value::from(self.players.len() as u64 + 100),
+        );
+        self.players.push(player.session);
+    }
+
+    fn message(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SessionId,
+        event: &str,
+        _data: Value,
+    ) -> Result<Reply, Refusal> {
+        match event {
+            "play" if self.players.get(self.turn) == Some(&from) => {
+                self.turn = (self.turn + 1) % self.players.len();
+                ctx.broadcast("played", Value::from(self.turn as u64));
+                Ok(Reply::Ok)
+            }
+            "play" => Err(Refusal::new("not_your_turn", "wait")),
+            "players" => Ok(Reply::Data(Value::from(self.players.len() as u64))),
+            _ => Err(Refusal::new("unknown_move", "play or players")),
+        }
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> parlor::BackgroundNode {
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.rate_limits.frames_per_second = 0;
+    config.rate_limits.bytes_per_second = 0;
+    config.rate_limits.connections_per_ip_per_second = 0;
+    config.session.reconnect_grace_ms = 0;
+    config.cluster.redis_url = redis.url();
+    config.cluster.redis_cluster = redis.is_cluster();
+    config.cluster.node_id = name.to_owned();
+    config.cluster.node_ttl_ms = 3000;
+    parlor::NodeBuilder::new(config)
+        .room_type("turns", |_: &mut Ctx, _: &Value| {
+            Ok(Box::new(Turns {
+                players: Vec::new(),
+                turn: 0,
+            }) as Box<dyn RoomLogic>)
+        })
+        .spawn()
+        .expect("node")
+}
+
+async fn client(node: &parlor::BackgroundNode) -> Client {
+    let url = format!("ws://{}/ws", node.addr);
+    // Until the node has reached Redis, what needs it is `unavailable`.
+    for _ in 0..100 {
+        if let Ok(mut client) = Client::connect(&url).await {
+            let listed = client
+                .list_rooms(parlor_client::protocol::RoomFilter::default(), None)
+                .await;
+            if listed.is_ok() {
+                return client;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no working connection to {url}");
+}
+
+/// The next frame that `pick` accepts, within 10 s.
+async fn next<T>(client: &mut Client, what: &str, pick: impl Fn(ServerFrame) -> Option<T>) -> T {
+    within(10, what, async {
+        loop {
+            if let Some(found) = pick(client.next_frame().await.expect("frame")) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+async fn emit(client: &mut Client, event: &str) -> ServerFrame {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+    let reference = client
+        .send(&ClientFrame::Emit {
+            reference: Some(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            room: "table".into(),
+            event: event.into(),
+            data: Value::Nil,
+            echo: false,
+        })
+        .await;
+    reference.expect("sent");
+    next(client, "the answer", |f| match f {
+        f @ (ServerFrame::Ok { .. } | ServerFrame::Error(_)) => Some(f),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_logic_runs_on_its_home_for_players_on_any_node_and_ends_with_it() {
+    let redis = Redis::start();
+    let home = node(&redis, "a");
+    let other = node(&redis, "b");
+    let mut ann = client(&home).await;
+    let mut bob = client(&other).await;
+    ann.create(
+        Some("table"),
+        RoomOptions {
+            room_type: Some("turns".into()),
+            ..RoomOptions::default()
+        },
+    )
+    .await
+    .expect("ann makes the table on node a");
+    bob.join_room("table", None)
+        .await
+        .expect("bob joins through node b");
+    let secret = next(&mut bob, "bob's secret", |f| match f {
+        ServerFrame::Direct(d) if d.event == "secret" => Some(d.data),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        secret,
+        Value::from(101u64),
+        "bob's own, sent by the home to node b"
+    );
+    // Bob's move out of turn, from node b: the home's logic refuses it with its reason.
+    match emit(&mut bob, "play").await {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::RoomRefused);
+            assert_eq!(e.reason.as_deref(), Some("not_your_turn"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Its answer with data reaches a player on the home's node.
+    match emit(&mut ann, "players").await {
+        ServerFrame::Ok { data, .. } => assert_eq!(data, Some(Value::from(2u64))),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    // Ann plays: Bob, on the other node, sees the room's event.
+    assert!(matches!(
+        emit(&mut ann, "play").await,
+        ServerFrame::Ok { .. }
+    ));
+    let played = next(&mut bob, "the room's event", |f| match f {
+        ServerFrame::Event(e) if e.event == "played" => Some(e.from),
+        _ => None,
+    })
+    .await;
+    assert_eq!(played, SessionId::NIL);
+    // A plain client cannot write the game's state, from either node.
+    let forged = bob.update_state("table", vec![], None).await;
+    assert!(format!("{forged:?}").contains("LogicOnly"), "{forged:?}");
+    // The home goes away; the room cannot be taken over, so it ends for Bob.
+    home.registry().shut_down().await;
+    drop(home);
+    bob.send(&ClientFrame::Emit {
+        reference: Some(1),
+        room: "table".into(),
+        event: "play".into(),
+        data: Value::Nil,
+        echo: false,
+    })
+    .await
+    .expect("sent");
+    let reason = next(&mut bob, "the room's end", |f| match f {
+        ServerFrame::Left { room, reason } if room == "table" => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeaveReason::Ended);
+    drop(other);
+}
