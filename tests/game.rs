@@ -110,6 +110,14 @@ impl RoomLogic for HighCard {
         self.hands.retain(|(id, _)| *id != who);
         ctx.end("a player left the table");
     }
+
+    fn away(&mut self, ctx: &mut Ctx, who: SessionId) {
+        ctx.broadcast_except(who, "player_away", Value::from(who.to_string()));
+    }
+
+    fn back(&mut self, ctx: &mut Ctx, who: SessionId) {
+        ctx.broadcast_except(who, "player_back", Value::from(who.to_string()));
+    }
 }
 
 fn types() -> RoomTypes {
@@ -226,6 +234,20 @@ fn a_turn_not_played_in_time_passes_and_answers_carry_data() {
     // Bob's turn now.
     refused_by_game(room.send(ann, "play", 2u64), "not_your_turn");
     room.send(bob, "play", 7u64).expect("bob's turn");
+}
+
+#[test]
+fn the_logic_hears_a_player_go_away_and_come_back() {
+    let (mut room, ann, bob) = table();
+    room.drop_connection(bob);
+    room.reconnect(bob).expect("bob resumes");
+    let seen: Vec<String> = room
+        .events(ann)
+        .into_iter()
+        .map(|(event, _)| event)
+        .filter(|e| e.starts_with("player_"))
+        .collect();
+    assert_eq!(seen, vec!["player_away", "player_back"]);
 }
 
 #[test]

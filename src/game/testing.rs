@@ -78,6 +78,7 @@ pub struct TestRoom {
     room_type: String,
     type_options: Value,
     inboxes: HashMap<SessionId, Inbox>,
+    users: HashMap<SessionId, String>,
     /// How many of each player's frames were read already.
     read: HashMap<SessionId, usize>,
     now: Instant,
@@ -98,6 +99,7 @@ impl TestRoom {
             room_type: room_type.to_owned(),
             type_options,
             inboxes: HashMap::new(),
+            users: HashMap::new(),
             read: HashMap::new(),
             now,
             next_ref: 0,
@@ -113,10 +115,12 @@ impl TestRoom {
             inbox.clone(),
             Profile {
                 user: Some(user.to_owned()),
+                resume_token: format!("token-{id}"),
                 ..Profile::default()
             },
         );
         self.inboxes.insert(id, inbox);
+        self.users.insert(id, user.to_owned());
         let exists = self.registry.room_count() > 0;
         let reference = self.reference();
         let frame = if exists {
@@ -190,6 +194,30 @@ impl TestRoom {
     /// Player `who`'s connection drops (away for the server's grace).
     pub fn drop_connection(&mut self, who: SessionId) {
         self.registry.disconnect(who, LeaveReason::Dropped);
+    }
+
+    /// Player `who`, away, comes back on a new connection (a `resume`, with no positions: it
+    /// gets the room's `joined` again).
+    pub fn reconnect(&mut self, who: SessionId) -> Result<(), Refused> {
+        let connection = SessionId::new_random();
+        let inbox = self.inboxes.get(&who).cloned().unwrap_or_default();
+        let user = self.users.get(&who).cloned();
+        self.registry.connect_with(
+            connection,
+            inbox,
+            Profile {
+                user,
+                ..Profile::default()
+            },
+        );
+        self.registry
+            .resume(connection, who, &format!("token-{who}"), &[], None)
+            .map(|_| ())
+            .map_err(|err| Refused {
+                code: err.code(),
+                reason: err.reason(),
+                message: err.to_string(),
+            })
     }
 
     /// Time passes (ticks and timers run, in steps of at most 1 ms past each deadline).

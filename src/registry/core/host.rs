@@ -185,6 +185,7 @@ impl<O: Outlet> Registry<O> {
                         offset,
                     })
                 });
+                self.logic_presence(room_name, id, true);
             }
             self.touch(room_name);
         }

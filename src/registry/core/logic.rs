@@ -109,6 +109,19 @@ impl<O: Outlet> Registry<O> {
         }
     }
 
+    /// Member `id` of `room_name` went away (`back`: false) or came back: the logic hears it.
+    pub(super) fn logic_presence(&mut self, room_name: &str, id: SessionId, back: bool) {
+        let now = self.now;
+        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            let effects = if back {
+                logic.back(id, now)
+            } else {
+                logic.away(id, now)
+            };
+            self.carry_out(room_name, effects);
+        }
+    }
+
     /// `id` left `room_name` (already out of its members): the logic hears it.
     pub(super) fn logic_left(&mut self, room_name: &str, id: SessionId, reason: LeaveReason) {
         let now = self.now;

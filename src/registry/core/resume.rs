@@ -147,6 +147,7 @@ impl<O: Outlet> Registry<O> {
                         offset,
                     })
                 });
+                self.logic_presence(&room_name, session, true);
             }
         }
         self.metrics.resume(if all_recovered {

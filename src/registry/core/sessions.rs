@@ -104,6 +104,7 @@ impl<O: Outlet> Registry<O> {
                 })
             });
             self.touch(room_name);
+            self.logic_presence(room_name, id, false);
         }
     }
 
