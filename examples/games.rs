@@ -1,0 +1,32 @@
+//! Two games on Parlor as a library: a real-time arena (`arena`) and a turn-based card game
+//! with hidden hands (`cards`), served by one node.
+//!
+//!     cargo run --release --example games -- 127.0.0.1:8081
+//!
+//! Clients make a room with `create` (or `join_or_create`) and `options.room_type` set to
+//! `arena` or `cards`; `examples/game_bot.rs` plays the arena.
+
+#[path = "games/arena.rs"]
+mod arena;
+#[path = "games/cards.rs"]
+mod cards;
+
+fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = parlor::Config::embedded().map_err(std::io::Error::other)?;
+    if let Some(bind) = std::env::args().nth(1) {
+        config.server.bind = bind.parse().map_err(std::io::Error::other)?;
+    }
+    let node = parlor::NodeBuilder::new(config)
+        .room_type("arena", arena::Arena::make)
+        .room_type("cards", cards::Cards::make)
+        .spawn()?;
+    println!("games on ws://{}/ws (room types: arena, cards)", node.addr);
+    loop {
+        std::thread::park();
+    }
+}
