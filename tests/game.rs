@@ -250,6 +250,67 @@ fn the_logic_hears_a_player_go_away_and_come_back() {
     assert_eq!(seen, vec!["player_away", "player_back"]);
 }
 
+/// Gives each player a secret view of its own.
+struct Secrets;
+
+impl RoomLogic for Secrets {
+    fn joined(&mut self, ctx: &mut Ctx, player: &Player) {
+        let secret = format!("secret of {}", player.user.clone().unwrap_or_default());
+        ctx.set_view(player.session, secret);
+    }
+
+    fn message(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SessionId,
+        _: &str,
+        data: Value,
+    ) -> Result<Reply, Refusal> {
+        ctx.set_view(from, data);
+        Ok(Reply::Ok)
+    }
+}
+
+fn views(room: &TestRoom, who: SessionId) -> Vec<Value> {
+    room.frames(who)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::View(v) => Some(v.data),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_player_keeps_a_view_of_its_own_across_a_resume() {
+    let types = RoomTypes::new().add("secrets", |_: &mut Ctx, _: &Value| {
+        Ok(Box::new(Secrets) as Box<dyn RoomLogic>)
+    });
+    let mut room = TestRoom::new(types, "secrets", Value::Nil);
+    let ann = room.join("ann").unwrap();
+    let bob = room.join("bob").unwrap();
+    room.send(ann, "set", "ann's new secret").unwrap();
+    assert_eq!(
+        views(&room, ann),
+        vec![
+            Value::from("secret of ann"),
+            Value::from("ann's new secret")
+        ]
+    );
+    assert_eq!(views(&room, bob), vec![Value::from("secret of bob")]);
+    // Bob drops and comes back: his view comes again (no replay carries it), Ann's never.
+    room.drop_connection(bob);
+    room.reconnect(bob).unwrap();
+    assert_eq!(
+        views(&room, bob),
+        vec![Value::from("secret of bob"), Value::from("secret of bob")]
+    );
+    assert!(!room
+        .frames(bob)
+        .iter()
+        .any(|f| format!("{f:?}").contains("ann's new secret")));
+}
+
 #[test]
 fn the_logic_decides_who_joins() {
     let (mut room, _, _) = table();

@@ -187,6 +187,13 @@ export interface DirectFrame {
   data: Value;
 }
 
+/** A member's own view of a room with logic (PROTOCOL.md section 7). */
+export interface ViewFrame {
+  type: "view";
+  room: string;
+  data: Value;
+}
+
 export interface RoomUpdateFrame {
   type: "room_update";
   room: string;
@@ -317,6 +324,8 @@ export interface RoomEvents {
   presence: PresenceFrame;
   update: RoomUpdateFrame;
   state: StatePatch;
+  /** The member's own view of a room with logic changed (the new view). */
+  view: Value;
   reset: JoinedFrame;
   left: LeftFrame;
 }
@@ -411,6 +420,8 @@ export declare class Room extends Emitter<RoomEvents> {
   epoch: string;
   /** The offset of the next frame this client expects. */
   next: number;
+  /** In a room with logic: what this member alone may see, as the logic last set it. */
+  view: Value | null;
   readonly position: RoomPosition;
   readonly isOwner: boolean;
   /** Resolves with the room's logic's answer, if it gave one (a room with logic), else

@@ -510,10 +510,11 @@ function settings(options) {
  * first), `away` (members whose connection dropped), `users` (session id -> user id), `owner`,
  * `locked` (closed to newcomers: full, or locked by the owner), `lockedByOwner` (locked by
  * the owner, full or not: what `unlock` undoes), `private`, `maxMembers`, `metadata`, `state`
- * (a mirror of the shared state) and
- * `version`. Events: "event", "presence", "update" (owner/lock/metadata), "state" (after each
- * patch), "reset" (replaced by a snapshot after a resume), "left" (reason `lost`: the client
- * lost the room across a reconnect).
+ * (a mirror of the shared state), `version` and, in a room with logic, `view` (what this member
+ * alone may see, as the room's logic last set it; null until it does). Events: "event",
+ * "presence", "update" (owner/lock/metadata), "state" (after each patch), "view" (the member's
+ * view changed), "reset" (replaced by a snapshot after a resume), "left" (reason `lost`: the
+ * client lost the room across a reconnect).
  */
 export class Room extends Emitter {
   constructor(client, joined) {
@@ -573,6 +574,8 @@ function resetRoom(room, joined) {
   // Where this client is in the room's history, for a resume.
   room.epoch = joined.epoch;
   room.next = joined.offset;
+  // The server sends the member's view again after a `joined`.
+  room.view ??= null;
 }
 
 function applyPatch(room, frame) {
@@ -1107,6 +1110,13 @@ export class Parlor extends Emitter {
         break;
       case "direct":
         fire(this, "direct", frame);
+        break;
+      case "view":
+        // A room with logic: what this member alone may see; it replaces the one before.
+        if (room) {
+          room.view = frame.data;
+          fire(room, "view", frame.data);
+        }
         break;
       case "lobby":
         if (this.lobby) {

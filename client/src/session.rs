@@ -145,6 +145,8 @@ pub enum Event {
     StatePatch(StatePatchFrame),
     /// An event sent to this session alone.
     Direct(DirectFrame),
+    /// This member's own view of a room with logic (it replaces the one before).
+    View(parlor_protocol::ViewFrame),
     /// The session is in this room as the snapshot says, replacing what the application had:
     /// after a resume that could not replay the room (named in `ResumedEvent::snapshot`), or
     /// for a join whose request stopped waiting (timed out) before its answer.
@@ -1004,6 +1006,7 @@ impl Task {
                 }
             }
             ServerFrame::Direct(direct) => self.emit(Event::Direct(direct)),
+            ServerFrame::View(view) => self.emit(Event::View(view)),
             ServerFrame::Lobby(lobby) => self.emit(Event::Lobby(lobby)),
             // Only a connection's first frames are these; `open` and `take_back` read them.
             ServerFrame::Welcome(_) | ServerFrame::Resumed(_) => {}

@@ -364,6 +364,9 @@ pub enum ServerFrame {
     Event(EventFrame),
     /// An event sent directly to this session.
     Direct(DirectFrame),
+    /// In a room with logic: what this member alone may see of the room (its hand of cards),
+    /// kept by the server and sent again after every `joined` and resume.
+    View(ViewFrame),
     /// The room's owner, lock or metadata changed; sent to every member.
     RoomUpdate(RoomUpdateFrame),
     /// Changes to the room's state, in the order the server applied them.
@@ -589,6 +592,13 @@ pub struct EventFrame {
 pub struct DirectFrame {
     pub from: SessionId,
     pub event: String,
+    pub data: Value,
+}
+
+/// `view`: this member's own view of a room with logic; it replaces the one before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewFrame {
+    pub room: String,
     pub data: Value,
 }
 

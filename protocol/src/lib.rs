@@ -20,7 +20,8 @@ pub use codes::{close, ErrorCode, LeaveReason};
 pub use frames::{
     ClientFrame, DirectFrame, ErrorFrame, EventFrame, JoinedFrame, Limits, LobbyFrame, Metadata,
     PresenceFrame, PresenceStatus, ResumedFrame, ResumedRoom, RoomFilter, RoomInfo, RoomOptions,
-    RoomPosition, RoomUpdateFrame, ServerFrame, StatePatch, StatePatchFrame, WelcomeFrame,
+    RoomPosition, RoomUpdateFrame, ServerFrame, StatePatch, StatePatchFrame, ViewFrame,
+    WelcomeFrame,
 };
 pub use rmpv::Value;
 pub use session_id::SessionId;

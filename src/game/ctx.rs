@@ -25,6 +25,9 @@ pub enum Effect {
         event: String,
         data: Value,
     },
+    /// Member `to`'s own view of the room (what it alone may see): kept, sent to it now as a
+    /// `view`, and again after every `joined` or resume.
+    View { to: SessionId, data: Value },
     /// A change to the room's shared state: applied as an `update_state` would be (a
     /// `state_patch` to every member, the version moving on).
     State(Vec<StateOp>),
@@ -102,6 +105,15 @@ impl Ctx {
         self.effects.push(Effect::Send {
             to,
             event: event.into(),
+            data: data.into(),
+        });
+    }
+
+    /// Sets what member `to` alone sees of the room (replacing its view before): a `view`
+    /// frame now, and again whenever it rejoins or resumes.
+    pub fn set_view(&mut self, to: SessionId, data: impl Into<Value>) {
+        self.effects.push(Effect::View {
+            to,
             data: data.into(),
         });
     }

@@ -40,6 +40,8 @@ pub(crate) struct Room<O> {
     pub(crate) history: History,
     /// The room's rules in code, for a room with a type (`crate::game`).
     pub(crate) logic: Option<Box<LogicRoom>>,
+    /// Each member's own view, as its logic last set it.
+    pub(crate) views: std::collections::HashMap<SessionId, Value>,
 }
 
 /// A room's recent broadcast frames, as encoded once for the members, with their offsets.
@@ -151,6 +153,7 @@ impl<O> Room<O> {
             pending_bytes: 0,
             history: History::new(),
             logic: None,
+            views: std::collections::HashMap::new(),
         }
     }
 
@@ -165,6 +168,7 @@ impl<O> Room<O> {
 
     /// Removes `id`; when it was the owner, the oldest remaining member becomes owner.
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {
+        self.views.remove(&id);
         let Some(index) = self.members.iter().position(|m| m.id == id) else {
             return false;
         };

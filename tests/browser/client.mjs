@@ -174,6 +174,13 @@ await test("a room's logic answers an emit with data, or refuses it with the gam
   assert(refused.reason === "not_your_turn", `reason ${refused.reason}`);
   const [plainHow, nothing] = await settled(room.emit("chat", "hi"));
   assert(plainHow === "resolved" && nothing === undefined, `a plain ok resolves undefined: ${nothing}`);
+  // The member's own view: kept on the Room, and told.
+  assert(room.view === null, `no view yet: ${room.view}`);
+  const seen = [];
+  room.on("view", (view) => seen.push(view));
+  server.last.deliver({ type: "view", room: "table", data: { hand: [3, 7] } });
+  await until("the view", () => seen.length === 1);
+  assert(room.view?.hand?.[1] === 7, `view ${JSON.stringify(room.view)}`);
   parlor.close();
 });
 

@@ -104,6 +104,9 @@ export async function everything(url: string, jwt: string): Promise<void> {
   // A room with logic: its answers, and the game's own reasons for a refusal.
   const logicAnswer: Value | undefined = await room.emit("cards_left");
   void logicAnswer;
+  const myView: Value | null = room.view;
+  room.on("view", (view: Value) => void view);
+  void myView;
   const table: Room = await client.create({ max_members: 2, room_type: "high-card", type_options: { rounds: 3 } }, "table-1");
   void table;
   try {

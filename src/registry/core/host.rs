@@ -186,6 +186,7 @@ impl<O: Outlet> Registry<O> {
                     })
                 });
                 self.logic_presence(room_name, id, true);
+                self.send_view(id, room_name);
             }
             self.touch(room_name);
         }

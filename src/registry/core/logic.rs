@@ -259,6 +259,12 @@ impl<O: Outlet> Registry<O> {
                     );
                 }
             }
+            Effect::View { to, data } => {
+                if let Some(room) = self.rooms.get_mut(room_name).filter(|r| r.is_member(to)) {
+                    room.views.insert(to, data);
+                    self.send_view(to, room_name);
+                }
+            }
             Effect::State(ops) => {
                 if let Err(err) = self.apply_state(room_name, SessionId::NIL, ops) {
                     tracing::warn!(
@@ -292,6 +298,25 @@ impl<O: Outlet> Registry<O> {
             },
             Effect::End(why) => self.end_room(room_name, &why),
         }
+    }
+
+    /// Sends member `id` its view of `room_name`, if its logic set one.
+    pub(super) fn send_view(&mut self, id: SessionId, room_name: &str) {
+        let Some(data) = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.views.get(&id))
+            .cloned()
+        else {
+            return;
+        };
+        self.send_to(
+            id,
+            &ServerFrame::View(parlor_protocol::ViewFrame {
+                room: room_name.to_owned(),
+                data,
+            }),
+        );
     }
 
     /// A room whose logic failed (panicked) ends.

@@ -136,6 +136,8 @@ impl<O: Outlet> Registry<O> {
                     }
                 }
             }
+            // What it alone may see of a room with logic, which no replay carries.
+            self.send_view(session, &room_name);
             if was_away {
                 self.broadcast(&room_name, Some(session), |offset| {
                     ServerFrame::Presence(PresenceFrame {
