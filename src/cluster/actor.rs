@@ -56,8 +56,8 @@ pub struct ClusterActor {
     commands_up: bool,
     subscriptions_up: bool,
     metrics: Arc<Metrics>,
-    /// When the rooms with logic are next woken, and the timer that will.
-    logic_wake: Option<(Instant, actix::SpawnHandle)>,
+    /// When the rooms with logic homed here are next woken.
+    logic_wake: crate::engine::LogicWake,
 }
 
 impl ClusterActor {
@@ -90,7 +90,7 @@ impl ClusterActor {
             waiters: HashMap::new(),
             commands_up: false,
             subscriptions_up: false,
-            logic_wake: None,
+            logic_wake: crate::engine::LogicWake::default(),
             metrics,
         }
     }
@@ -104,23 +104,17 @@ impl ClusterActor {
     /// Wakes the engine when a room with logic homed here next wants the clock (its ticks
     /// and timers), if that is sooner than the wake already set.
     fn wake_logic(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.engine.next_logic_deadline() else {
-            return;
-        };
-        if self.logic_wake.as_ref().is_some_and(|(set, _)| *set <= at) {
-            return;
-        }
-        if let Some((_, handle)) = self.logic_wake.take() {
-            ctx.cancel_future(handle);
-        }
-        let after = at.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(after, |actor, ctx| {
-            actor.logic_wake = None;
-            actor.engine.advance_logic(Instant::now());
-            actor.pump();
-            actor.wake_logic(ctx);
-        });
-        self.logic_wake = Some((at, handle));
+        let at = self.engine.next_logic_deadline();
+        self.logic_wake.arm(
+            ctx,
+            at,
+            |actor| &mut actor.logic_wake,
+            |actor, ctx| {
+                actor.engine.advance_logic(Instant::now());
+                actor.pump();
+                actor.wake_logic(ctx);
+            },
+        );
     }
 
     /// Carries out everything the engine asks for.

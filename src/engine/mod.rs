@@ -401,3 +401,37 @@ impl RequestGate {
         u32::try_from(len.max(MIN_REQUEST_COST)).unwrap_or(u32::MAX)
     }
 }
+
+/// When an engine's rooms with logic are next woken (their ticks and timers), and the timer
+/// that will: both engines keep one.
+#[derive(Default)]
+pub struct LogicWake(Option<(std::time::Instant, actix::SpawnHandle)>);
+
+impl LogicWake {
+    /// Arms a wake-up at `at` unless one as soon is armed already; `wake` runs then, after
+    /// the wake is cleared (`field` finds it in the actor), and may arm the next one.
+    pub fn arm<A>(
+        &mut self,
+        ctx: &mut Context<A>,
+        at: Option<std::time::Instant>,
+        field: fn(&mut A) -> &mut LogicWake,
+        wake: fn(&mut A, &mut Context<A>),
+    ) where
+        A: Actor<Context = Context<A>>,
+    {
+        use actix::AsyncContext;
+        let Some(at) = at else { return };
+        if self.0.as_ref().is_some_and(|(set, _)| *set <= at) {
+            return;
+        }
+        if let Some((_, handle)) = self.0.take() {
+            ctx.cancel_future(handle);
+        }
+        let after = at.saturating_duration_since(std::time::Instant::now());
+        let handle = ctx.run_later(after, move |actor, ctx| {
+            field(actor).0 = None;
+            wake(actor, ctx);
+        });
+        self.0 = Some((at, handle));
+    }
+}

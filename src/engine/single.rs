@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, SpawnHandle, StreamHandler,
-};
+use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, StreamHandler};
 use parlor_protocol::SessionId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     handle_inbound, AllRooms, ClientRequest, Connect, Disconnect, GetStats, Inbound, InboxReceiver,
-    KickSession, ListRooms, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume, ShutDown,
-    Unreachable, MAILBOX_CAPACITY,
+    KickSession, ListRooms, LogicWake, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume,
+    ShutDown, Unreachable, MAILBOX_CAPACITY,
 };
 use crate::game::RoomTypes;
 use crate::metrics::Metrics;
@@ -39,7 +37,7 @@ pub fn start(
             registry: Registry::with_metrics(limits, metrics).with_room_types(types),
             timers,
             inbox: Some(queue),
-            logic_wake: None,
+            logic_wake: LogicWake::default(),
         }
     });
     RegistryHandle::for_engine(&addr, inbox, queue_bytes)
@@ -59,30 +57,24 @@ pub struct RegistryActor {
     registry: Registry<SessionOutlet>,
     timers: Timers,
     inbox: Option<InboxReceiver>,
-    /// When the rooms' logic is next woken (its ticks and timers), and the timer that will.
-    logic_wake: Option<(Instant, SpawnHandle)>,
+    /// When the rooms' logic is next woken (its ticks and timers).
+    logic_wake: LogicWake,
 }
 
 impl RegistryActor {
     /// Wakes the registry when a room's logic next wants the clock, if that is sooner than
     /// the wake already set.
     fn wake_logic(&mut self, ctx: &mut Context<Self>) {
-        let Some(at) = self.registry.next_logic_deadline() else {
-            return;
-        };
-        if self.logic_wake.as_ref().is_some_and(|(set, _)| *set <= at) {
-            return;
-        }
-        if let Some((_, handle)) = self.logic_wake.take() {
-            ctx.cancel_future(handle);
-        }
-        let after = at.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(after, |actor, ctx| {
-            actor.logic_wake = None;
-            actor.registry.advance(Instant::now());
-            actor.wake_logic(ctx);
-        });
-        self.logic_wake = Some((at, handle));
+        let at = self.registry.next_logic_deadline();
+        self.logic_wake.arm(
+            ctx,
+            at,
+            |actor| &mut actor.logic_wake,
+            |actor, ctx| {
+                actor.registry.advance(Instant::now());
+                actor.wake_logic(ctx);
+            },
+        );
     }
 }
 
