@@ -180,6 +180,17 @@ fn a_cheating_client_is_refused_with_the_games_error_and_nothing_changes() {
         },
     );
     assert_eq!(kick.unwrap_err().code, ErrorCode::LogicOnly);
+    // Nor can a player talk around the logic with a `send` through the room.
+    let around = room.request(
+        bob,
+        ClientFrame::Send {
+            reference: None,
+            to: ann,
+            event: "psst".into(),
+            data: Value::from(6u64),
+        },
+    );
+    assert_eq!(around.unwrap_err().code, ErrorCode::UnknownSession);
     assert_eq!(room.state(), before);
     // A legal move goes through, and everyone sees it from the room itself.
     room.send(ann, "play", 3u64).expect("ann plays");

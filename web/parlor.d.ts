@@ -138,6 +138,8 @@ export interface JoinedFrame {
   type: "joined";
   ref: number | null;
   room: string;
+  /** A room with logic's type (absent for a plain room). */
+  room_type?: string;
   members: string[];
   owner: string;
   max_members: number;
@@ -422,6 +424,8 @@ export declare class Room extends Emitter<RoomEvents> {
   next: number;
   /** In a room with logic: what this member alone may see, as the logic last set it. */
   view: Value | null;
+  /** A room with logic's type; null for a plain room. */
+  roomType: string | null;
   readonly position: RoomPosition;
   readonly isOwner: boolean;
   /** Resolves with the room's logic's answer, if it gave one (a room with logic), else

@@ -510,7 +510,8 @@ function settings(options) {
  * first), `away` (members whose connection dropped), `users` (session id -> user id), `owner`,
  * `locked` (closed to newcomers: full, or locked by the owner), `lockedByOwner` (locked by
  * the owner, full or not: what `unlock` undoes), `private`, `maxMembers`, `metadata`, `state`
- * (a mirror of the shared state), `version` and, in a room with logic, `view` (what this member
+ * (a mirror of the shared state), `version`, `roomType` (null for a plain room) and, in a room
+ * with logic, `view` (what this member
  * alone may see, as the room's logic last set it; null until it does). Events: "event",
  * "presence", "update" (owner/lock/metadata), "state" (after each patch), "view" (the member's
  * view changed), "reset" (replaced by a snapshot after a resume), "left" (reason `lost`: the
@@ -574,6 +575,7 @@ function resetRoom(room, joined) {
   // Where this client is in the room's history, for a resume.
   room.epoch = joined.epoch;
   room.next = joined.offset;
+  room.roomType = joined.room_type ?? null;
   // The server sends the member's view again after a `joined`.
   room.view ??= null;
 }

@@ -465,6 +465,9 @@ pub struct JoinedFrame {
     /// Members whose connection dropped and whose seat is held for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub away: Vec<SessionId>,
+    /// A room with logic's type (absent for a plain room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<String>,
 }
 
 /// `room_update`: the room's settings as they are now.

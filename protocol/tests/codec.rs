@@ -246,6 +246,7 @@ fn every_server_frame_round_trips() {
             offset: 40,
             users: [(id(1), "alice".to_string())].into_iter().collect(),
             away: vec![id(2)],
+            room_type: None,
         }),
         ServerFrame::RoomUpdate(RoomUpdateFrame {
             room: "r".into(),

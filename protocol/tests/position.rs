@@ -30,6 +30,7 @@ fn joined(room: &str, epoch: &str, offset: u64) -> ServerFrame {
         offset,
         users: Default::default(),
         away: vec![],
+        room_type: None,
     })
 }
 

@@ -105,6 +105,8 @@ export async function everything(url: string, jwt: string): Promise<void> {
   const logicAnswer: Value | undefined = await room.emit("cards_left");
   void logicAnswer;
   const myView: Value | null = room.view;
+  const kind: string | null = room.roomType;
+  void kind;
   room.on("view", (view: Value) => void view);
   void myView;
   const table: Room = await client.create({ max_members: 2, room_type: "high-card", type_options: { rounds: 3 } }, "table-1");

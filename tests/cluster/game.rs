@@ -169,6 +169,12 @@ async fn a_room_with_logic_runs_on_its_home_for_players_on_any_node_and_ends_wit
     })
     .await;
     assert_eq!(played, SessionId::NIL);
+    // Nor go around the logic with a `send` through the room, to a player on another node.
+    let around = bob.send_direct(ann.session_id(), "psst", Value::Nil).await;
+    assert!(
+        format!("{around:?}").contains("UnknownSession"),
+        "{around:?}"
+    );
     // A plain client cannot write the game's state, from either node.
     let forged = bob.update_state("table", vec![], None).await;
     assert!(format!("{forged:?}").contains("LogicOnly"), "{forged:?}");

@@ -395,10 +395,17 @@ impl<O: Outlet> Engine<O> {
         reference: Option<Ref>,
     ) -> Result<(), RequestError> {
         self.limits().check_event_name(&event)?;
-        let from_rooms = self
+        // A room with logic is no way around it: only a plain room shared counts.
+        let from_rooms: Vec<String> = self
             .sessions
             .get(&id)
-            .map(|l| l.rooms.clone())
+            .map(|l| {
+                l.rooms
+                    .iter()
+                    .filter(|r| !self.logic_rooms.contains(*r))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let frame = encode_server(&ServerFrame::Direct(DirectFrame {
             from: id,
@@ -606,6 +613,18 @@ impl<O: Outlet> Engine<O> {
         let away = local.outlet.is_none();
         // The frames first (a `joined` before any frame of its room that the node already
         // holds), then the rooms followed from their `joined` on, and no more after `left`.
+        for frame in &frames.frames {
+            if home::frame_kind(frame) == Some("joined") {
+                if let Ok(ServerFrame::Joined(joined)) = parlor_protocol::decode_server(frame, 128)
+                {
+                    if joined.room_type.is_some() {
+                        self.logic_rooms.insert(joined.room);
+                    } else {
+                        self.logic_rooms.remove(&joined.room);
+                    }
+                }
+            }
+        }
         for frame in frames.frames {
             self.deliver(id, Bytes::from(frame.into_vec()));
         }

@@ -269,6 +269,8 @@ pub struct Engine<O: Outlet> {
     reroute: Vec<u64>,
     /// Messages for rooms whose home was gone: sent again at the next tick.
     resend: Vec<(String, NodeMessage)>,
+    /// Rooms with logic, as their `joined` frames said (a `send` may not go through them).
+    logic_rooms: HashSet<String>,
     /// Messages for rooms' homes published with no count of receivers (a Redis Cluster), kept
     /// a while: if their node is found dead, they go again to the rooms' next homes.
     uncounted: VecDeque<(Instant, String, String, NodeMessage)>,
@@ -322,6 +324,7 @@ impl<O: Outlet> Engine<O> {
             claiming: HashMap::new(),
             reroute: Vec::new(),
             resend: Vec::new(),
+            logic_rooms: HashSet::new(),
             uncounted: VecDeque::new(),
             unsent: Vec::new(),
             creating: HashMap::new(),

@@ -231,6 +231,7 @@ impl<O: Outlet> Registry<O> {
             offset: room.history.next_offset,
             users,
             away: room.away_ids(),
+            room_type: room.room_type().map(str::to_owned),
         }))
     }
 

@@ -131,6 +131,7 @@ async fn serve(tcp: TcpStream, rooms: Arc<Rooms>) {
                         offset: 0,
                         users: Default::default(),
                         away: Vec::new(),
+                        room_type: None,
                     })))
                     .await;
                 if let Some(reference) = reference {
