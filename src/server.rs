@@ -99,12 +99,14 @@ pub fn bind(config: &Config) -> io::Result<Node> {
 /// ```no_run
 /// # use parlor::game::{Ctx, Refusal, RoomLogic, Value};
 /// # fn make_duel(_: &mut Ctx, _: &Value) -> Result<Box<dyn RoomLogic>, Refusal> { todo!() }
-/// let config = parlor::Config::embedded().unwrap();
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = parlor::Config::embedded()?;
 /// let node = parlor::NodeBuilder::new(config)
 ///     .room_type("duel", make_duel)
-///     .spawn()
-///     .unwrap();
+///     .spawn()?;
 /// println!("listening on {}", node.addr);
+/// # Ok(())
+/// # }
 /// ```
 pub struct NodeBuilder {
     config: Config,

@@ -16,11 +16,14 @@
 //!     }
 //! }
 //!
+//! # fn main() -> Result<(), parlor::game::testing::Refused> {
 //! let types = RoomTypes::new().add("echo", |_: &mut Ctx, _: &Value| Ok(Box::new(Echo) as _));
 //! let mut room = TestRoom::new(types, "echo", Value::Nil);
-//! let ann = room.join("ann").unwrap();
-//! room.send(ann, "hi", Value::from(1)).unwrap();
+//! let ann = room.join("ann")?;
+//! room.send(ann, "hi", Value::from(1))?;
 //! assert_eq!(room.events(ann), vec![("hi".to_string(), Value::from(1))]);
+//! # Ok(())
+//! # }
 //! ```
 
 use std::cell::RefCell;
