@@ -134,7 +134,7 @@ fn types() -> RoomTypes {
 }
 
 fn table() -> (TestRoom, SessionId, SessionId) {
-    let mut room = TestRoom::new(types(), "high-card", Value::Nil);
+    let mut room = TestRoom::new(types(), "high-card", Value::Nil).expect("the kit");
     let ann = room.join("ann").expect("ann sits");
     let bob = room.join("bob").expect("bob sits");
     (room, ann, bob)
@@ -297,7 +297,7 @@ fn each_player_keeps_a_view_of_its_own_across_a_resume() {
     let types = RoomTypes::new().add("secrets", |_: &mut Ctx, _: &Value| {
         Ok(Box::new(Secrets) as Box<dyn RoomLogic>)
     });
-    let mut room = TestRoom::new(types, "secrets", Value::Nil);
+    let mut room = TestRoom::new(types, "secrets", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     let bob = room.join("bob").unwrap();
     room.send(ann, "set", "ann's new secret").unwrap();
@@ -368,7 +368,7 @@ impl RoomLogic for Ticker {
 
 #[test]
 fn a_20_hz_room_ticks_about_200_times_in_10_s_with_inputs_batched() {
-    let mut room = TestRoom::new(types(), "ticker", Value::Nil);
+    let mut room = TestRoom::new(types(), "ticker", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     for _ in 0..200 {
         room.send(ann, "move", 1u64).unwrap();
@@ -399,7 +399,7 @@ impl RoomLogic for Buggy {
 
 #[test]
 fn a_panicking_room_ends_with_a_clear_reason_and_the_registry_goes_on() {
-    let mut room = TestRoom::new(types(), "buggy", Value::Nil);
+    let mut room = TestRoom::new(types(), "buggy", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     let bob = room.join("bob").unwrap();
     let refused = room.send(ann, "anything", Value::Nil).unwrap_err();
@@ -433,7 +433,7 @@ impl RoomLogic for Slow {
 
 #[test]
 fn a_room_whose_tick_runs_too_long_ends_once_it_returns() {
-    let mut room = TestRoom::new(types(), "slow", Value::Nil);
+    let mut room = TestRoom::new(types(), "slow", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     room.advance(Duration::from_millis(150));
     assert!(!room.exists(), "the room ended");
@@ -448,7 +448,7 @@ fn a_room_whose_tick_runs_too_long_ends_once_it_returns() {
 
 #[test]
 fn an_unknown_room_type_is_refused() {
-    let mut room = TestRoom::new(types(), "chess", Value::Nil);
+    let mut room = TestRoom::new(types(), "chess", Value::Nil).expect("the kit");
     assert_eq!(
         room.join("ann").unwrap_err().code,
         ErrorCode::UnknownRoomType

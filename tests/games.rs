@@ -60,7 +60,7 @@ fn last_world(room: &TestRoom, who: SessionId) -> Vec<(String, f64, f64, u64)> {
 
 #[test]
 fn the_arena_refuses_a_move_faster_than_allowed_and_keeps_everyone_inside() {
-    let mut room = TestRoom::new(types(), "arena", Value::Nil);
+    let mut room = TestRoom::new(types(), "arena", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     let refused = room.send(ann, "input", input(5.0, 0.0)).unwrap_err();
     assert_eq!(refused.code, ErrorCode::RoomRefused);
@@ -88,7 +88,7 @@ fn the_arena_refuses_a_move_faster_than_allowed_and_keeps_everyone_inside() {
 
 #[test]
 fn players_in_the_arena_never_overlap() {
-    let mut room = TestRoom::new(types(), "arena", Value::Nil);
+    let mut room = TestRoom::new(types(), "arena", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     let bob = room.join("bob").unwrap();
     // Both run to the same corner.
@@ -108,7 +108,7 @@ fn players_in_the_arena_never_overlap() {
 
 #[test]
 fn a_card_game_plays_in_turn_with_hidden_hands_to_its_end() {
-    let mut room = TestRoom::new(types(), "cards", Value::Nil);
+    let mut room = TestRoom::new(types(), "cards", Value::Nil).expect("the kit");
     let ann = room.join("ann").unwrap();
     let bob = room.join("bob").unwrap();
     let hand = |room: &TestRoom, who: SessionId| -> Vec<u64> {

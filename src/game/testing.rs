@@ -16,9 +16,9 @@
 //!     }
 //! }
 //!
-//! # fn main() -> Result<(), parlor::game::testing::Refused> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let types = RoomTypes::new().add("echo", |_: &mut Ctx, _: &Value| Ok(Box::new(Echo) as _));
-//! let mut room = TestRoom::new(types, "echo", Value::Nil);
+//! let mut room = TestRoom::new(types, "echo", Value::Nil)?;
 //! let ann = room.join("ann")?;
 //! room.send(ann, "hi", Value::from(1))?;
 //! assert_eq!(room.events(ann), vec![("hi".to_string(), Value::from(1))]);
@@ -57,7 +57,8 @@ impl Outlet for Inbox {
 }
 
 /// A refusal as the player saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
 pub struct Refused {
     pub code: ErrorCode,
     /// The game's own code, for `room_refused`.
@@ -91,15 +92,18 @@ pub struct TestRoom {
 impl TestRoom {
     /// A room of type `room_type` from `types`, made with `type_options` when the first
     /// player joins.
-    pub fn new(types: RoomTypes, room_type: &str, type_options: Value) -> Self {
-        // The kit is for tests: a broken build (an embedded configuration that does not
-        // load, which the server's own tests catch) fails them loudly.
-        let config = crate::Config::embedded().expect("the embedded configuration");
+    /// Fails only if the embedded configuration does not load (a broken build).
+    pub fn new(
+        types: RoomTypes,
+        room_type: &str,
+        type_options: Value,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let config = crate::Config::embedded()?;
         let now = Instant::now();
         let mut registry =
             Registry::new(crate::server::registry_limits(&config)).with_room_types(types);
         registry.advance(now);
-        Self {
+        Ok(Self {
             registry,
             room_type: room_type.to_owned(),
             type_options,
@@ -108,7 +112,7 @@ impl TestRoom {
             read: HashMap::new(),
             now,
             next_ref: 0,
-        }
+        })
     }
 
     /// Connects a player as `user` and joins the room (the first one makes it).
