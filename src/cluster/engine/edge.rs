@@ -21,6 +21,9 @@ pub(super) struct Local<O> {
     pub(super) profile: Profile,
     /// The rooms it is in, as their homes said.
     pub(super) rooms: Vec<String>,
+    /// Those of `rooms` that have logic, as their `joined` said (a `send` may not go through
+    /// them).
+    logic_rooms: Vec<String>,
     /// Joins of its under way.
     pub(super) joining: usize,
     away_since: Option<Instant>,
@@ -75,6 +78,7 @@ impl<O: Outlet> Engine<O> {
                 connection: id,
                 profile,
                 rooms: Vec::new(),
+                logic_rooms: Vec::new(),
                 joining: 0,
                 away_since: None,
                 busy: None,
@@ -322,29 +326,26 @@ impl<O: Outlet> Engine<O> {
         if !member {
             return Err(RequestError::NotInRoom(room));
         }
-        let frame = ServerFrame::Event(EventFrame {
+        let body = encode_server(&ServerFrame::Event(EventFrame {
             room: room.clone(),
             from: id,
             event,
             data,
             offset: 0,
-        });
-        let body = encode_server(&frame);
-        let ServerFrame::Event(EventFrame { event, data, .. }) = frame else {
-            unreachable!("an event frame was built just above")
-        };
+        }));
         self.call(
             Op::Emit {
                 room: room.clone(),
                 member: Some(id),
                 skip: (!echo).then_some(id),
-                body,
+                body: body.clone(),
             },
             Then::Emitted {
                 session: id,
                 reference,
                 room,
-                event: Box::new((event, data, echo)),
+                body,
+                echo,
             },
         );
         Ok(())
@@ -355,13 +356,20 @@ impl<O: Outlet> Engine<O> {
         id: SessionId,
         reference: Option<Ref>,
         room: String,
-        (event, data, echo): (String, parlor_protocol::Value, bool),
+        (body, echo): (Bytes, bool),
         reply: Result<Reply, LinkError>,
     ) {
         match reply {
             Ok(Reply::Emitted(Some(_))) => self.send_ok(id, reference),
             Ok(Reply::EmitToHome) => {
-                // A room with logic: the emit is a request of its home's.
+                // A room with logic: the emit is a request of its home's (read back from the
+                // event this node encoded, which always decodes).
+                let Ok(ServerFrame::Event(EventFrame { event, data, .. })) =
+                    parlor_protocol::decode_server(&body, 128)
+                else {
+                    let err = RequestError::Unavailable("the event could not be read back".into());
+                    return self.send_error(id, reference, &err);
+                };
                 let frame = ClientFrame::Emit {
                     reference,
                     room,
@@ -402,7 +410,7 @@ impl<O: Outlet> Engine<O> {
             .map(|l| {
                 l.rooms
                     .iter()
-                    .filter(|r| !self.logic_rooms.contains(*r))
+                    .filter(|r| !l.logic_rooms.contains(*r))
                     .cloned()
                     .collect()
             })
@@ -414,28 +422,22 @@ impl<O: Outlet> Engine<O> {
         }));
         // A target on this node is reached without the store (and while it is away).
         if let Some(target) = self.sessions.get(&to) {
-            if !target.rooms.iter().any(|r| from_rooms.contains(r)) {
+            if !crate::registry::may_send(&from_rooms, &target.rooms) {
                 return Err(RequestError::UnknownSession(to));
             }
             self.deliver(to, frame);
             self.send_ok(id, reference);
             return Ok(());
         }
-        let message = NodeMessage::Direct {
-            to,
-            frame: frame.to_vec(),
-        }
-        .encode();
+        // Elsewhere: the store says where it is and what it is in; the rule is applied here.
         self.call(
-            Op::Direct {
-                to,
-                from_rooms,
-                message,
-            },
+            Op::SessionRead { session: to },
             Then::Direct {
                 session: id,
                 reference,
                 to,
+                from_rooms,
+                frame,
             },
         );
         Ok(())
@@ -445,12 +447,24 @@ impl<O: Outlet> Engine<O> {
         &mut self,
         id: SessionId,
         reference: Option<Ref>,
-        to: SessionId,
+        (to, from_rooms, frame): (SessionId, Vec<String>, Bytes),
         reply: Result<Reply, LinkError>,
     ) {
         match reply {
-            Ok(Reply::Direct(true)) => self.send_ok(id, reference),
-            Ok(Reply::Direct(false)) => {
+            Ok(Reply::Session(Some((node, rooms))))
+                if crate::registry::may_send(&from_rooms, &rooms) =>
+            {
+                // One handed over at a shutdown (on no node) hears nothing.
+                if !node.is_empty() {
+                    let message = NodeMessage::Direct {
+                        to,
+                        frame: frame.to_vec(),
+                    };
+                    self.send_node(&node, message, None, None);
+                }
+                self.send_ok(id, reference);
+            }
+            Ok(Reply::Session(_)) => {
                 self.send_error(id, reference, &RequestError::UnknownSession(to))
             }
             Ok(_) => self.send_error(
@@ -611,20 +625,25 @@ impl<O: Outlet> Engine<O> {
             return;
         };
         let away = local.outlet.is_none();
-        // The frames first (a `joined` before any frame of its room that the node already
-        // holds), then the rooms followed from their `joined` on, and no more after `left`.
-        for frame in &frames.frames {
-            if home::frame_kind(frame) == Some("joined") {
-                if let Ok(ServerFrame::Joined(joined)) = parlor_protocol::decode_server(frame, 128)
-                {
-                    if joined.room_type.is_some() {
-                        self.logic_rooms.insert(joined.room);
-                    } else {
-                        self.logic_rooms.remove(&joined.room);
-                    }
+        let logic: Vec<(String, bool)> = frames
+            .frames
+            .iter()
+            .filter(|frame| home::frame_kind(frame) == Some("joined"))
+            .filter_map(|frame| match parlor_protocol::decode_server(frame, 128) {
+                Ok(ServerFrame::Joined(joined)) => Some((joined.room, joined.room_type.is_some())),
+                _ => None,
+            })
+            .collect();
+        if let Some(local) = self.sessions.get_mut(&id) {
+            for (room, has_logic) in logic {
+                local.logic_rooms.retain(|r| *r != room);
+                if has_logic {
+                    local.logic_rooms.push(room);
                 }
             }
         }
+        // The frames first (a `joined` before any frame of its room that the node already
+        // holds), then the rooms followed from their `joined` on, and no more after `left`.
         for frame in frames.frames {
             self.deliver(id, Bytes::from(frame.into_vec()));
         }
@@ -672,6 +691,7 @@ impl<O: Outlet> Engine<O> {
             return;
         };
         local.rooms.retain(|r| r != room);
+        local.logic_rooms.retain(|r| r != room);
         let token = local.profile.resume_token.clone();
         let user = local.profile.user.clone();
         let roomless = local.rooms.is_empty() && local.outlet.is_none();
@@ -1009,7 +1029,9 @@ impl<O: Outlet> Engine<O> {
         };
         let session = ask.session;
         // The session's old connection, here or elsewhere, lets go.
+        let mut logic_rooms = Vec::new();
         if let Some(previous) = self.forget_local(session) {
+            logic_rooms = previous.logic_rooms;
             if let Some(outlet) = previous.outlet {
                 outlet.close(Close::Replaced);
             }
@@ -1028,6 +1050,7 @@ impl<O: Outlet> Engine<O> {
                 connection: fresh.connection,
                 profile,
                 rooms: rooms.clone(),
+                logic_rooms,
                 joining: 0,
                 away_since: None,
                 busy: None,

@@ -173,13 +173,18 @@ enum Then {
         session: SessionId,
         reference: Option<Ref>,
         room: String,
-        /// The event, should the room turn out to have logic (then it goes to the home).
-        event: Box<(String, parlor_protocol::Value, bool)>,
+        /// The event as encoded, should the room turn out to have logic (then it is read back
+        /// and goes to the home): a reference, not a copy, on the path every emit takes.
+        body: Bytes,
+        echo: bool,
     },
     Direct {
         session: SessionId,
         reference: Option<Ref>,
         to: SessionId,
+        /// The sender's rooms a `send` may go through, and the encoded `direct`.
+        from_rooms: Vec<String>,
+        frame: Bytes,
     },
     /// A message published to another node's inbox.
     Sent(Sending),
@@ -269,8 +274,6 @@ pub struct Engine<O: Outlet> {
     reroute: Vec<u64>,
     /// Messages for rooms whose home was gone: sent again at the next tick.
     resend: Vec<(String, NodeMessage)>,
-    /// Rooms with logic, as their `joined` frames said (a `send` may not go through them).
-    logic_rooms: HashSet<String>,
     /// Messages for rooms' homes published with no count of receivers (a Redis Cluster), kept
     /// a while: if their node is found dead, they go again to the rooms' next homes.
     uncounted: VecDeque<(Instant, String, String, NodeMessage)>,
@@ -324,7 +327,6 @@ impl<O: Outlet> Engine<O> {
             claiming: HashMap::new(),
             reroute: Vec::new(),
             resend: Vec::new(),
-            logic_rooms: HashSet::new(),
             uncounted: VecDeque::new(),
             unsent: Vec::new(),
             creating: HashMap::new(),
@@ -415,13 +417,16 @@ impl<O: Outlet> Engine<O> {
                 session,
                 reference,
                 room,
-                event,
-            } => self.on_emitted(session, reference, room, *event, reply),
+                body,
+                echo,
+            } => self.on_emitted(session, reference, room, (body, echo), reply),
             Then::Direct {
                 session,
                 reference,
                 to,
-            } => self.on_direct(session, reference, to, reply),
+                from_rooms,
+                frame,
+            } => self.on_direct(session, reference, (to, from_rooms, frame), reply),
             Then::Sent(sending) => self.on_sent(sending, reply),
             Then::Nodes => self.on_nodes(reply),
             Then::NodeRooms => self.on_node_rooms(reply),
