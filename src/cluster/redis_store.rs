@@ -45,7 +45,6 @@ pub enum Expect {
     PublishedUncounted,
     Log,
     Session,
-    Direct,
 }
 
 fn fcall(name: &str, keys: &[&str], args: &impl Serialize) -> redis::Cmd {
@@ -227,14 +226,6 @@ struct BeatArgs<'a> {
 struct ReadLogArgs {
     from: u64,
     to: i64,
-}
-
-#[derive(Serialize)]
-struct DirectArgs<'a> {
-    from_rooms: &'a [String],
-    message: serde_bytes::ByteBuf,
-    inbox_head: &'a str,
-    inbox_tail: &'a str,
 }
 
 #[derive(Serialize)]
@@ -512,23 +503,6 @@ impl StoreConfig {
                 let cmd = fcall("parlor_session_read", &[&record, &rooms], &Empty {});
                 (cmd, Expect::Session, Vec::new())
             }
-            Op::Direct {
-                to,
-                from_rooms,
-                message,
-            } => {
-                let (record, rooms) = k.session(*to);
-                let inbox = k.inbox("\u{0}");
-                let (head, tail) = inbox.split_once('\u{0}').unwrap_or((&inbox, ""));
-                let args = DirectArgs {
-                    from_rooms,
-                    message: bin(message),
-                    inbox_head: head,
-                    inbox_tail: tail,
-                };
-                let cmd = fcall("parlor_direct", &[&record, &rooms], &args);
-                (cmd, Expect::Direct, Vec::new())
-            }
         }
     }
 }
@@ -748,7 +722,6 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
                 Reply::Session(Some((all[0].clone(), all[1..].to_vec())))
             }
         }
-        Expect::Direct => Reply::Direct(tag(items()?) == "ok"),
     };
     Ok(reply)
 }

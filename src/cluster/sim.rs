@@ -989,23 +989,6 @@ impl Sim {
                     .get(&session)
                     .map(|r| (r.0.clone(), r.3.iter().cloned().collect())),
             ),
-            Op::Direct {
-                to,
-                from_rooms,
-                message,
-            } => {
-                let Some(record) = self.store.sessions.get(&to) else {
-                    return Reply::Direct(false);
-                };
-                if !from_rooms.iter().any(|r| record.3.contains(r)) {
-                    return Reply::Direct(false);
-                }
-                let at = record.0.clone();
-                if !at.is_empty() {
-                    self.publish_inbox(&at, message);
-                }
-                Reply::Direct(true)
-            }
         }
     }
 

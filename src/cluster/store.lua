@@ -59,6 +59,14 @@ local function append(k, head, keep, body, skip)
 end
 
 -- The room's lease, and whether `node` holds it now.
+-- `out` with the members of set `key` appended (a session's rooms).
+local function with_members(out, key)
+  for _, member in ipairs(redis.call('SMEMBERS', key)) do
+    out[#out + 1] = member
+  end
+  return out
+end
+
 local function lease(k)
   local f = redis.call('HMGET', k[1], 'home', 'epoch', 'until')
   return f[1], tonumber(f[2]), tonumber(f[3])
@@ -263,11 +271,7 @@ redis.register_function('parlor_take_over', function(k, a)
   end
   redis.call('HSET', k[1], 'node', x.node)
   redis.call('HDEL', k[1], 'orphan')
-  local out = { 'ok', f[1] }
-  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
-    out[#out + 1] = room
-  end
-  return out
+  return with_members({ 'ok', f[1] }, k[2])
 end)
 
 -- session_end {node, orphan_for or nil}: the session's connection ended on `node` ('' for one
@@ -284,10 +288,7 @@ redis.register_function('parlor_session_end', function(k, a)
   if x.orphan_for then
     untl = now_ms() + x.orphan_for
   end
-  local out = { 'ok', untl }
-  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
-    out[#out + 1] = room
-  end
+  local out = with_members({ 'ok', untl }, k[2])
   if x.orphan_for then
     redis.call('HSET', k[1], 'node', '', 'orphan', untl)
   else
@@ -354,33 +355,7 @@ redis.register_function('parlor_session_read', function(k, _)
   if not node then
     return {}
   end
-  local out = { node }
-  for _, room in ipairs(redis.call('SMEMBERS', k[2])) do
-    out[#out + 1] = room
-  end
-  return out
-end)
-
--- direct {from_rooms, message, inbox_head, inbox_tail}: a `direct` frame for the session if
--- it shares a room with the sender, published to its node's inbox (head .. node .. tail);
--- one handed over at a shutdown hears nothing. {'ok'} | {'unknown_session'}
-redis.register_function('parlor_direct', function(k, a)
-  local x = args(a)
-  local shares = false
-  for _, room in ipairs(x.from_rooms) do
-    if redis.call('SISMEMBER', k[2], room) == 1 then
-      shares = true
-      break
-    end
-  end
-  local node = redis.call('HGET', k[1], 'node')
-  if not shares or not node then
-    return { 'unknown_session' }
-  end
-  if node ~= '' then
-    redis.call('PUBLISH', x.inbox_head .. node .. x.inbox_tail, x.message)
-  end
-  return { 'ok' }
+  return with_members({ node }, k[2])
 end)
 
 -- beat {node or nil, ttl}: `node` beats (alive for `ttl` ms more); every node known, and whether

@@ -142,13 +142,6 @@ pub enum Op {
     SessionRead {
         session: SessionId,
     },
-    /// A `direct` frame for `to`, if it shares one of `from_rooms`: `message` (an encoded
-    /// `NodeMessage::Direct`) goes to its node's inbox.
-    Direct {
-        to: SessionId,
-        from_rooms: Vec<String>,
-        message: Bytes,
-    },
 }
 
 /// A room's lease as the store holds it.
@@ -230,9 +223,6 @@ pub enum Reply {
     },
     /// A session's node ('' while handed over) and rooms, if it is known.
     Session(Option<(String, Vec<String>)>),
-    /// A direct send: delivered (or to a session handed over), or no such session shares a
-    /// room with the sender.
-    Direct(bool),
     Done,
 }
 

@@ -482,7 +482,7 @@ pub use self::host::{detail_of_checkpoint, Append, HostEffects, MemberCheckpoint
 pub use self::limits::{RegistryLimits, RequestError, DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES};
 pub use self::matchmaking::best_candidate;
 pub(crate) use self::matchmaking::match_rules;
-pub use self::rooms::can_join;
+pub use self::rooms::{can_join, may_send};
 pub use self::sessions::holds_seats;
 
 #[cfg(test)]

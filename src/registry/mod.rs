@@ -10,10 +10,10 @@ mod room;
 pub mod script;
 
 pub use self::core::{
-    best_candidate, can_join, detail_of_checkpoint, holds_seats, Append, Close, HostEffects,
-    MemberCheckpoint, MemberDetail, Outlet, Overflow, Profile, Registry, RegistryLimits,
-    RequestError, RoomCheckpoint, RoomDetail, RoomPatterns, BACKEND, DEFAULT_LISTED_ROOMS,
-    MAX_PASSWORD_BYTES,
+    best_candidate, can_join, detail_of_checkpoint, holds_seats, may_send, Append, Close,
+    HostEffects, MemberCheckpoint, MemberDetail, Outlet, Overflow, Profile, Registry,
+    RegistryLimits, RequestError, RoomCheckpoint, RoomDetail, RoomPatterns, BACKEND,
+    DEFAULT_LISTED_ROOMS, MAX_PASSWORD_BYTES,
 };
 pub(crate) use self::core::{graces_over, match_rules, new_room_id};
 pub(crate) use self::lobby::{Changes, Lobby};

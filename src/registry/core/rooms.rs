@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Whether a session in `from_rooms` may `send` to one in `to_rooms`: they share a room. Each
+/// engine passes only the rooms a `send` may go through (plain rooms: not around a room's
+/// logic). The one rule both engines apply.
+pub fn may_send<S: AsRef<str>>(from_rooms: &[S], to_rooms: &[S]) -> bool {
+    from_rooms
+        .iter()
+        .any(|r| to_rooms.iter().any(|t| t.as_ref() == r.as_ref()))
+}
+
 /// Whether a session (who it is, the rooms it is in, and how many joins of its are still under
 /// way) may join one more room, and not `room_name` twice or against its token's claim. The
 /// one rule both engines apply.
@@ -322,10 +331,15 @@ impl<O: Outlet> Registry<O> {
     ) -> Result<Answered, RequestError> {
         self.limits.check_event_name(&event)?;
         // A room with logic is no way around it: only a plain room shared counts.
+        let plain = |rooms: &[String]| -> Vec<String> {
+            rooms
+                .iter()
+                .filter(|r| self.rooms.get(*r).is_some_and(|r| r.logic.is_none()))
+                .cloned()
+                .collect()
+        };
         let shares_room = match (self.sessions.get(&id), self.sessions.get(&to)) {
-            (Some(from), Some(target)) => from.rooms.iter().any(|r| {
-                target.rooms.contains(r) && self.rooms.get(r).is_some_and(|r| r.logic.is_none())
-            }),
+            (Some(from), Some(target)) => may_send(&plain(&from.rooms), &target.rooms),
             _ => false,
         };
         if !shares_room {
