@@ -575,17 +575,7 @@ impl<O: Outlet> Engine<O> {
                             self.session_kicked(session);
                         } else if node.is_empty() {
                             // Handed over at a shutdown: it is on no node; its rooms hear.
-                            self.call(
-                                Op::SessionEnd {
-                                    session,
-                                    node: Some(String::new()),
-                                    orphan_for: None,
-                                },
-                                Then::SessionGone {
-                                    session,
-                                    reason: LeaveReason::Kicked,
-                                },
-                            );
+                            self.end_handed_over(session, LeaveReason::Kicked);
                             let _ = rooms;
                         } else {
                             self.send_node(&node, NodeMessage::Kicked { session }, None, None);
@@ -614,18 +604,20 @@ impl<O: Outlet> Engine<O> {
             return;
         };
         for session in due {
-            self.call(
-                Op::SessionEnd {
-                    session,
-                    node: Some(String::new()),
-                    orphan_for: None,
-                },
-                Then::SessionGone {
-                    session,
-                    reason: LeaveReason::Timeout,
-                },
-            );
+            self.end_handed_over(session, LeaveReason::Timeout);
         }
+    }
+
+    /// Ends a session handed over at a shutdown (on no node) for `reason`: its rooms hear.
+    fn end_handed_over(&mut self, session: SessionId, reason: LeaveReason) {
+        self.call(
+            Op::SessionEnd {
+                session,
+                node: Some(String::new()),
+                orphan_for: None,
+            },
+            Then::SessionGone { session, reason },
+        );
     }
 
     /// A session's record is gone: the homes of its rooms hear it left for `reason`.
