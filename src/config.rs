@@ -69,6 +69,19 @@ pub struct LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     pub queue_bytes: usize,
+    /// Threads that run rooms' logic (ticks and timers); 0: one per core.
+    #[serde(default)]
+    pub logic_threads: usize,
+}
+
+impl RegistryConfig {
+    /// The logic pool's size: `logic_threads`, or one thread per core.
+    pub fn logic_threads(&self) -> usize {
+        match self.logic_threads {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -261,6 +274,9 @@ impl Config {
                     l.max_frame_bytes
                 ),
             );
+        }
+        if self.registry.logic_threads > 256 {
+            return invalid("registry.logic_threads", "must be at most 256".into());
         }
         let largest_listing = l.max_room_name_bytes + l.max_metadata_bytes + 256;
         if self.rooms.lobby_frame_bytes < largest_listing {

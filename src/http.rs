@@ -26,14 +26,15 @@ use crate::registry::DEFAULT_LISTED_ROOMS;
 use crate::session::reader::SocketReader;
 use crate::session::Session;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// The node's routes, and `pages` (a game's own, say) beside the lobby's.
+pub fn routes(cfg: &mut web::ServiceConfig, pages: &[Page]) {
     cfg.route("/ws", web::get().to(upgrade))
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
         .route("/rooms", web::get().to(rooms))
         .configure(crate::api::routes);
-    for asset in ASSETS {
+    for asset in ASSETS.iter().chain(pages).copied() {
         cfg.route(
             asset.path,
             web::get().to(move || async move {
@@ -46,30 +47,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
-/// A file of the browser lobby, compiled into the binary.
-struct Asset {
-    path: &'static str,
-    content_type: &'static str,
-    body: &'static str,
+/// A file a node serves on GET, compiled into the program: the browser lobby's, or a game's
+/// page given to `NodeBuilder::page`.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static str,
 }
 
-const ASSETS: &[Asset] = &[
-    Asset {
+const ASSETS: &[Page] = &[
+    Page {
         path: "/",
         content_type: "text/html; charset=utf-8",
         body: include_str!("../web/index.html"),
     },
-    Asset {
+    Page {
         path: "/lobby.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/lobby.js"),
     },
-    Asset {
+    Page {
         path: "/lobby.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../web/lobby.css"),
     },
-    Asset {
+    Page {
         path: "/parlor.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/parlor.js"),

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::engine::single::{self, Timers};
 use crate::engine::RegistryHandle;
 use crate::game::{Ctx, Refusal, RoomLogic, RoomTypes, Value};
-use crate::http::{routes, uniform_error};
+use crate::http::{routes, uniform_error, Page};
 use crate::metrics::Metrics;
 use crate::registry::RegistryLimits;
 use crate::session::{SessionContext, SessionSettings};
@@ -91,7 +91,7 @@ pub fn registry_limits(config: &Config) -> RegistryLimits {
 
 /// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
 pub fn bind(config: &Config) -> io::Result<Node> {
-    bind_with(config, RoomTypes::new())
+    bind_with(config, RoomTypes::new(), Vec::new())
 }
 
 /// A node with the room types (a game's rules) it runs: Parlor as a library.
@@ -111,6 +111,7 @@ pub fn bind(config: &Config) -> io::Result<Node> {
 pub struct NodeBuilder {
     config: Config,
     types: RoomTypes,
+    pages: Vec<Page>,
 }
 
 impl NodeBuilder {
@@ -118,7 +119,23 @@ impl NodeBuilder {
         Self {
             config,
             types: RoomTypes::new(),
+            pages: Vec::new(),
         }
+    }
+
+    /// Serves `body` at `path` (GET) beside the lobby: a game's page, its script.
+    pub fn page(
+        mut self,
+        path: &'static str,
+        content_type: &'static str,
+        body: &'static str,
+    ) -> Self {
+        self.pages.push(Page {
+            path,
+            content_type,
+            body,
+        });
+        self
     }
 
     /// Registers a room type: `create` and `join_or_create` with `room_type: name` make rooms
@@ -138,16 +155,17 @@ impl NodeBuilder {
     /// Binds and prepares the node (inside an actix system); run it with
     /// `Node::run_until_signalled`.
     pub fn bind(self) -> io::Result<Node> {
-        bind_with(&self.config, self.types)
+        bind_with(&self.config, self.types, self.pages)
     }
 
     /// Starts the node on a thread of its own.
     pub fn spawn(self) -> io::Result<BackgroundNode> {
-        spawn_with(self.config, self.types)
+        spawn_with(self.config, self.types, self.pages)
     }
 }
 
-fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
+fn bind_with(config: &Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<Node> {
+    let pages: Arc<[Page]> = pages.into();
     let limits = registry_limits(config);
     let metrics = Arc::new(if config.cluster.redis_url.is_empty() {
         Metrics::new()
@@ -164,6 +182,7 @@ fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
         single::start(
             limits,
             types,
+            config.registry.logic_threads(),
             config.registry.queue_bytes,
             timers,
             Arc::clone(&metrics),
@@ -217,7 +236,7 @@ fn bind_with(config: &Config, types: RoomTypes) -> io::Result<Node> {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(uniform_error))
             .app_data(state.clone())
-            .configure(routes)
+            .configure(|cfg| routes(cfg, &pages))
     })
     .on_connect(move |conn, _| {
         if let Some(tcp) = conn.downcast_ref::<rt::net::TcpStream>() {
@@ -299,16 +318,17 @@ impl Drop for BackgroundNode {
 
 /// Starts a node with `config` on a new thread and returns once it listens.
 pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
-    spawn_with(config, RoomTypes::new())
+    spawn_with(config, RoomTypes::new(), Vec::new())
 }
 
-fn spawn_with(config: Config, types: RoomTypes) -> io::Result<BackgroundNode> {
+fn spawn_with(config: Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<BackgroundNode> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("parlor-node".into())
         .spawn(move || {
-            rt::System::new().block_on(async move {
-                let node = match bind_with(&config, types) {
+            let system = rt::System::new();
+            let served = system.block_on(async move {
+                let node = match bind_with(&config, types, pages) {
                     Ok(node) => node,
                     Err(err) => {
                         let _ = ready_tx.send(Err(io::Error::new(err.kind(), err.to_string())));
@@ -317,8 +337,16 @@ fn spawn_with(config: Config, types: RoomTypes) -> io::Result<BackgroundNode> {
                 };
                 let addr = node.addrs.first().copied();
                 let _ = ready_tx.send(Ok((addr, node.server.handle(), node.registry.clone())));
-                node.server.await
-            })
+                let served = node.server.await;
+                // The registry's arbiter goes with the server, as a process's would: a node
+                // stopped without its shutdown (`stop`, drop) is gone, not a headless registry
+                // still beating in the cluster.
+                rt::System::current().stop();
+                served
+            });
+            // Carries out the stop: every arbiter of the node (its registry's) ends.
+            let _ = system.run();
+            served
         })?;
     match ready_rx.recv() {
         Ok(Ok((Some(addr), handle, registry))) => Ok(BackgroundNode {

@@ -562,6 +562,126 @@ async fn the_rust_client_asks_a_rooms_logic_and_reads_its_refusals() {
     assert_eq!(none, None);
 }
 
+/// Opened by the test to let the sleeping room's tick return; set by its tick once it sleeps.
+static SLEEPER_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SLEEPER_ASLEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A room whose first tick sleeps until the test opens the gate (20 s at most).
+struct Sleeper;
+
+impl Sleeper {
+    fn make(ctx: &mut Ctx, _: &Value) -> Result<Box<dyn RoomLogic>, Refusal> {
+        ctx.set_tick_rate(20);
+        Ok(Box::new(Sleeper))
+    }
+}
+
+impl RoomLogic for Sleeper {
+    fn message(&mut self, _: &mut Ctx, _: SessionId, _: &str, _: Value) -> Result<Reply, Refusal> {
+        Ok(Reply::Ok)
+    }
+
+    fn tick(&mut self, _: &mut Ctx, _: Vec<Input>) {
+        use std::sync::atomic::Ordering;
+        SLEEPER_ASLEEP.store(true, Ordering::SeqCst);
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while !SLEEPER_GATE.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A room whose tick does not return holds up no other room: another room with logic keeps
+/// ticking, a plain room's events flow, and a request to the sleeping room waits for it
+/// (answered once it is back, here after it ended for overrunning). Without the logic pool
+/// the registry's one thread would be asleep in that tick and nothing would move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_tick_sleeps_holds_up_no_other_room() {
+    use std::sync::atomic::Ordering;
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.registry.logic_threads = 2;
+    let node = parlor::NodeBuilder::new(config)
+        .room_type("ticker", Ticker::make)
+        .room_type("sleeper", Sleeper::make)
+        .spawn()
+        .expect("node");
+    let url = format!("ws://{}/ws", node.addr);
+    let typed = |kind: &str| parlor_protocol::RoomOptions {
+        room_type: Some(kind.into()),
+        ..Default::default()
+    };
+    let mut ann = parlor_client::Client::connect(&url).await.expect("ann");
+    ann.create(Some("slow"), typed("sleeper"))
+        .await
+        .expect("slow");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !SLEEPER_ASLEEP.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        SLEEPER_ASLEEP.load(Ordering::SeqCst),
+        "the slow room's tick began"
+    );
+    // A request to the sleeping room waits for it.
+    let waiting = tokio::spawn(async move {
+        let answer = ann.emit("slow", "hello", Value::Nil, false).await;
+        (ann, answer)
+    });
+    // Another room with logic ticks on.
+    let mut bob = parlor_client::Client::connect(&url).await.expect("bob");
+    bob.create(Some("fast"), typed("ticker"))
+        .await
+        .expect("fast");
+    let mut ticks = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ticks < 10 && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(ServerFrame::Event(e))) =
+            tokio::time::timeout(Duration::from_secs(1), bob.next_frame()).await
+        {
+            ticks += usize::from(e.event == "tick");
+        }
+    }
+    assert_eq!(ticks, 10, "the other room ticks while one sleeps");
+    // A plain room's events flow.
+    let mut cat = parlor_client::Client::connect(&url).await.expect("cat");
+    let mut dan = parlor_client::Client::connect(&url).await.expect("dan");
+    cat.create(Some("chat"), Default::default())
+        .await
+        .expect("chat");
+    dan.join("chat").await.expect("dan joins");
+    cat.emit("chat", "hi", Value::from("there"), false)
+        .await
+        .expect("cat's event");
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(ServerFrame::Event(e)) = dan.next_frame().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("dan hears cat");
+    assert_eq!(heard.data, Value::from("there"));
+    assert!(
+        !waiting.is_finished(),
+        "the request to the sleeping room waits for it"
+    );
+    // The tick returns: it overran, so the room ends, and the waiting request is answered.
+    SLEEPER_GATE.store(true, Ordering::SeqCst);
+    let (_ann, answer) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once the logic is back")
+        .expect("task");
+    let err = answer.expect_err("the room ended before the request's turn");
+    assert!(format!("{err:?}").contains("NotInRoom"), "{err:?}");
+    let metrics = http_get(node.addr, "/metrics");
+    assert!(
+        metrics.contains("parlor_logic_overruns_total 1"),
+        "{metrics}"
+    );
+}
+
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");

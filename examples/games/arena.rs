@@ -1,11 +1,13 @@
 //! A real-time arena: players steer with inputs the server checks, the server moves everyone
 //! at 20 ticks a second, keeps players inside the walls and apart from each other, and scores
 //! the coins they reach. Each tick the room hears the whole world (`world`); clients draw it
-//! and interpolate between ticks.
+//! and interpolate between ticks. The arena gives snapshots, so on a cluster it goes on, on a
+//! new home, when its home is lost.
 
 use std::collections::BTreeMap;
 
 use parlor::game::{Ctx, Input, Player, Refusal, Reply, RoomLogic, SessionId, Value};
+use serde::{Deserialize, Serialize};
 
 /// The arena's side, in world units.
 pub const SIZE: f64 = 100.0;
@@ -16,7 +18,7 @@ pub const SPEED: f64 = 1.0;
 pub const TICK_RATE: u32 = 20;
 pub const MAX_PLAYERS: usize = 8;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Body {
     pub x: f64,
     pub y: f64,
@@ -25,6 +27,7 @@ pub struct Body {
     pub score: u64,
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct Arena {
     pub players: BTreeMap<SessionId, Body>,
     pub coin: (f64, f64),
@@ -228,5 +231,16 @@ impl RoomLogic for Arena {
 
     fn left(&mut self, _: &mut Ctx, who: SessionId, _: parlor::game::LeaveReason) {
         self.players.remove(&who);
+    }
+
+    /// The whole arena (a few dozen bytes a player): its new home goes on from here.
+    fn snapshot(&self) -> Option<Value> {
+        rmpv::ext::to_value(self).ok()
+    }
+
+    fn restore(&mut self, _: &mut Ctx, snapshot: Value) -> Result<(), Refusal> {
+        *self = rmpv::ext::from_value(snapshot)
+            .map_err(|err| Refusal::new("bad_snapshot", err.to_string()))?;
+        Ok(())
     }
 }

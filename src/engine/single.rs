@@ -1,12 +1,15 @@
 //! The single-node engine: `RegistryActor`, a thin actix shell around `Registry` on an arbiter
 //! (thread) of its own, which also runs the clock (away sessions' grace), lobby and
 //! state-patch timers. It takes sessions' messages from the handle's inbox and the HTTP
-//! side's asks from its mailbox.
+//! side's asks from its mailbox. Rooms' due ticks and timers run on the logic pool (threads
+//! of their own), and come back as `LogicFinished`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, StreamHandler};
+use actix::{
+    Actor, Arbiter, AsyncContext, Context, Handler, Message, MessageResult, StreamHandler,
+};
 use parlor_protocol::SessionId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -15,7 +18,7 @@ use super::{
     KickSession, ListRooms, LogicWake, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume,
     ShutDown, Unreachable, MAILBOX_CAPACITY,
 };
-use crate::game::RoomTypes;
+use crate::game::{LogicDone, RoomTypes};
 use crate::metrics::Metrics;
 use crate::outbox::SessionOutlet;
 use crate::registry::{Registry, RegistryLimits};
@@ -25,19 +28,36 @@ use crate::registry::{Registry, RegistryLimits};
 pub fn start(
     limits: RegistryLimits,
     types: RoomTypes,
+    logic_threads: usize,
     queue_bytes: usize,
     timers: Timers,
     metrics: Arc<Metrics>,
 ) -> RegistryHandle {
     let (inbox, queue) = RegistryHandle::inbox();
     let arbiter = Arbiter::new();
+    // The pool is made only for a node with room types: a plain node starts no threads.
+    let pool = (!types.is_empty())
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(logic_threads.max(1))
+                .thread_name(|i| format!("parlor-logic-{i}"))
+                .build()
+                .map_err(|err| tracing::error!("no logic pool ({err}): ticks run on the registry"))
+                .ok()
+        })
+        .flatten();
     let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let mut registry = Registry::with_metrics(limits, metrics).with_room_types(types);
+        if pool.is_some() {
+            registry = registry.with_logic_pool();
+        }
         RegistryActor {
-            registry: Registry::with_metrics(limits, metrics).with_room_types(types),
+            registry,
             timers,
             inbox: Some(queue),
             logic_wake: LogicWake::default(),
+            pool,
         }
     });
     RegistryHandle::for_engine(&addr, inbox, queue_bytes)
@@ -59,12 +79,25 @@ pub struct RegistryActor {
     inbox: Option<InboxReceiver>,
     /// When the rooms' logic is next woken (its ticks and timers).
     logic_wake: LogicWake,
+    /// Where rooms' ticks run, off the registry's thread (`None`: on it).
+    pool: Option<rayon::ThreadPool>,
 }
 
+/// A room's logic is back from the pool.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LogicFinished(LogicDone);
+
 impl RegistryActor {
-    /// Wakes the registry when a room's logic next wants the clock, if that is sooner than
-    /// the wake already set.
+    /// Sends the ticks now due to the pool, and wakes the registry when a room's logic next
+    /// wants the clock, if that is sooner than the wake already set.
     fn wake_logic(&mut self, ctx: &mut Context<Self>) {
+        if let Some(pool) = &self.pool {
+            for job in self.registry.take_logic_jobs() {
+                let back = ctx.address();
+                pool.spawn(move || back.do_send(LogicFinished(job.run())));
+            }
+        }
         let at = self.registry.next_logic_deadline();
         self.logic_wake.arm(
             ctx,
@@ -110,6 +143,15 @@ impl StreamHandler<Inbound> for RegistryActor {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
+impl Handler<LogicFinished> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: LogicFinished, ctx: &mut Context<Self>) {
+        self.registry.set_clock(Instant::now());
+        self.registry.logic_done(msg.0);
+        self.wake_logic(ctx);
+    }
+}
+
 impl Handler<ListRooms> for RegistryActor {
     type Result = MessageResult<ListRooms>;
     fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
@@ -127,18 +169,20 @@ impl Handler<Connect> for RegistryActor {
 
 impl Handler<Disconnect> for RegistryActor {
     type Result = ();
-    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
         self.registry.advance(Instant::now());
         self.registry
             .connection_ended(msg.session, msg.connection, msg.reason);
+        self.wake_logic(ctx);
     }
 }
 
 impl Handler<Resume> for RegistryActor {
     type Result = Option<SessionId>;
-    fn handle(&mut self, msg: Resume, _: &mut Context<Self>) -> Option<SessionId> {
+    fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) -> Option<SessionId> {
         self.registry.advance(Instant::now());
-        self.registry
+        let resumed = self
+            .registry
             .resume(
                 msg.current,
                 msg.session,
@@ -146,7 +190,9 @@ impl Handler<Resume> for RegistryActor {
                 &msg.rooms,
                 msg.reference,
             )
-            .ok()
+            .ok();
+        self.wake_logic(ctx);
+        resumed
     }
 }
 
@@ -187,13 +233,14 @@ impl Handler<ShutDown> for RegistryActor {
 
 impl Handler<ClientRequest> for RegistryActor {
     type Result = ();
-    fn handle(&mut self, msg: ClientRequest, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) {
         // A connection the session was resumed away from may still have requests in flight;
         // they are not the session's any more.
         if self.registry.is_on(msg.session, msg.connection) {
             self.registry.set_clock(Instant::now());
             self.registry.handle(msg.session, msg.frame);
         }
+        self.wake_logic(ctx);
     }
 }
 

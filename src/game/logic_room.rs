@@ -28,6 +28,10 @@ pub struct TickStats {
 
 pub struct LogicRoom {
     kind: String,
+    /// The `type_options` it was made from (made again from them on a new home).
+    options: Value,
+    /// Whether its logic has given a snapshot (so a cluster home keeps it current).
+    gives_snapshots: std::cell::Cell<bool>,
     logic: Box<dyn RoomLogic>,
     members: Vec<Player>,
     started: Instant,
@@ -59,6 +63,8 @@ impl LogicRoom {
         };
         let mut room = Self {
             kind: kind.to_owned(),
+            options: options.clone(),
+            gives_snapshots: std::cell::Cell::new(false),
             logic,
             members: Vec::new(),
             started: now,
@@ -76,6 +82,57 @@ impl LogicRoom {
     /// The room's type name.
     pub fn kind(&self) -> &str {
         &self.kind
+    }
+
+    /// Whether the logic has given a snapshot so far: a cluster home then writes the room's
+    /// checkpoint after every call that ran the logic, to keep it current.
+    pub fn gives_snapshots(&self) -> bool {
+        self.gives_snapshots.get()
+    }
+
+    /// The `type_options` the room was made from.
+    pub fn options(&self) -> &Value {
+        &self.options
+    }
+
+    /// Makes the room again on a new home from what `snapshot` gave (see
+    /// `RoomLogic::restore`): made by `factory` from `options`, with `members`, its factory's
+    /// asks dropped and its restore's returned.
+    pub fn restore(
+        kind: &str,
+        factory: &RoomFactory,
+        options: &Value,
+        members: Vec<Player>,
+        snapshot: Value,
+        now: Instant,
+    ) -> Result<(Self, Vec<Effect>), Refusal> {
+        let (mut room, _) = Self::create(kind, factory, options, now)?;
+        room.members = members;
+        match room.call(now, |logic, ctx| logic.restore(ctx, snapshot)) {
+            Some((Ok(()), effects)) => Ok((room, effects)),
+            Some((Err(refusal), _)) => Err(refusal),
+            None => Err(room.refusal()),
+        }
+    }
+
+    /// What the logic holds (`RoomLogic::snapshot`), if it gives it and it is not too large.
+    /// A panic gives nothing (the room is not carried).
+    pub fn snapshot(&self) -> Option<Value> {
+        if self.ended.is_some() {
+            return None;
+        }
+        let logic = &self.logic;
+        let snapshot = catch_unwind(AssertUnwindSafe(|| logic.snapshot())).ok()??;
+        self.gives_snapshots.set(true);
+        if parlor_protocol::encoded_len(&snapshot) > super::MAX_SNAPSHOT_BYTES {
+            tracing::warn!(
+                "a {:?} room's snapshot is over {} bytes; it is not kept",
+                self.kind,
+                super::MAX_SNAPSHOT_BYTES
+            );
+            return None;
+        }
+        Some(snapshot)
     }
 
     /// Why the room ended, once it has.

@@ -8,11 +8,14 @@
 //! room's ordinary frames, offsets and history.
 //!
 //! - `ctx`: `Ctx`, what a hook may ask for, and `Effect`, what that becomes.
+//! - `job`: `LogicJob`/`LogicDone`, a room's ticks run away from the registry (on the logic
+//!   pool), and `LogicSlot`, the logic as its room holds it, home or away.
 //! - `logic_room`: `LogicRoom`, sans-IO: one room's logic with its clock (a fixed-rate tick,
 //!   the inputs since the last tick, named timers), every call to it guarded so that a panic
 //!   ends that room alone.
 
 mod ctx;
+mod job;
 mod logic_room;
 pub mod testing;
 
@@ -20,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use ctx::{Ctx, Effect};
+pub use job::{LogicDone, LogicJob, LogicSlot, Notice};
 pub use logic_room::{LogicRoom, TickStats, MAX_INPUTS_PER_TICK};
 pub use parlor_protocol::{LeaveReason, SessionId, Value};
 
@@ -105,7 +109,32 @@ pub trait RoomLogic: Send + 'static {
 
     /// The room is going away (its last member left, or it ended).
     fn dispose(&mut self, _ctx: &mut Ctx) {}
+
+    /// What the logic holds, so that a cluster can carry the room to a new home when its home
+    /// is lost (`restore` takes it back there). `None`, the default: the room cannot be
+    /// carried, and the node that takes it over ends it (`ended`). Called whenever a cluster
+    /// home writes the room's checkpoint (after every call that ran the logic), so keep it
+    /// quick and small (at most `MAX_SNAPSHOT_BYTES` encoded); never called on a single node.
+    fn snapshot(&self) -> Option<Value> {
+        None
+    }
+
+    /// The room comes back on a new home: the logic its factory just made (from the room's
+    /// `type_options`; what the factory asked of the room is not carried out again, the
+    /// room's state being restored as it was) takes back what `snapshot` gave, and sets its
+    /// tick rate and timers again. `ctx.members()` are the room's members as they were. An
+    /// error ends the room.
+    fn restore(&mut self, _ctx: &mut Ctx, _snapshot: Value) -> Result<(), Refusal> {
+        Err(Refusal::new(
+            "not_restorable",
+            "this room type does not restore from a snapshot",
+        ))
+    }
 }
+
+/// The largest snapshot (`RoomLogic::snapshot`, encoded) a cluster home stores; a larger one
+/// is not stored, and the room ends if its home is lost.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 20;
 
 /// Makes a room's logic from the options its creator gave (`create` or `join_or_create`'s
 /// `type_options`), or refuses to.

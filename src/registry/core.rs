@@ -19,7 +19,7 @@ use parlor_protocol::{
 
 use super::lobby::Lobby;
 use super::room::{HistoryEntry, HistoryLimits, Listing, Member, Room, RoomRules};
-use crate::game::{Effect, RoomTypes};
+use crate::game::{Effect, LogicRoom, LogicSlot, RoomTypes};
 use crate::metrics::{Metrics, ResumeOutcome};
 use crate::secret::same_secret;
 
@@ -109,7 +109,14 @@ struct SessionEntry<O> {
     rooms: Vec<String>,
     /// When the connection dropped, while the session is away.
     away_since: Option<Instant>,
+    /// Requests waiting, in order, for a room's logic to come back from its job (and every
+    /// later request of the session behind them): at most `MAX_WAITING_REQUESTS`.
+    waiting: VecDeque<ClientFrame>,
 }
+
+/// Requests one session may have waiting for rooms' logic; past it they are refused
+/// `overloaded`. A room's logic is away for the length of one tick, so few ever wait.
+const MAX_WAITING_REQUESTS: usize = 64;
 
 /// Rooms and membership. See the module docs.
 pub struct Registry<O> {
@@ -138,6 +145,13 @@ pub struct Registry<O> {
     carrying_effects: bool,
     /// The rooms with logic (names of rooms gone may linger until the clock looks).
     logic_rooms: std::collections::BTreeSet<String>,
+    /// Whether due ticks run as `LogicJob`s on the owner's pool (else here, at once).
+    logic_pool: bool,
+    /// Jobs for the pool, until the owner takes them.
+    logic_jobs: Vec<crate::game::LogicJob>,
+    /// Sessions with requests waiting for a room's logic to come back from its job, in the
+    /// order they began to wait.
+    waiting_sessions: VecDeque<SessionId>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -164,6 +178,9 @@ impl<O: Outlet> Registry<O> {
             logic_effects: VecDeque::new(),
             carrying_effects: false,
             logic_rooms: std::collections::BTreeSet::new(),
+            logic_pool: false,
+            logic_jobs: Vec::new(),
+            waiting_sessions: VecDeque::new(),
             metrics,
         }
     }
@@ -171,6 +188,13 @@ impl<O: Outlet> Registry<O> {
     /// The room types (game rules) `create` and `join_or_create` may name.
     pub fn with_room_types(mut self, types: RoomTypes) -> Self {
         self.types = types;
+        self
+    }
+
+    /// Rooms' due ticks and timers go out as `LogicJob`s for the owner to run elsewhere (a
+    /// thread pool) and hand back (`logic_done`), so that a slow tick holds up no one else.
+    pub fn with_logic_pool(mut self) -> Self {
+        self.logic_pool = true;
         self
     }
 
@@ -191,9 +215,79 @@ impl<O: Outlet> Registry<O> {
     /// without a `ref`).
     pub fn handle(&mut self, id: SessionId, frame: ClientFrame) {
         // Unknown sessions, and away ones (no connection to ask), are not served.
-        if self.sessions.get(&id).is_none_or(|e| e.outlet.is_none()) {
+        let Some(entry) = self.sessions.get(&id).filter(|e| e.outlet.is_some()) else {
+            return;
+        };
+        if !entry.waiting.is_empty() || self.waits_for_logic(&frame) {
+            self.wait(id, frame, false);
+        } else {
+            self.dispatch(id, frame);
+        }
+        self.evict_overflowed();
+    }
+
+    /// Whether `frame` needs the answer of a room's logic that is away on a job.
+    fn waits_for_logic(&self, frame: &ClientFrame) -> bool {
+        match frame {
+            ClientFrame::Emit { room, .. } | ClientFrame::Join { room, .. } => self
+                .rooms
+                .get(room)
+                .and_then(|r| r.logic.as_ref())
+                .is_some_and(LogicSlot::is_away),
+            _ => false,
+        }
+    }
+
+    /// Keeps `frame` until the logic it needs is back (`replay_waiting`): at the back of the
+    /// session's waiting requests, or at the front (`first`) when it was already their head.
+    fn wait(&mut self, id: SessionId, frame: ClientFrame, first: bool) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if entry.waiting.len() >= MAX_WAITING_REQUESTS {
+            let reference = frame.reference();
+            self.send_error(id, reference, &RequestError::Overloaded);
             return;
         }
+        if entry.waiting.is_empty() {
+            self.waiting_sessions.push_back(id);
+        }
+        if first {
+            entry.waiting.push_front(frame);
+        } else {
+            entry.waiting.push_back(frame);
+        }
+    }
+
+    /// Carries out the requests that waited for rooms' logic, each session's in order, until
+    /// one waits again.
+    pub(super) fn replay_waiting(&mut self) {
+        let sessions: Vec<SessionId> = self.waiting_sessions.drain(..).collect();
+        for id in sessions {
+            while let Some(entry) = self.sessions.get_mut(&id) {
+                if entry.outlet.is_none() {
+                    entry.waiting.clear();
+                    break;
+                }
+                let Some(frame) = entry.waiting.pop_front() else {
+                    break;
+                };
+                if self.waits_for_logic(&frame) {
+                    self.wait(id, frame, true);
+                    break;
+                }
+                if self.dispatch(id, frame) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Carries out one request (see `handle`). Returns whether it waits for a room's logic
+    /// instead (a matchmaker's pick whose logic is away).
+    fn dispatch(&mut self, id: SessionId, frame: ClientFrame) -> bool {
+        let retry = (self.logic_pool && matches!(frame, ClientFrame::JoinOrCreate { .. }))
+            .then(|| frame.clone());
         let reference = frame.reference();
         let result = match frame {
             ClientFrame::Join {
@@ -255,8 +349,12 @@ impl<O: Outlet> Registry<O> {
                 Ok(Answered::Yes)
             }
         };
+        if let (Err(RequestError::RoomBusy(_)), Some(frame)) = (&result, retry) {
+            self.wait(id, frame, true);
+            return true;
+        }
         self.answer(id, reference, result);
-        self.evict_overflowed();
+        false
     }
 
     /// Answers a request: `ok` (if it had a `ref` and its handler did not answer already), or

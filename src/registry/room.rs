@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use parlor_protocol::{Document, Metadata, RoomFilter, RoomInfo, SessionId, StatePatch, Value};
 
-use crate::game::LogicRoom;
+use crate::game::LogicSlot;
 
 /// One seat: the session in it and, unless it is away, the outlet that reaches it.
 pub(crate) struct Member<O> {
@@ -39,7 +39,7 @@ pub(crate) struct Room<O> {
     /// The room's recent frames, for sessions that resume.
     pub(crate) history: History,
     /// The room's rules in code, for a room with a type (`crate::game`).
-    pub(crate) logic: Option<Box<LogicRoom>>,
+    pub(crate) logic: Option<LogicSlot>,
     /// Each member's own view, as its logic last set it.
     pub(crate) views: std::collections::HashMap<SessionId, Value>,
 }

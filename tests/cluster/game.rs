@@ -1,5 +1,6 @@
 //! Rooms with logic on a cluster: the room runs on its home, players on any node; the home's
-//! loss ends the room (`ended`), as PROTOCOL.md says. The nodes here run in this process,
+//! loss ends the room (`ended`), unless its logic gives snapshots: then it goes on, on its
+//! new home, from the last one, as PROTOCOL.md says. The nodes here run in this process,
 //! built with `NodeBuilder` and a room type (the `parlor` binary has none).
 
 use std::time::Duration;
@@ -9,6 +10,10 @@ use parlor_client::protocol::{ClientFrame, ErrorCode, LeaveReason, RoomOptions, 
 use parlor_client::Client;
 
 use crate::harness::{within, Redis};
+
+#[path = "../../examples/games/arena.rs"]
+#[allow(dead_code)]
+mod arena;
 
 /// Two players; whoever's turn it is may `play`; each is told its own secret at joining.
 struct Turns {
@@ -63,6 +68,13 @@ fn node(redis: &Redis, name: &str) -> parlor::BackgroundNode {
                 players: Vec::new(),
                 turn: 0,
             }) as Box<dyn RoomLogic>)
+        })
+        .room_type("arena", arena::Arena::make)
+        .room_type("kept-turns", |_: &mut Ctx, _: &Value| {
+            Ok(Box::new(KeptTurns(Turns {
+                players: Vec::new(),
+                turn: 0,
+            })) as Box<dyn RoomLogic>)
         })
         .spawn()
         .expect("node")
@@ -197,4 +209,201 @@ async fn a_room_with_logic_runs_on_its_home_for_players_on_any_node_and_ends_wit
     .await;
     assert_eq!(reason, LeaveReason::Ended);
     drop(other);
+}
+
+/// `Turns` that keeps its game across a lost home: a snapshot of who plays and whose turn it is.
+struct KeptTurns(Turns);
+
+impl RoomLogic for KeptTurns {
+    fn joined(&mut self, ctx: &mut Ctx, player: &parlor::game::Player) {
+        self.0.joined(ctx, player)
+    }
+
+    fn message(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SessionId,
+        event: &str,
+        data: Value,
+    ) -> Result<Reply, Refusal> {
+        self.0.message(ctx, from, event, data)
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        let players = self
+            .0
+            .players
+            .iter()
+            .map(|p| Value::from(p.to_string()))
+            .collect();
+        Some(Value::Array(vec![
+            Value::Array(players),
+            Value::from(self.0.turn as u64),
+        ]))
+    }
+
+    fn restore(&mut self, _: &mut Ctx, snapshot: Value) -> Result<(), Refusal> {
+        let bad = || Refusal::new("bad_snapshot", "not a Turns snapshot");
+        let Value::Array(parts) = snapshot else {
+            return Err(bad());
+        };
+        let [Value::Array(players), turn] = &parts[..] else {
+            return Err(bad());
+        };
+        self.0.players = players
+            .iter()
+            .map(|p| p.as_str().and_then(|s| s.parse().ok()).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        self.0.turn = turn.as_u64().ok_or_else(bad)? as usize;
+        Ok(())
+    }
+}
+
+/// A room whose logic gives snapshots goes on where its game was when its home is killed:
+/// players on the two other nodes keep their seats and the turn order, on the new home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_whose_logic_gives_snapshots_goes_on_after_its_home_is_killed() {
+    let redis = Redis::start();
+    let home = node(&redis, "a");
+    let b = node(&redis, "b");
+    let c = node(&redis, "c");
+    let mut ann = client(&home).await;
+    let mut bob = client(&b).await;
+    let mut cat = client(&c).await;
+    ann.create(
+        Some("table"),
+        RoomOptions {
+            room_type: Some("kept-turns".into()),
+            ..RoomOptions::default()
+        },
+    )
+    .await
+    .expect("ann makes the table on node a");
+    bob.join_room("table", None).await.expect("bob, through b");
+    cat.join_room("table", None).await.expect("cat, through c");
+    assert!(matches!(
+        emit(&mut ann, "play").await,
+        ServerFrame::Ok { .. }
+    ));
+    // Bob's turn now. The home dies (no goodbye).
+    drop(home);
+    // Once the room has a new home, the game is where it was: 3 players, Bob's turn.
+    let players = within(30, "the room on its new home", async {
+        loop {
+            if let ServerFrame::Ok { data: Some(n), .. } = emit(&mut cat, "players").await {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(players, Value::from(3u64));
+    match emit(&mut cat, "play").await {
+        ServerFrame::Error(e) => assert_eq!(e.reason.as_deref(), Some("not_your_turn")),
+        other => panic!("cat may not play before bob: {other:?}"),
+    }
+    assert!(
+        matches!(emit(&mut bob, "play").await, ServerFrame::Ok { .. }),
+        "bob's turn kept"
+    );
+    assert!(matches!(
+        emit(&mut cat, "play").await,
+        ServerFrame::Ok { .. }
+    ));
+    drop((b, c));
+}
+
+/// The arena's `world` in an event: its tick and each player's (id, score).
+fn world_of(frame: ServerFrame) -> Option<(u64, Vec<(String, u64)>)> {
+    let ServerFrame::Event(e) = frame else {
+        return None;
+    };
+    if e.event != "world" {
+        return None;
+    }
+    let field = |name: &str| {
+        e.data
+            .as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v.clone())
+    };
+    let tick = field("tick")?.as_u64()?;
+    let players = field("players")?
+        .as_array()?
+        .iter()
+        .filter_map(|p| {
+            let p = p.as_array()?;
+            Some((p[0].as_str()?.to_owned(), p[3].as_u64()?))
+        })
+        .collect();
+    Some((tick, players))
+}
+
+/// Players on three nodes play the example arena; its home is killed. As documented, the
+/// arena (its logic gives snapshots) goes on on a new home: the survivors keep playing in the
+/// same world, its tick count going on from where its last checkpoint was, and the player on
+/// the dead node is gone from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_three_nodes_play_the_arena_and_it_survives_its_home() {
+    let redis = Redis::start();
+    let home = node(&redis, "a");
+    let b = node(&redis, "b");
+    let c = node(&redis, "c");
+    let mut ann = client(&home).await;
+    let mut bob = client(&b).await;
+    let mut cat = client(&c).await;
+    let arena = RoomOptions {
+        room_type: Some("arena".into()),
+        ..RoomOptions::default()
+    };
+    ann.create(Some("table"), arena)
+        .await
+        .expect("the arena, on a");
+    bob.join_room("table", None).await.expect("bob, through b");
+    cat.join_room("table", None).await.expect("cat, through c");
+    let (bob_id, cat_id) = (bob.session_id().to_string(), cat.session_id().to_string());
+    for client in [&mut ann, &mut bob, &mut cat] {
+        client
+            .emit(
+                "table",
+                "input",
+                rmpv::Value::Map(vec![("dx".into(), 1.0.into()), ("dy".into(), 0.5.into())]),
+                false,
+            )
+            .await
+            .expect("an input");
+    }
+    let (before, players) = next(&mut bob, "three players in the world", |f| {
+        world_of(f).filter(|(_, players)| players.len() == 3)
+    })
+    .await;
+    assert!(players.iter().any(|(id, _)| *id == cat_id));
+    drop(home);
+    // On its new home the world goes on: two players, ticking past where it was.
+    let (after, players) = within(30, "the arena on its new home", async {
+        loop {
+            let (tick, players) = next(&mut bob, "a world", world_of).await;
+            if players.len() == 2 && tick > before {
+                return (tick, players);
+            }
+        }
+    })
+    .await;
+    let ids: Vec<&str> = players.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        ids.contains(&bob_id.as_str()) && ids.contains(&cat_id.as_str()),
+        "{ids:?}"
+    );
+    // Cat, on the third node, hears the same world and still steers.
+    let (cat_tick, _) = next(&mut cat, "cat's world", |f| {
+        world_of(f).filter(|(t, _)| *t > after)
+    })
+    .await;
+    assert!(cat_tick > after);
+    match emit(&mut cat, "score").await {
+        ServerFrame::Ok { data: Some(_), .. } => {}
+        other => panic!("the new home answers cat: {other:?}"),
+    }
+    drop((b, c));
 }

@@ -159,6 +159,8 @@ impl<O: Outlet> Engine<O> {
                 version: 0,
                 epoch: String::new(),
                 room_type: None,
+                type_options: parlor_protocol::Value::Nil,
+                logic: None,
             };
             Some(NewRoom {
                 checkpoint: parlor_protocol::encode_value(&checkpoint),
@@ -387,11 +389,12 @@ impl<O: Outlet> Engine<O> {
         for id in lost {
             self.host.drop_lost(id);
         }
-        // A room with logic cannot go on without what its logic held: it ends (`ended`).
-        if let Some(kind) = restored_type {
+        // A room with logic goes on from its logic's snapshot; without one (or if the logic
+        // does not take it back) it cannot go on, and ends (`ended`).
+        if let Some(kind) = restored_type.filter(|_| !self.host.has_logic(room)) {
             self.host.end(
                 room,
-                &format!("its home was lost, and a {kind:?} room's game cannot be taken over"),
+                &format!("its home was lost, and this {kind:?} room's game cannot be taken over"),
             );
         }
         // An empty room that goes when empty is deleted by this flush.

@@ -76,10 +76,20 @@ pub struct RoomCheckpoint {
     pub version: u64,
     /// The history epoch clients hold positions in.
     pub epoch: String,
-    /// A room with logic's type. Its logic's own data is not in the checkpoint: a node that
-    /// takes the room over ends it (`ended`).
+    /// A room with logic's type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_type: Option<String>,
+    /// The `type_options` its logic was made from.
+    #[serde(default = "nil", skip_serializing_if = "Value::is_nil")]
+    pub type_options: Value,
+    /// Its logic's snapshot (`RoomLogic::snapshot`), encoded apart so that however deep it is
+    /// the checkpoint stays readable. Without one, a node that takes the room over ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logic: Option<serde_bytes::ByteBuf>,
+}
+
+fn nil() -> Value {
+    Value::Nil
 }
 
 impl<O: Outlet> Registry<O> {
@@ -129,6 +139,7 @@ impl<O: Outlet> Registry<O> {
                         profile,
                         rooms: Vec::new(),
                         away_since: away.then_some(self.now),
+                        waiting: VecDeque::new(),
                     },
                 );
                 if away {
@@ -251,6 +262,7 @@ impl<O: Outlet> Registry<O> {
     /// Room `room_name` as its checkpoint keeps it.
     pub fn checkpoint(&self, room_name: &str) -> Option<RoomCheckpoint> {
         let room = self.rooms.get(room_name)?;
+        let logic = room.logic.as_ref().and_then(LogicSlot::held_ref);
         Some(RoomCheckpoint {
             max_members: u32::try_from(room.max_members).unwrap_or(u32::MAX),
             private: room.private,
@@ -276,7 +288,17 @@ impl<O: Outlet> Registry<O> {
             version: room.version,
             epoch: room.history.epoch.clone(),
             room_type: room.room_type().map(str::to_owned),
+            type_options: logic.map_or(Value::Nil, |l| l.options().clone()),
+            logic: logic
+                .and_then(LogicRoom::snapshot)
+                .map(|s| serde_bytes::ByteBuf::from(parlor_protocol::encode_value(&s))),
         })
+    }
+
+    /// Whether room `room_name` runs logic here (a restored room whose logic could not be
+    /// restored does not).
+    pub fn has_logic(&self, room_name: &str) -> bool {
+        self.rooms.get(room_name).is_some_and(|r| r.logic.is_some())
     }
 
     /// Ends room `room_name`: every member leaves (`ended`), and the room goes.
@@ -312,15 +334,19 @@ impl<O: Outlet> Registry<O> {
         next_offset: u64,
         mut outlet: impl FnMut(&MemberCheckpoint) -> Option<O>,
     ) {
+        let carried = (
+            checkpoint.room_type.clone(),
+            checkpoint.type_options.clone(),
+            checkpoint.logic.clone(),
+        );
         let rules = RoomRules {
             max_members: checkpoint.max_members as usize,
             private: checkpoint.private,
             password: checkpoint.password,
             metadata: checkpoint.metadata,
             dispose_when_empty: checkpoint.dispose_when_empty,
-            // Rooms with logic do not run on a cluster yet: a checkpoint is a plain room's.
-            room_type: None,
-            type_options: Value::Nil,
+            room_type: checkpoint.room_type.clone(),
+            type_options: checkpoint.type_options.clone(),
         };
         self.rooms_created = self.rooms_created.max(checkpoint.created);
         let mut room = Room::new(rules, checkpoint.created);
@@ -353,8 +379,19 @@ impl<O: Outlet> Registry<O> {
                 outlet: outlet_now,
             });
         }
+        let logic = self.restore_logic(carried, &room);
         let private = room.private;
         let gone = room.members.is_empty() && room.dispose_when_empty;
+        if let Some((logic, _)) = &logic {
+            if !gone {
+                self.metrics.logic_room(logic.kind(), true);
+                self.logic_rooms.insert(room_name.to_owned());
+            }
+        }
+        let effects = logic.map(|(logic, effects)| {
+            room.logic = Some(LogicSlot::new(logic));
+            effects
+        });
         self.rooms.insert(room_name.to_owned(), room);
         if gone {
             // Made and never joined (its maker died first), or its last member went: gone,
@@ -370,6 +407,46 @@ impl<O: Outlet> Registry<O> {
         }
         // Its checkpoint and listing are written again by its new home.
         self.touch(room_name);
+        if let Some(effects) = effects {
+            self.carry_out(room_name, effects);
+        }
+    }
+
+    /// A room's logic made again from its checkpoint's snapshot, if it has one and its type
+    /// takes it back.
+    fn restore_logic(
+        &self,
+        (kind, options, snapshot): (Option<String>, Value, Option<serde_bytes::ByteBuf>),
+        room: &Room<O>,
+    ) -> Option<(Box<LogicRoom>, Vec<Effect>)> {
+        let kind = kind.as_deref()?;
+        let snapshot = snapshot?;
+        let factory = self.types.get(kind)?;
+        let snapshot = match parlor_protocol::decode_value::<Value>(&snapshot, 256) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                tracing::warn!("a {kind:?} room's snapshot is unreadable: {err}");
+                return None;
+            }
+        };
+        let members = room
+            .members
+            .iter()
+            .map(|m| crate::game::Player {
+                session: m.id,
+                user: self
+                    .sessions
+                    .get(&m.id)
+                    .and_then(|e| e.profile.user.clone()),
+            })
+            .collect();
+        match LogicRoom::restore(kind, &**factory, &options, members, snapshot, self.now) {
+            Ok((logic, effects)) => Some((Box::new(logic), effects)),
+            Err(refusal) => {
+                tracing::warn!("a {kind:?} room did not restore: {refusal}");
+                None
+            }
+        }
     }
 
     /// Forgets room `room_name` without telling anyone: this node is no longer its home.

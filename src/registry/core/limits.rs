@@ -174,6 +174,10 @@ pub enum RequestError {
     Forbidden(String),
     #[error("too many requests like this one are waiting; it was not carried out")]
     Overloaded,
+    /// The room's logic is away running its tick (the request waits for it; a client sees
+    /// this only where nothing can wait).
+    #[error("room {0:?} is busy running its logic; try again")]
+    RoomBusy(String),
     #[error("the cluster cannot be reached now ({0}); nothing was done, and the request may be sent again")]
     Unavailable(String),
     #[error("the cluster did not answer ({0}); the request may or may not have been carried out")]
@@ -224,7 +228,7 @@ impl RequestError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
-            Self::Overloaded => ErrorCode::Overloaded,
+            Self::Overloaded | Self::RoomBusy(_) => ErrorCode::Overloaded,
             Self::UnknownRoomType(_) => ErrorCode::UnknownRoomType,
             Self::RoomRefused(_) => ErrorCode::RoomRefused,
             Self::LogicOnly(_) => ErrorCode::LogicOnly,

@@ -7,7 +7,7 @@
 //! and state writes and the owner's actions are the logic's alone (`logic_only`).
 
 use super::*;
-use crate::game::{LogicRoom, Player, Reply};
+use crate::game::{LogicDone, LogicJob, LogicRoom, LogicSlot, Notice, Player, Reply};
 
 /// Effects one request, tick or departure may cause, the ones they cause in turn included;
 /// past it the rest are dropped and the room ends (a logic that kicks in `left` forever).
@@ -53,7 +53,10 @@ impl<O: Outlet> Registry<O> {
             user: self.user_of(id),
         };
         let now = self.now;
-        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+        if let Some(slot) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            let Some(logic) = slot.held() else {
+                return Err(RequestError::RoomBusy(room_name.to_owned()));
+            };
             match logic.joining(&player, now) {
                 Ok(effects) => self.carry_out(room_name, effects),
                 Err(refusal) => {
@@ -70,8 +73,9 @@ impl<O: Outlet> Registry<O> {
             }
         }
         self.admit(id, room_name, reference);
-        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+        if let Some(logic) = self.held_logic(room_name) {
             let effects = logic.joined(player, now);
+            self.logic_ran(room_name);
             self.carry_out(room_name, effects);
         }
         Ok(())
@@ -87,10 +91,14 @@ impl<O: Outlet> Registry<O> {
         reference: Option<Ref>,
     ) -> Result<Answered, RequestError> {
         let now = self.now;
-        let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) else {
+        let Some(slot) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) else {
             return Err(RequestError::NotInRoom(room_name.to_owned()));
         };
+        let Some(logic) = slot.held() else {
+            return Err(RequestError::RoomBusy(room_name.to_owned()));
+        };
         let (answer, effects) = logic.message(id, event, data, now);
+        self.logic_ran(room_name);
         self.carry_out(room_name, effects);
         match answer.map_err(RequestError::RoomRefused)? {
             Reply::Ok | Reply::Input => Ok(Answered::No),
@@ -111,30 +119,53 @@ impl<O: Outlet> Registry<O> {
 
     /// Member `id` of `room_name` went away (`back`: false) or came back: the logic hears it.
     pub(super) fn logic_presence(&mut self, room_name: &str, id: SessionId, back: bool) {
-        let now = self.now;
-        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
-            let effects = if back {
-                logic.back(id, now)
-            } else {
-                logic.away(id, now)
-            };
-            self.carry_out(room_name, effects);
-        }
+        let notice = if back {
+            Notice::Back(id)
+        } else {
+            Notice::Away(id)
+        };
+        self.tell_logic(room_name, notice);
     }
 
     /// `id` left `room_name` (already out of its members): the logic hears it.
     pub(super) fn logic_left(&mut self, room_name: &str, id: SessionId, reason: LeaveReason) {
+        self.tell_logic(room_name, Notice::Left(id, reason));
+    }
+
+    /// Tells `room_name`'s logic of a moment now, or when it is back from its job.
+    fn tell_logic(&mut self, room_name: &str, notice: Notice) {
         let now = self.now;
-        if let Some(logic) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
-            let effects = logic.left(id, reason, now);
+        if let Some(slot) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
+            let effects = slot.tell(notice, now);
+            self.logic_ran(room_name);
             self.carry_out(room_name, effects);
         }
+    }
+
+    /// `room_name`'s logic ran: a cluster home keeps a snapshot-giving logic's checkpoint
+    /// current (its next commit writes it).
+    fn logic_ran(&mut self, room_name: &str) {
+        if self.host.is_some()
+            && self
+                .rooms
+                .get(room_name)
+                .and_then(|r| r.logic.as_ref()?.held_ref())
+                .is_some_and(LogicRoom::gives_snapshots)
+        {
+            self.touch(room_name);
+        }
+    }
+
+    /// `room_name`'s logic, if it has logic and no job has it.
+    fn held_logic(&mut self, room_name: &str) -> Option<&mut LogicRoom> {
+        self.rooms.get_mut(room_name)?.logic.as_mut()?.held()
     }
 
     /// The room is going away: its logic's last word (only its state and messages to members
     /// still there count; there are none).
     pub(super) fn logic_dispose(&mut self, room: &mut Room<O>) {
-        if let Some(logic) = room.logic.as_mut() {
+        // Logic away on a job is disposed of when it comes back to no room.
+        if let Some(logic) = room.logic.as_mut().and_then(LogicSlot::held) {
             let _ = logic.dispose(self.now);
         }
     }
@@ -144,7 +175,9 @@ impl<O: Outlet> Registry<O> {
         self.now = now;
     }
 
-    /// Runs the ticks and timers due at `now` in every room with logic.
+    /// Runs the ticks and timers due at `now` in every room with logic: here, or, with a
+    /// logic pool, as `LogicJob`s the owner takes (`take_logic_jobs`) and hands back done
+    /// (`logic_done`).
     pub(super) fn advance_logic(&mut self, now: Instant) {
         let rooms = &self.rooms;
         self.logic_rooms
@@ -155,49 +188,95 @@ impl<O: Outlet> Registry<O> {
             .filter(|name| {
                 self.rooms
                     .get(*name)
-                    .and_then(|r| r.logic.as_ref())
-                    .and_then(|l| l.next_deadline())
+                    .and_then(|r| r.logic.as_ref()?.held_ref()?.next_deadline())
                     .is_some_and(|at| at <= now)
             })
             .cloned()
             .collect();
         for room_name in due {
-            let Some(logic) = self
-                .rooms
-                .get_mut(&room_name)
-                .and_then(|r| r.logic.as_mut())
-            else {
+            let Some(room) = self.rooms.get_mut(&room_name) else {
                 continue;
             };
-            let ticks = logic.stats().ticks;
-            let started = Instant::now();
-            let effects = logic.advance(now);
-            let took = started.elapsed();
-            let stats = logic.stats();
-            if stats.ticks > ticks {
-                self.metrics.logic_tick_seconds.observe(took.as_secs_f64());
-                self.metrics
-                    .logic_tick_lateness_seconds
-                    .observe(stats.last_lateness.as_secs_f64());
-            }
-            self.carry_out(&room_name, effects);
-            if took > MAX_TICK_TIME {
-                self.metrics.logic_overruns.inc();
-                let why = format!(
-                    "its logic ran {} ms at once (at most {} ms)",
-                    took.as_millis(),
-                    MAX_TICK_TIME.as_millis()
-                );
-                self.end_room(&room_name, &why);
+            let created = room.created;
+            let Some(logic) = room.logic.as_mut().and_then(LogicSlot::take) else {
+                continue;
+            };
+            let job = LogicJob {
+                room: room_name,
+                created,
+                logic,
+                now,
+            };
+            if self.logic_pool {
+                self.logic_jobs.push(job);
+            } else {
+                self.logic_done(job.run());
             }
         }
     }
 
-    /// When a room's logic next wants the clock (`advance`), if any does.
+    /// The jobs (due ticks and timers) to run on the logic pool, with `logic_pool` set.
+    pub fn take_logic_jobs(&mut self) -> Vec<LogicJob> {
+        std::mem::take(&mut self.logic_jobs)
+    }
+
+    /// A room's logic is back from its job: it hears what it missed meanwhile, what it asked
+    /// for is carried out, and the requests that waited for it go on. A room that ended
+    /// meanwhile disposes of it.
+    pub fn logic_done(&mut self, done: LogicDone) {
+        let LogicDone {
+            room: room_name,
+            created,
+            mut logic,
+            effects,
+            took,
+            ticked,
+        } = done;
+        let Some(slot) = self
+            .rooms
+            .get_mut(&room_name)
+            .filter(|r| r.created == created)
+            .and_then(|r| r.logic.as_mut())
+            .filter(|slot| slot.is_away())
+        else {
+            let _ = logic.dispose(self.now);
+            return;
+        };
+        let effects = slot.put_back(logic, effects);
+        self.logic_ran(&room_name);
+        if let Some(lateness) = ticked {
+            self.metrics.logic_tick_seconds.observe(took.as_secs_f64());
+            self.metrics
+                .logic_tick_lateness_seconds
+                .observe(lateness.as_secs_f64());
+        }
+        self.carry_out(&room_name, effects);
+        if took > MAX_TICK_TIME {
+            self.metrics.logic_overruns.inc();
+            let why = format!(
+                "its logic ran {} ms at once (at most {} ms)",
+                took.as_millis(),
+                MAX_TICK_TIME.as_millis()
+            );
+            self.end_room(&room_name, &why);
+        }
+        self.replay_waiting();
+        self.evict_overflowed();
+    }
+
+    /// When a room's logic next wants the clock (`advance`), if any does (logic away on a
+    /// job is not counted: it comes back through `logic_done`).
     pub fn next_logic_deadline(&self) -> Option<Instant> {
         self.logic_rooms
             .iter()
-            .filter_map(|name| self.rooms.get(name)?.logic.as_ref()?.next_deadline())
+            .filter_map(|name| {
+                self.rooms
+                    .get(name)?
+                    .logic
+                    .as_ref()?
+                    .held_ref()?
+                    .next_deadline()
+            })
             .min()
     }
 
@@ -324,8 +403,7 @@ impl<O: Outlet> Registry<O> {
         let failed = self
             .rooms
             .get(room_name)
-            .and_then(|r| r.logic.as_ref())
-            .and_then(|l| l.ended().map(str::to_owned));
+            .and_then(|r| r.logic.as_ref()?.held_ref()?.ended().map(str::to_owned));
         if let Some(why) = failed {
             self.end_room(room_name, &why);
         }

@@ -148,7 +148,7 @@ impl<O: Outlet> Registry<O> {
         let mut room = Room::new(rules, self.rooms_created);
         let effects = logic.map(|(logic, effects)| {
             self.metrics.logic_room(logic.kind(), true);
-            room.logic = Some(logic);
+            room.logic = Some(LogicSlot::new(logic));
             self.logic_rooms.insert(name.to_owned());
             effects
         });

@@ -38,6 +38,7 @@ impl<O: Outlet> Registry<O> {
                 profile,
                 rooms: Vec::new(),
                 away_since: None,
+                waiting: VecDeque::new(),
             },
         );
     }
@@ -85,6 +86,8 @@ impl<O: Outlet> Registry<O> {
         };
         entry.outlet = None;
         entry.away_since = Some(self.now);
+        // Requests the connection made that still wait for a room's logic go with it.
+        entry.waiting.clear();
         self.away.insert(id);
         let rooms = entry.rooms.clone();
         let user = entry.profile.user.clone();

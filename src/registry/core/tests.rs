@@ -452,6 +452,7 @@ fn requests_from_unknown_sessions_are_ignored() {
     );
 }
 
+mod logic_pool;
 mod props;
 mod resume;
 mod rooms;

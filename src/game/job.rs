@@ -1,0 +1,139 @@
+//! A room's logic away from the registry: `LogicJob` carries one room's `LogicRoom` to
+//! wherever its due ticks and timers run (the logic pool's threads on a single node, or the
+//! registry's own thread), and `LogicDone` brings it back with what it asked for. While a room's
+//! logic is away, what it must hear (`Notice`s: away, back, left) waits in its slot, in order,
+//! and requests that need its answer wait with their sessions (see `registry/core/logic.rs`).
+//! A room has at most one job out at a time, so its hooks still run one at a time.
+
+use std::time::{Duration, Instant};
+
+use super::{Effect, LeaveReason, LogicRoom, SessionId};
+
+/// A room's logic, its ticks and timers due at `now`.
+pub struct LogicJob {
+    pub room: String,
+    /// Which room of that name (its creation number): a room ended and made again while its
+    /// old logic was away does not get the old logic back.
+    pub created: u64,
+    pub logic: Box<LogicRoom>,
+    pub now: Instant,
+}
+
+/// A `LogicJob` run: the logic, what it asked for, and how its tick went.
+pub struct LogicDone {
+    pub room: String,
+    pub created: u64,
+    pub logic: Box<LogicRoom>,
+    pub effects: Vec<Effect>,
+    /// How long the run took (ticks and timers together).
+    pub took: Duration,
+    /// Whether a tick ran (and how late), not only timers.
+    pub ticked: Option<Duration>,
+}
+
+impl LogicJob {
+    /// Runs the room's due ticks and timers, on whatever thread this is called on.
+    pub fn run(self) -> LogicDone {
+        let Self {
+            room,
+            created,
+            mut logic,
+            now,
+        } = self;
+        let ticks = logic.stats().ticks;
+        let started = Instant::now();
+        let effects = logic.advance(now);
+        let took = started.elapsed();
+        let stats = logic.stats();
+        LogicDone {
+            room,
+            created,
+            logic,
+            effects,
+            took,
+            ticked: (stats.ticks > ticks).then_some(stats.last_lateness),
+        }
+    }
+}
+
+/// A moment a room's logic hears once it is back from a job, in the order they came.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Notice {
+    Away(SessionId),
+    Back(SessionId),
+    Left(SessionId, LeaveReason),
+}
+
+impl Notice {
+    /// Tells `logic` of this moment, at `now`.
+    pub fn tell(self, logic: &mut LogicRoom, now: Instant) -> Vec<Effect> {
+        match self {
+            Self::Away(who) => logic.away(who, now),
+            Self::Back(who) => logic.back(who, now),
+            Self::Left(who, reason) => logic.left(who, reason, now),
+        }
+    }
+}
+
+/// A room's logic as its room holds it: home, or away on a job.
+pub struct LogicSlot {
+    kind: String,
+    /// `None` while a job has it.
+    held: Option<Box<LogicRoom>>,
+    /// What it is to hear when it is back.
+    waiting: Vec<(Notice, Instant)>,
+}
+
+impl LogicSlot {
+    pub fn new(logic: Box<LogicRoom>) -> Self {
+        Self {
+            kind: logic.kind().to_owned(),
+            held: Some(logic),
+            waiting: Vec::new(),
+        }
+    }
+
+    /// The room's type name.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The logic, unless a job has it.
+    pub fn held(&mut self) -> Option<&mut LogicRoom> {
+        self.held.as_deref_mut()
+    }
+
+    pub fn held_ref(&self) -> Option<&LogicRoom> {
+        self.held.as_deref()
+    }
+
+    pub fn is_away(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// Takes the logic out for a job.
+    pub fn take(&mut self) -> Option<Box<LogicRoom>> {
+        self.held.take()
+    }
+
+    /// Tells the logic of `notice` now, or keeps it for when it is back.
+    pub fn tell(&mut self, notice: Notice, now: Instant) -> Vec<Effect> {
+        match self.held.as_deref_mut() {
+            Some(logic) => notice.tell(logic, now),
+            None => {
+                self.waiting.push((notice, now));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The logic is back from its job, which asked for `effects`: it hears what it missed,
+    /// and the effects of all that are returned in the order the logic asked for them.
+    pub fn put_back(&mut self, mut logic: Box<LogicRoom>, mut effects: Vec<Effect>) -> Vec<Effect> {
+        for (notice, at) in self.waiting.drain(..) {
+            effects.extend(notice.tell(&mut logic, at));
+        }
+        self.held = Some(logic);
+        effects
+    }
+}
