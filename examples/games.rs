@@ -20,7 +20,8 @@ fn main() -> std::io::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let mut config = parlor::Config::embedded().map_err(std::io::Error::other)?;
+    // The embedded defaults, ./config.toml if there is one, and PARLOR_* variables.
+    let mut config = parlor::Config::load(None, std::env::vars()).map_err(std::io::Error::other)?;
     if let Some(bind) = std::env::args().nth(1) {
         config.server.bind = bind.parse().map_err(std::io::Error::other)?;
     }

@@ -93,9 +93,13 @@ impl RegistryActor {
     /// wants the clock, if that is sooner than the wake already set.
     fn wake_logic(&mut self, ctx: &mut Context<Self>) {
         if let Some(pool) = &self.pool {
-            for job in self.registry.take_logic_jobs() {
+            for mut job in self.registry.take_logic_jobs() {
                 let back = ctx.address();
-                pool.spawn(move || back.do_send(LogicFinished(job.run())));
+                pool.spawn(move || {
+                    // A job that waited for a thread runs, and its lateness counts, as of now.
+                    job.now = job.now.max(Instant::now());
+                    back.do_send(LogicFinished(job.run()));
+                });
             }
         }
         let at = self.registry.next_logic_deadline();

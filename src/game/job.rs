@@ -32,7 +32,8 @@ pub struct LogicDone {
 }
 
 impl LogicJob {
-    /// Runs the room's due ticks and timers, on whatever thread this is called on.
+    /// Runs the room's due ticks and timers at the job's time, on whatever thread this is
+    /// called on (a pool sets `now` to when the job really runs first).
     pub fn run(self) -> LogicDone {
         let Self {
             room,
@@ -82,6 +83,8 @@ pub struct LogicSlot {
     held: Option<Box<LogicRoom>>,
     /// What it is to hear when it is back.
     waiting: Vec<(Notice, Instant)>,
+    /// When its owner has it down to wake it (`None` while away).
+    scheduled: Option<Instant>,
 }
 
 impl LogicSlot {
@@ -90,7 +93,17 @@ impl LogicSlot {
             kind: logic.kind().to_owned(),
             held: Some(logic),
             waiting: Vec::new(),
+            scheduled: None,
         }
+    }
+
+    /// When the owner has the logic down to be woken.
+    pub fn scheduled(&self) -> Option<Instant> {
+        self.scheduled
+    }
+
+    pub fn set_scheduled(&mut self, at: Option<Instant>) {
+        self.scheduled = at;
     }
 
     /// The room's type name.

@@ -143,8 +143,8 @@ pub struct Registry<O> {
     /// What rooms' logic asked for and is still to be carried out (see `core/logic.rs`).
     logic_effects: VecDeque<(String, Effect)>,
     carrying_effects: bool,
-    /// The rooms with logic (names of rooms gone may linger until the clock looks).
-    logic_rooms: std::collections::BTreeSet<String>,
+    /// When each room with logic next wants the clock, earliest first (see `schedule_logic`).
+    logic_deadlines: std::collections::BTreeSet<(Instant, String)>,
     /// Whether due ticks run as `LogicJob`s on the owner's pool (else here, at once).
     logic_pool: bool,
     /// Jobs for the pool, until the owner takes them.
@@ -177,7 +177,7 @@ impl<O: Outlet> Registry<O> {
             types: RoomTypes::new(),
             logic_effects: VecDeque::new(),
             carrying_effects: false,
-            logic_rooms: std::collections::BTreeSet::new(),
+            logic_deadlines: std::collections::BTreeSet::new(),
             logic_pool: false,
             logic_jobs: Vec::new(),
             waiting_sessions: VecDeque::new(),
@@ -430,9 +430,23 @@ impl<O: Outlet> Registry<O> {
         if self.rooms.len() > self.limits.max_rooms && self.host.is_none() {
             return Err("more rooms than max_rooms".into());
         }
+        let scheduled = self
+            .rooms
+            .iter()
+            .filter_map(|(name, r)| Some((r.logic.as_ref()?.scheduled()?, name.clone())))
+            .collect::<std::collections::BTreeSet<_>>();
+        if scheduled != self.logic_deadlines {
+            return Err("the logic's wakes are not the rooms' own".into());
+        }
         for (name, room) in &self.rooms {
             if room.members.is_empty() && room.dispose_when_empty {
                 return Err(format!("room {name:?} is empty but still exists"));
+            }
+            if let Some(slot) = &room.logic {
+                let wants = slot.held_ref().and_then(LogicRoom::next_deadline);
+                if slot.scheduled() != wants {
+                    return Err(format!("room {name:?}'s logic is woken when it does not ask"));
+                }
             }
             if room.members.len() > room.max_members
                 || room.max_members > self.limits.max_members_per_room

@@ -385,7 +385,6 @@ impl<O: Outlet> Registry<O> {
         if let Some((logic, _)) = &logic {
             if !gone {
                 self.metrics.logic_room(logic.kind(), true);
-                self.logic_rooms.insert(room_name.to_owned());
             }
         }
         let effects = logic.map(|(logic, effects)| {
@@ -407,6 +406,7 @@ impl<O: Outlet> Registry<O> {
         }
         // Its checkpoint and listing are written again by its new home.
         self.touch(room_name);
+        self.schedule_logic(room_name);
         if let Some(effects) = effects {
             self.carry_out(room_name, effects);
         }

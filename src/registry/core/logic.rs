@@ -68,6 +68,7 @@ impl<O: Outlet> Registry<O> {
                         self.remove_room(room_name);
                     }
                     self.end_failed_logic(room_name);
+                    self.schedule_logic(room_name);
                     return Err(RequestError::RoomRefused(refusal));
                 }
             }
@@ -142,9 +143,10 @@ impl<O: Outlet> Registry<O> {
         }
     }
 
-    /// `room_name`'s logic ran: a cluster home keeps a snapshot-giving logic's checkpoint
-    /// current (its next commit writes it).
+    /// `room_name`'s logic ran: its next wake is set again, and a cluster home keeps a
+    /// snapshot-giving logic's checkpoint current (its next commit writes it).
     fn logic_ran(&mut self, room_name: &str) {
+        self.schedule_logic(room_name);
         if self.host.is_some()
             && self
                 .rooms
@@ -153,6 +155,27 @@ impl<O: Outlet> Registry<O> {
                 .is_some_and(LogicRoom::gives_snapshots)
         {
             self.touch(room_name);
+        }
+    }
+
+    /// Puts `room_name`'s logic down to be woken when it next wants the clock (no wake while
+    /// it is away on a job, or when it wants none): one entry per room in `logic_deadlines`,
+    /// so the clock finds the rooms due without looking at the others.
+    pub(super) fn schedule_logic(&mut self, room_name: &str) {
+        let Some(slot) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) else {
+            return;
+        };
+        let next = slot.held_ref().and_then(LogicRoom::next_deadline);
+        let before = slot.scheduled();
+        if before == next {
+            return;
+        }
+        slot.set_scheduled(next);
+        if let Some(at) = before {
+            self.logic_deadlines.remove(&(at, room_name.to_owned()));
+        }
+        if let Some(at) = next {
+            self.logic_deadlines.insert((at, room_name.to_owned()));
         }
     }
 
@@ -179,19 +202,11 @@ impl<O: Outlet> Registry<O> {
     /// logic pool, as `LogicJob`s the owner takes (`take_logic_jobs`) and hands back done
     /// (`logic_done`).
     pub(super) fn advance_logic(&mut self, now: Instant) {
-        let rooms = &self.rooms;
-        self.logic_rooms
-            .retain(|name| rooms.get(name).is_some_and(|r| r.logic.is_some()));
         let due: Vec<String> = self
-            .logic_rooms
+            .logic_deadlines
             .iter()
-            .filter(|name| {
-                self.rooms
-                    .get(*name)
-                    .and_then(|r| r.logic.as_ref()?.held_ref()?.next_deadline())
-                    .is_some_and(|at| at <= now)
-            })
-            .cloned()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, name)| name.clone())
             .collect();
         for room_name in due {
             let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -201,6 +216,7 @@ impl<O: Outlet> Registry<O> {
             let Some(logic) = room.logic.as_mut().and_then(LogicSlot::take) else {
                 continue;
             };
+            self.schedule_logic(&room_name);
             let job = LogicJob {
                 room: room_name,
                 created,
@@ -267,17 +283,7 @@ impl<O: Outlet> Registry<O> {
     /// When a room's logic next wants the clock (`advance`), if any does (logic away on a
     /// job is not counted: it comes back through `logic_done`).
     pub fn next_logic_deadline(&self) -> Option<Instant> {
-        self.logic_rooms
-            .iter()
-            .filter_map(|name| {
-                self.rooms
-                    .get(name)?
-                    .logic
-                    .as_ref()?
-                    .held_ref()?
-                    .next_deadline()
-            })
-            .min()
+        self.logic_deadlines.first().map(|(at, _)| *at)
     }
 
     /// Carries out what `room_name`'s logic asked for, in order, and whatever that makes its
@@ -428,6 +434,9 @@ impl<O: Outlet> Registry<O> {
         };
         if let Some(kind) = room.room_type() {
             self.metrics.logic_room(kind, false);
+        }
+        if let Some(at) = room.logic.as_ref().and_then(LogicSlot::scheduled) {
+            self.logic_deadlines.remove(&(at, room_name.to_owned()));
         }
         self.logic_dispose(&mut room);
         self.rooms_with_patches.retain(|r| r != room_name);

@@ -149,10 +149,10 @@ impl<O: Outlet> Registry<O> {
         let effects = logic.map(|(logic, effects)| {
             self.metrics.logic_room(logic.kind(), true);
             room.logic = Some(LogicSlot::new(logic));
-            self.logic_rooms.insert(name.to_owned());
             effects
         });
         self.rooms.insert(name.to_owned(), room);
+        self.schedule_logic(name);
         if !private {
             self.lobby.added(name);
         }
