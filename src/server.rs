@@ -206,6 +206,7 @@ fn bind_with(config: &Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<
                 state_patch_interval: timers.state_patch_interval,
                 clock_interval: timers.clock_interval,
                 types,
+                logic_threads: config.registry.logic_threads(),
             },
             config.registry.queue_bytes,
             Arc::clone(&metrics),

@@ -42,6 +42,8 @@ pub struct ClusterSettings {
     pub clock_interval: Duration,
     /// The room types (rooms with logic) rooms homed on this node may have.
     pub types: crate::game::RoomTypes,
+    /// Threads for the ticks of rooms with logic homed here.
+    pub logic_threads: usize,
 }
 
 pub struct ClusterActor {
@@ -58,12 +60,17 @@ pub struct ClusterActor {
     metrics: Arc<Metrics>,
     /// When the rooms with logic homed here are next woken.
     logic_wake: crate::engine::LogicWake,
+    /// Where their ticks run, off this actor's thread, and where they come back to.
+    pool: Option<crate::engine::LogicPool>,
+    me: Option<actix::Addr<ClusterActor>>,
 }
 
 impl ClusterActor {
     pub fn new(settings: ClusterSettings, metrics: Arc<Metrics>) -> Self {
+        let pool = crate::engine::LogicPool::for_types(&settings.types, settings.logic_threads);
         let engine = Engine::new(
             EngineConfig {
+                logic_pool: pool.is_some(),
                 types: settings.types.clone(),
                 node: settings.link.node.clone(),
                 limits: settings.limits.clone(),
@@ -91,6 +98,8 @@ impl ClusterActor {
             commands_up: false,
             subscriptions_up: false,
             logic_wake: crate::engine::LogicWake::default(),
+            pool,
+            me: None,
             metrics,
         }
     }
@@ -119,6 +128,9 @@ impl ClusterActor {
 
     /// Carries out everything the engine asks for.
     fn pump(&mut self) {
+        if let (Some(pool), Some(me)) = (&self.pool, &self.me) {
+            pool.run(self.engine.take_logic_jobs(), me);
+        }
         while let Some(output) = self.engine.poll() {
             match output {
                 Output::Call { token, op } => {
@@ -193,6 +205,7 @@ impl Actor for ClusterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address());
         let (events, queue) = mpsc::channel(EVENT_QUEUE);
         let (replies, replied) = mpsc::channel(REPLY_QUEUE);
         match Link::start(self.settings.link.clone(), events, replies) {
@@ -276,6 +289,15 @@ impl StreamHandler<Inbound> for ClusterActor {
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<crate::engine::LogicFinished> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: crate::engine::LogicFinished, ctx: &mut Context<Self>) {
+        self.engine().logic_done(msg.0);
+        self.pump();
+        self.wake_logic(ctx);
+    }
 }
 
 impl Handler<Connect> for ClusterActor {

@@ -322,6 +322,7 @@ impl Sim {
                 node_ttl: TTL,
                 lobby_interval: Duration::from_millis(100),
                 state_patch_interval: Duration::ZERO,
+                logic_pool: false,
             },
             Arc::clone(&self.metrics),
             self.now,

@@ -402,6 +402,46 @@ impl RequestGate {
     }
 }
 
+/// A room's logic back from the pool, for its engine's actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LogicFinished(pub crate::game::LogicDone);
+
+/// The threads rooms' due ticks and timers run on, away from an engine's own thread (so that
+/// a slow tick holds up only its own room): both engines keep one when they have room types.
+pub struct LogicPool(rayon::ThreadPool);
+
+impl LogicPool {
+    /// A pool of `threads` threads, if there are room types to run (a plain node starts none).
+    pub fn for_types(types: &crate::game::RoomTypes, threads: usize) -> Option<Self> {
+        if types.is_empty() {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("parlor-logic-{i}"))
+            .build()
+            .map(Self)
+            .map_err(|err| tracing::error!("no logic pool ({err}): ticks run on the registry"))
+            .ok()
+    }
+
+    /// Runs `jobs` on the pool; each comes back to `to` as `LogicFinished`.
+    pub fn run<A>(&self, jobs: Vec<crate::game::LogicJob>, to: &Addr<A>)
+    where
+        A: Actor<Context = Context<A>> + Handler<LogicFinished>,
+    {
+        for mut job in jobs {
+            let back = to.clone();
+            self.0.spawn(move || {
+                // A job that waited for a thread runs, and its lateness counts, as of now.
+                job.now = job.now.max(std::time::Instant::now());
+                back.do_send(LogicFinished(job.run()));
+            });
+        }
+    }
+}
+
 /// When an engine's rooms with logic are next woken (their ticks and timers), and the timer
 /// that will: both engines keep one.
 #[derive(Default)]

@@ -7,18 +7,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, Arbiter, AsyncContext, Context, Handler, Message, MessageResult, StreamHandler,
-};
+use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, StreamHandler};
 use parlor_protocol::SessionId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     handle_inbound, AllRooms, ClientRequest, Connect, Disconnect, GetStats, Inbound, InboxReceiver,
-    KickSession, ListRooms, LogicWake, Publish, ReadRoom, RegistryHandle, RegistryStats, Resume,
-    ShutDown, Unreachable, MAILBOX_CAPACITY,
+    KickSession, ListRooms, LogicFinished, LogicPool, LogicWake, Publish, ReadRoom, RegistryHandle,
+    RegistryStats, Resume, ShutDown, Unreachable, MAILBOX_CAPACITY,
 };
-use crate::game::{LogicDone, RoomTypes};
+use crate::game::RoomTypes;
 use crate::metrics::Metrics;
 use crate::outbox::SessionOutlet;
 use crate::registry::{Registry, RegistryLimits};
@@ -35,17 +33,7 @@ pub fn start(
 ) -> RegistryHandle {
     let (inbox, queue) = RegistryHandle::inbox();
     let arbiter = Arbiter::new();
-    // The pool is made only for a node with room types: a plain node starts no threads.
-    let pool = (!types.is_empty())
-        .then(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(logic_threads.max(1))
-                .thread_name(|i| format!("parlor-logic-{i}"))
-                .build()
-                .map_err(|err| tracing::error!("no logic pool ({err}): ticks run on the registry"))
-                .ok()
-        })
-        .flatten();
+    let pool = LogicPool::for_types(&types, logic_threads);
     let addr = RegistryActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let mut registry = Registry::with_metrics(limits, metrics).with_room_types(types);
@@ -80,27 +68,15 @@ pub struct RegistryActor {
     /// When the rooms' logic is next woken (its ticks and timers).
     logic_wake: LogicWake,
     /// Where rooms' ticks run, off the registry's thread (`None`: on it).
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<LogicPool>,
 }
-
-/// A room's logic is back from the pool.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct LogicFinished(LogicDone);
 
 impl RegistryActor {
     /// Sends the ticks now due to the pool, and wakes the registry when a room's logic next
     /// wants the clock, if that is sooner than the wake already set.
     fn wake_logic(&mut self, ctx: &mut Context<Self>) {
         if let Some(pool) = &self.pool {
-            for mut job in self.registry.take_logic_jobs() {
-                let back = ctx.address();
-                pool.spawn(move || {
-                    // A job that waited for a thread runs, and its lateness counts, as of now.
-                    job.now = job.now.max(Instant::now());
-                    back.do_send(LogicFinished(job.run()));
-                });
-            }
+            pool.run(self.registry.take_logic_jobs(), &ctx.address());
         }
         let at = self.registry.next_logic_deadline();
         self.logic_wake.arm(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Effect, LeaveReason, LogicRoom, SessionId};
+use super::{Effect, LeaveReason, LogicRoom, SessionId, Value};
 
 /// A room's logic, its ticks and timers due at `now`.
 pub struct LogicJob {
@@ -85,16 +85,39 @@ pub struct LogicSlot {
     waiting: Vec<(Notice, Instant)>,
     /// When its owner has it down to wake it (`None` while away).
     scheduled: Option<Instant>,
+    /// The `type_options` it was made from, and its last snapshot, encoded: what a checkpoint
+    /// written while it is away carries.
+    options: Value,
+    last_snapshot: std::cell::RefCell<Option<Vec<u8>>>,
 }
 
 impl LogicSlot {
     pub fn new(logic: Box<LogicRoom>) -> Self {
         Self {
             kind: logic.kind().to_owned(),
+            options: logic.options().clone(),
             held: Some(logic),
             waiting: Vec::new(),
             scheduled: None,
+            last_snapshot: std::cell::RefCell::new(None),
         }
+    }
+
+    /// The `type_options` the logic was made from.
+    pub fn options(&self) -> &Value {
+        &self.options
+    }
+
+    /// The logic's snapshot (`RoomLogic::snapshot`), encoded: taken now if the logic is home,
+    /// else the last one taken (a checkpoint written during a tick keeps it).
+    pub fn snapshot_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(logic) = self.held.as_deref() {
+            let taken = logic
+                .snapshot()
+                .map(|s| parlor_protocol::encode_value(&s).to_vec());
+            *self.last_snapshot.borrow_mut() = taken;
+        }
+        self.last_snapshot.borrow().clone()
     }
 
     /// When the owner has the logic down to be woken.

@@ -249,7 +249,7 @@ impl<O: Outlet> Registry<O> {
             self.send_error(id, reference, &RequestError::Overloaded);
             return;
         }
-        if entry.waiting.is_empty() {
+        if entry.waiting.is_empty() && !self.waiting_sessions.contains(&id) {
             self.waiting_sessions.push_back(id);
         }
         if first {
@@ -260,27 +260,68 @@ impl<O: Outlet> Registry<O> {
     }
 
     /// Carries out the requests that waited for rooms' logic, each session's in order, until
-    /// one waits again.
+    /// every one left waits again.
     pub(super) fn replay_waiting(&mut self) {
-        let sessions: Vec<SessionId> = self.waiting_sessions.drain(..).collect();
-        for id in sessions {
-            while let Some(entry) = self.sessions.get_mut(&id) {
-                if entry.outlet.is_none() {
-                    entry.waiting.clear();
-                    break;
-                }
-                let Some(frame) = entry.waiting.pop_front() else {
-                    break;
-                };
-                if self.waits_for_logic(&frame) {
-                    self.wait(id, frame, true);
-                    break;
-                }
-                if self.dispatch(id, frame) {
-                    break;
-                }
+        while self.replay_one_waiting().is_some() {}
+    }
+
+    /// Whether session `id`'s request `frame` would wait for a room's logic (behind its
+    /// earlier ones, or for a room's logic away on a job) rather than be carried out now.
+    pub fn would_wait(&self, id: SessionId, frame: &ClientFrame) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|e| !e.waiting.is_empty())
+            || self.waits_for_logic(frame)
+    }
+
+    /// Carries out one request that waited for a room's logic, the first session's (in the
+    /// order they began to wait) whose next request need wait no longer, and returns whose it
+    /// was; `None` when every one left still waits. A cluster home answers each in turn.
+    pub fn replay_one_waiting(&mut self) -> Option<SessionId> {
+        let mut at = 0;
+        // Sessions whose matchmaker's pick turned out away as well: not tried again in this call.
+        let mut blocked = HashSet::new();
+        while let Some(&id) = self.waiting_sessions.get(at) {
+            if blocked.contains(&id) {
+                at += 1;
+                continue;
             }
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                self.waiting_sessions.remove(at);
+                continue;
+            };
+            let ready = entry.outlet.is_some();
+            let head = if ready {
+                entry.waiting.pop_front()
+            } else {
+                None
+            };
+            let Some(frame) = head else {
+                entry.waiting.clear();
+                self.waiting_sessions.remove(at);
+                continue;
+            };
+            let more = !entry.waiting.is_empty();
+            if self.waits_for_logic(&frame) {
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    entry.waiting.push_front(frame);
+                }
+                at += 1;
+                continue;
+            }
+            if !more {
+                self.waiting_sessions.remove(at);
+            }
+            if self.dispatch(id, frame) {
+                // Its pick's logic is away too: back at the head of its session's requests
+                // (`wait` put it there, and the session back in line if it had left it).
+                blocked.insert(id);
+                continue;
+            }
+            self.evict_overflowed();
+            return Some(id);
         }
+        None
     }
 
     /// Carries out one request (see `handle`). Returns whether it waits for a room's logic
@@ -445,7 +486,9 @@ impl<O: Outlet> Registry<O> {
             if let Some(slot) = &room.logic {
                 let wants = slot.held_ref().and_then(LogicRoom::next_deadline);
                 if slot.scheduled() != wants {
-                    return Err(format!("room {name:?}'s logic is woken when it does not ask"));
+                    return Err(format!(
+                        "room {name:?}'s logic is woken when it does not ask"
+                    ));
                 }
             }
             if room.members.len() > room.max_members

@@ -70,6 +70,14 @@ fn node(redis: &Redis, name: &str) -> parlor::BackgroundNode {
             }) as Box<dyn RoomLogic>)
         })
         .room_type("arena", arena::Arena::make)
+        .room_type("ticker", |ctx: &mut Ctx, _: &Value| {
+            ctx.set_tick_rate(20);
+            Ok(Box::new(Ticker) as Box<dyn RoomLogic>)
+        })
+        .room_type("sleeper", |ctx: &mut Ctx, _: &Value| {
+            ctx.set_tick_rate(20);
+            Ok(Box::new(Sleeper) as Box<dyn RoomLogic>)
+        })
         .room_type("kept-turns", |_: &mut Ctx, _: &Value| {
             Ok(Box::new(KeptTurns(Turns {
                 players: Vec::new(),
@@ -288,23 +296,31 @@ async fn a_room_whose_logic_gives_snapshots_goes_on_after_its_home_is_killed() {
     // Bob's turn now. The home dies (no goodbye).
     drop(home);
     // Once the room has a new home, the game is where it was: 3 players, Bob's turn.
-    let players = within(30, "the room on its new home", async {
-        loop {
-            if let ServerFrame::Ok { data: Some(n), .. } = emit(&mut cat, "players").await {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    assert_eq!(players, Value::from(3u64));
+    // Each asks until its node reaches the new home (a question sent to the dead one may be
+    // answered `outcome_unknown` on a Redis Cluster; asking again is harmless).
+    let mut players = Vec::new();
+    for who in [&mut cat, &mut bob] {
+        players.push(
+            within(30, "the room on its new home", async {
+                loop {
+                    if let ServerFrame::Ok { data: Some(n), .. } = emit(who, "players").await {
+                        return n;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await,
+        );
+    }
+    assert_eq!(players, vec![Value::from(3u64); 2]);
     match emit(&mut cat, "play").await {
         ServerFrame::Error(e) => assert_eq!(e.reason.as_deref(), Some("not_your_turn")),
         other => panic!("cat may not play before bob: {other:?}"),
     }
+    let played = emit(&mut bob, "play").await;
     assert!(
-        matches!(emit(&mut bob, "play").await, ServerFrame::Ok { .. }),
-        "bob's turn kept"
+        matches!(played, ServerFrame::Ok { .. }),
+        "bob's turn kept: {played:?}"
     );
     assert!(matches!(
         emit(&mut cat, "play").await,
@@ -401,9 +417,134 @@ async fn players_on_three_nodes_play_the_arena_and_it_survives_its_home() {
     })
     .await;
     assert!(cat_tick > after);
-    match emit(&mut cat, "score").await {
-        ServerFrame::Ok { data: Some(_), .. } => {}
-        other => panic!("the new home answers cat: {other:?}"),
-    }
+    // The new home answers cat (a question sent before cat's node knew of it may be
+    // `outcome_unknown` on a Redis Cluster; asking again is harmless).
+    within(30, "the new home's answer to cat", async {
+        while !matches!(
+            emit(&mut cat, "score").await,
+            ServerFrame::Ok { data: Some(_), .. }
+        ) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     drop((b, c));
+}
+
+/// Broadcasts each tick.
+struct Ticker;
+
+impl RoomLogic for Ticker {
+    fn message(&mut self, _: &mut Ctx, _: SessionId, _: &str, _: Value) -> Result<Reply, Refusal> {
+        Ok(Reply::Ok)
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx, _: Vec<parlor::game::Input>) {
+        ctx.broadcast("tick", Value::Nil);
+    }
+}
+
+static SLEEPER_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SLEEPER_ASLEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Its first tick sleeps until the test opens the gate (20 s at most); it answers "ping".
+struct Sleeper;
+
+impl RoomLogic for Sleeper {
+    fn message(&mut self, _: &mut Ctx, _: SessionId, _: &str, _: Value) -> Result<Reply, Refusal> {
+        Ok(Reply::Data(Value::from("pong")))
+    }
+
+    fn tick(&mut self, _: &mut Ctx, _: Vec<parlor::game::Input>) {
+        use std::sync::atomic::Ordering;
+        if SLEEPER_ASLEEP.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while !SLEEPER_GATE.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// On a cluster home too, a room whose tick does not return holds up no other room: another
+/// room homed on the same node keeps ticking for a player on another node, and a request to
+/// the sleeping room from another node waits for it and is answered once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_tick_on_a_cluster_home_holds_up_no_other_room() {
+    use std::sync::atomic::Ordering;
+    let redis = Redis::start();
+    let home = node(&redis, "a");
+    let other = node(&redis, "b");
+    let mut ann = client(&home).await;
+    let mut bob = client(&other).await;
+    let typed = |kind: &str| RoomOptions {
+        room_type: Some(kind.into()),
+        ..RoomOptions::default()
+    };
+    ann.create(Some("table"), typed("sleeper"))
+        .await
+        .expect("the sleeping room, on a");
+    ann.create(Some("fast"), typed("ticker"))
+        .await
+        .expect("the ticking room, on a");
+    bob.join_room("table", None)
+        .await
+        .expect("bob joins the sleeper");
+    bob.join_room("fast", None)
+        .await
+        .expect("bob joins the ticker");
+    within(10, "the sleeper's tick", async {
+        while !SLEEPER_ASLEEP.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Bob's question to the sleeping room, from node b: no answer while it sleeps.
+    bob.send(&ClientFrame::Emit {
+        reference: Some(77),
+        room: "table".into(),
+        event: "ping".into(),
+        data: Value::Nil,
+        echo: false,
+    })
+    .await
+    .expect("sent");
+    // Meanwhile the other room on the same home ticks on, heard on node b.
+    let mut ticks = 0;
+    let answer = within(10, "ten ticks of the other room", async {
+        loop {
+            match bob.next_frame().await.expect("frame") {
+                ServerFrame::Event(e) if e.room == "fast" && e.event == "tick" => {
+                    ticks += 1;
+                    if ticks == 10 {
+                        return None;
+                    }
+                }
+                f @ (ServerFrame::Ok { reference: 77, .. } | ServerFrame::Error(_)) => {
+                    return Some(f)
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        answer, None,
+        "the sleeping room answered before its tick returned"
+    );
+    SLEEPER_GATE.store(true, Ordering::SeqCst);
+    let answer = next(&mut bob, "the answer once the tick returned", |f| match f {
+        f @ (ServerFrame::Ok { reference: 77, .. } | ServerFrame::Error(_)) => Some(f),
+        _ => None,
+    })
+    .await;
+    // The tick overran (over 250 ms), so the room ended before the question's turn; either
+    // way the question is answered, and not lost.
+    assert!(
+        matches!(answer, ServerFrame::Error(ref e) if e.code == ErrorCode::NotInRoom)
+            || matches!(answer, ServerFrame::Ok { .. }),
+        "{answer:?}"
+    );
+    drop((home, other));
 }

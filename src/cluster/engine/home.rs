@@ -449,6 +449,11 @@ impl<O: Outlet> Engine<O> {
                 None,
             );
         }
+        if made.is_none() && self.host.logic_is_away(&room) {
+            // Its logic is running a tick on the pool: the request waits for it.
+            self.waiting_for_logic.push((forwarded, matching));
+            return;
+        }
         let session = forwarded.session;
         self.seat_visitor(&forwarded);
         if forwarded.recovering && joins(&frame) && self.host.is_member(&room, session) {

@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub state_patch_interval: Duration,
     /// The room types (rooms with logic) rooms homed here may have.
     pub types: crate::game::RoomTypes,
+    /// Whether the driver runs rooms' ticks on a pool (`take_logic_jobs`, `logic_done`);
+    /// else they run in `advance_logic`.
+    pub logic_pool: bool,
 }
 
 /// What the engine asks of its driver.
@@ -281,6 +284,10 @@ pub struct Engine<O: Outlet> {
     unsent: Vec<Sending>,
     /// Rooms a matchmaker made here, waiting for the index to list them; messages for them wait.
     creating: HashMap<String, find::Creating>,
+    /// Requests for rooms homed here whose logic is running a tick on the pool: served when it
+    /// is back (`logic_done`). An edge sends one request per session at a time, so each
+    /// session's order holds.
+    waiting_for_logic: Vec<(super::store::Forwarded, Option<String>)>,
     /// Resumes under way, by ticket.
     resuming: HashMap<u64, edge::Resuming>,
     // ---- the store
@@ -304,7 +311,15 @@ impl<O: Outlet> Engine<O> {
         let lobby = Lobby::new(cfg.limits.lobby_frame_bytes);
         Self {
             node: Rc::from(cfg.node.as_str()),
-            host: Registry::host(limits, Arc::clone(&metrics)).with_room_types(cfg.types.clone()),
+            host: {
+                let host =
+                    Registry::host(limits, Arc::clone(&metrics)).with_room_types(cfg.types.clone());
+                if cfg.logic_pool {
+                    host.with_logic_pool()
+                } else {
+                    host
+                }
+            },
             cfg,
             now,
             metrics,
@@ -330,6 +345,7 @@ impl<O: Outlet> Engine<O> {
             uncounted: VecDeque::new(),
             unsent: Vec::new(),
             creating: HashMap::new(),
+            waiting_for_logic: Vec::new(),
             resuming: HashMap::new(),
             pending: HashMap::new(),
             next_token: 0,
@@ -545,6 +561,22 @@ impl<O: Outlet> Engine<O> {
         if self.host.next_logic_deadline().is_some_and(|at| at <= now) {
             self.host.advance_logic_now(now);
             self.flush_host(home::Origin::None);
+        }
+    }
+
+    /// The ticks due in rooms homed here, to run on the driver's pool (with `logic_pool`).
+    pub fn take_logic_jobs(&mut self) -> Vec<crate::game::LogicJob> {
+        self.host.take_logic_jobs()
+    }
+
+    /// A room's logic is back from the pool: what its tick asked for is committed like any
+    /// call's, then the requests that waited for it are served, in the order they came.
+    pub fn logic_done(&mut self, done: crate::game::LogicDone) {
+        self.host.set_clock(self.now);
+        self.host.logic_done(done);
+        self.flush_host(home::Origin::None);
+        for (forwarded, matching) in std::mem::take(&mut self.waiting_for_logic) {
+            self.serve(forwarded, matching, None);
         }
     }
 

@@ -151,7 +151,11 @@ impl<O: Outlet> Registry<O> {
 
     /// Forgets session `id` if it is in no room here: a hosting registry keeps only members.
     pub fn forget_if_roomless(&mut self, id: SessionId) {
-        if self.sessions.get(&id).is_some_and(|e| e.rooms.is_empty()) {
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.rooms.is_empty() && e.waiting.is_empty())
+        {
             self.sessions.remove(&id);
             self.away.remove(&id);
             self.lobby.unsubscribe(id);
@@ -262,7 +266,7 @@ impl<O: Outlet> Registry<O> {
     /// Room `room_name` as its checkpoint keeps it.
     pub fn checkpoint(&self, room_name: &str) -> Option<RoomCheckpoint> {
         let room = self.rooms.get(room_name)?;
-        let logic = room.logic.as_ref().and_then(LogicSlot::held_ref);
+        let logic = room.logic.as_ref();
         Some(RoomCheckpoint {
             max_members: u32::try_from(room.max_members).unwrap_or(u32::MAX),
             private: room.private,
@@ -290,9 +294,17 @@ impl<O: Outlet> Registry<O> {
             room_type: room.room_type().map(str::to_owned),
             type_options: logic.map_or(Value::Nil, |l| l.options().clone()),
             logic: logic
-                .and_then(LogicRoom::snapshot)
-                .map(|s| serde_bytes::ByteBuf::from(parlor_protocol::encode_value(&s))),
+                .and_then(LogicSlot::snapshot_bytes)
+                .map(serde_bytes::ByteBuf::from),
         })
+    }
+
+    /// Whether room `room_name`'s logic is away running a tick (requests for it wait).
+    pub fn logic_is_away(&self, room_name: &str) -> bool {
+        self.rooms
+            .get(room_name)
+            .and_then(|r| r.logic.as_ref())
+            .is_some_and(LogicSlot::is_away)
     }
 
     /// Whether room `room_name` runs logic here (a restored room whose logic could not be

@@ -276,7 +276,10 @@ impl<O: Outlet> Registry<O> {
             );
             self.end_room(&room_name, &why);
         }
-        self.replay_waiting();
+        // A cluster home replays them one at a time, to answer each to its own origin.
+        if self.host.is_none() {
+            self.replay_waiting();
+        }
         self.evict_overflowed();
     }
 
