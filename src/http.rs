@@ -29,6 +29,7 @@ use crate::session::Session;
 /// The node's routes, and `pages` (a game's own, say) beside the lobby's.
 pub fn routes(cfg: &mut web::ServiceConfig, pages: &[Page]) {
     cfg.route("/ws", web::get().to(upgrade))
+        .route("/yjs/{document}", web::get().to(upgrade_document))
         .route("/health", web::get().to(health))
         .route("/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
@@ -192,6 +193,26 @@ async fn upgrade(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    upgrade_as(req, payload, state, None).await
+}
+
+/// `GET /yjs/{document}`: a y-websocket connection to the document room `document`
+/// (`session::ywebsocket`), with the same checks as `/ws`.
+async fn upgrade_document(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    document: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    upgrade_as(req, payload, state, Some(document.into_inner())).await
+}
+
+async fn upgrade_as(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    document: Option<String>,
+) -> actix_web::Result<HttpResponse> {
     if let (Some(limiter), Some(peer)) = (&state.connection_rate, req.peer_addr()) {
         if !limiter.admit(peer.ip()) {
             state.metrics().rate_limited(Limit::Connections);
@@ -250,13 +271,16 @@ async fn upgrade(
     let budget = Arc::new(OutboundBudget::new(state.outbound_budget_bytes));
     let max_frame_bytes = state.node.settings.max_frame_bytes;
     let input = SocketReader::new(payload, max_frame_bytes, state.registry().gate());
-    let session = Session::new(
+    let mut session = Session::new(
         &state.node,
         Arc::clone(&budget),
         identity.user,
         identity.rooms,
         input,
     );
+    if let Some(document) = document {
+        session = session.for_document(document);
+    }
     // The session reads its input itself (`SocketReader`, bounded as actix's reader is not);
     // the context gets an input that never yields and only writes.
     let no_input =

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod document;
 pub mod engine;
 pub mod game;
 pub mod http;

@@ -91,7 +91,12 @@ pub fn registry_limits(config: &Config) -> RegistryLimits {
 
 /// Binds `config.server.bind` and prepares the node. Must be called inside an actix system.
 pub fn bind(config: &Config) -> io::Result<Node> {
-    bind_with(config, RoomTypes::new(), Vec::new())
+    bind_with(config, builtin_types(), Vec::new())
+}
+
+/// The room types every node runs: collaborative documents (`crate::document`).
+fn builtin_types() -> RoomTypes {
+    RoomTypes::new().add(crate::document::TYPE, crate::document::DocRoom::make)
 }
 
 /// A node with the room types (a game's rules) it runs: Parlor as a library.
@@ -118,7 +123,7 @@ impl NodeBuilder {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            types: RoomTypes::new(),
+            types: builtin_types(),
             pages: Vec::new(),
         }
     }
@@ -319,7 +324,7 @@ impl Drop for BackgroundNode {
 
 /// Starts a node with `config` on a new thread and returns once it listens.
 pub fn spawn(config: Config) -> io::Result<BackgroundNode> {
-    spawn_with(config, RoomTypes::new(), Vec::new())
+    spawn_with(config, builtin_types(), Vec::new())
 }
 
 fn spawn_with(config: Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<BackgroundNode> {

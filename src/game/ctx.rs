@@ -53,7 +53,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub(super) fn new(
+    pub(crate) fn new(
         members: Vec<Player>,
         tick_every: Option<Duration>,
         elapsed: Duration,

@@ -7,6 +7,7 @@
 mod heartbeat;
 mod rate;
 pub mod reader;
+pub mod ywebsocket;
 
 pub use self::rate::quota as rate_quota;
 
@@ -103,6 +104,8 @@ pub struct Session {
     end: Option<LeaveReason>,
     /// Whether the registry has been told the connection ended.
     reported: bool,
+    /// A y-websocket connection to one document (`/yjs/{document}`); `None`: Parlor's frames.
+    yjs: Option<ywebsocket::YWebsocket>,
 }
 
 /// Everything a new session needs from the node.
@@ -142,6 +145,35 @@ impl Session {
             requested: false,
             end: None,
             reported: false,
+            yjs: None,
+        }
+    }
+
+    /// The connection speaks y-websocket for document (room) `document`.
+    pub fn for_document(mut self, document: String) -> Self {
+        self.yjs = Some(ywebsocket::YWebsocket::new(document));
+        self
+    }
+
+    /// Hands a request to the registry; a stopped registry ends the session.
+    fn submit(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        frame: ClientFrame,
+        place: Option<OwnedSemaphorePermit>,
+    ) {
+        let request = ClientRequest {
+            session: self.id,
+            connection: self.connection,
+            frame,
+        };
+        if self.registry.submit(request, place).is_err() {
+            self.end(
+                ctx,
+                LeaveReason::Kicked,
+                close::INTERNAL_ERROR,
+                "registry stopped",
+            );
         }
     }
 
@@ -231,6 +263,24 @@ impl Session {
         self.metrics.frames_in.inc();
         self.metrics.bytes_in.inc_by(bytes.len() as u64);
         let verdict = self.rates.check(bytes.len());
+        if let Some(yjs) = &mut self.yjs {
+            // A y-websocket message: an emit to the document, whatever it holds (the room's
+            // logic reads it). Over a rate limit it is dropped; y-websocket resyncs.
+            let frame = yjs.inbound(bytes);
+            if self.obey(ctx, verdict, None) {
+                match frame {
+                    Ok(Some(frame)) => self.submit(ctx, frame, place),
+                    Ok(None) => {}
+                    Err(why) => self.end(
+                        ctx,
+                        LeaveReason::ProtocolError,
+                        close::POLICY_VIOLATION,
+                        &why,
+                    ),
+                }
+            }
+            return;
+        }
         let decoded = decode_client(bytes, self.settings.max_depth);
         // The frame is read before the verdict only to name its `ref` in the refusal.
         let reference = match &decoded {
@@ -262,19 +312,7 @@ impl Session {
             }
             return self.resume(ctx, session, token, rooms, reference, place);
         }
-        let request = ClientRequest {
-            session: self.id,
-            connection: self.connection,
-            frame,
-        };
-        if self.registry.submit(request, place).is_err() {
-            self.end(
-                ctx,
-                LeaveReason::Kicked,
-                close::INTERNAL_ERROR,
-                "registry stopped",
-            );
-        }
+        self.submit(ctx, frame, place);
     }
 
     /// Carries out a rate verdict on an incoming message: true if the message may be handled,
@@ -420,7 +458,11 @@ impl Actor for Session {
             reconnect_grace_ms: self.settings.reconnect_grace.as_millis() as u64,
             user: self.profile.user.clone(),
         };
-        self.write_frame(ctx, &ServerFrame::Welcome(welcome));
+        match self.yjs.as_ref().map(ywebsocket::YWebsocket::create) {
+            // y-websocket has no welcome: the session goes into the document's room at once.
+            Some(create) => self.submit(ctx, create, None),
+            None => self.write_frame(ctx, &ServerFrame::Welcome(welcome)),
+        }
         self.heartbeat(ctx);
         tracing::debug!(session = %self.id, "session started");
     }
@@ -489,7 +531,31 @@ impl StreamHandler<Queued> for Session {
         match item {
             // Nothing follows a close frame.
             Outgoing::Frame(_) if self.end.is_some() => {}
-            Outgoing::Frame(frame) => ctx.write_raw(ws::Message::Binary(frame)),
+            Outgoing::Frame(frame) => match &mut self.yjs {
+                None => ctx.write_raw(ws::Message::Binary(frame)),
+                Some(yjs) => {
+                    // The frame was charged to the budget as it came; what goes on the wire
+                    // instead is charged, and the frame credited.
+                    let outbound = yjs.outbound(&frame);
+                    self.budget.credit(encoded_len(frame.len()));
+                    match outbound {
+                        ywebsocket::Outbound::Write(bytes) => {
+                            self.budget.charge(encoded_len(bytes.len()));
+                            ctx.write_raw(ws::Message::Binary(bytes));
+                        }
+                        ywebsocket::Outbound::Join(join) => self.submit(ctx, join, None),
+                        ywebsocket::Outbound::Release(held) => {
+                            for frame in held {
+                                self.submit(ctx, frame, None);
+                            }
+                        }
+                        ywebsocket::Outbound::Close(why) => {
+                            self.end(ctx, LeaveReason::Kicked, close::POLICY_VIOLATION, &why)
+                        }
+                        ywebsocket::Outbound::Drop => {}
+                    }
+                }
+            },
             Outgoing::Close(why) => self.close_for(ctx, why),
         }
     }

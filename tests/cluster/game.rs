@@ -9,6 +9,7 @@ use parlor::game::{Ctx, Refusal, Reply, RoomLogic, SessionId, Value};
 use parlor_client::protocol::{ClientFrame, ErrorCode, LeaveReason, RoomOptions, ServerFrame};
 use parlor_client::Client;
 
+use crate::editor::Editor;
 use crate::harness::{within, Redis};
 
 #[path = "../../examples/games/arena.rs"]
@@ -547,4 +548,100 @@ async fn a_sleeping_tick_on_a_cluster_home_holds_up_no_other_room() {
         "{answer:?}"
     );
     drop((home, other));
+}
+
+/// Editors on three nodes edit one document; its home is killed mid-edit. Every update the
+/// home acknowledged survives on the new home (the document is its room's snapshot), the
+/// editors on the surviving nodes go on, and all of them and a late joiner converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editors_on_three_nodes_converge_and_no_acknowledged_update_is_lost_with_the_home() {
+    let redis = Redis::start();
+    let home = node(&redis, "a");
+    let b = node(&redis, "b");
+    let c = node(&redis, "c");
+    let mut ann = client(&home).await;
+    ann.create(
+        Some("doc"),
+        RoomOptions {
+            room_type: Some("yjs".into()),
+            ..RoomOptions::default()
+        },
+    )
+    .await
+    .expect("the document, homed on a");
+    let mut ann = Editor::new(ann, "doc");
+    let mut bob = Editor::new(client(&b).await, "doc");
+    let mut cat = Editor::new(client(&c).await, "doc");
+    bob.client
+        .join_room("doc", None)
+        .await
+        .expect("bob, through b");
+    cat.client
+        .join_room("doc", None)
+        .await
+        .expect("cat, through c");
+    for editor in [&mut ann, &mut bob, &mut cat] {
+        assert!(matches!(editor.sync().await, ServerFrame::Ok { .. }));
+    }
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        for (name, editor) in [("a", &mut ann), ("b", &mut bob), ("c", &mut cat)] {
+            let mark = format!("{name}{n};");
+            if let ServerFrame::Ok { .. } = editor.append(&mark).await {
+                acknowledged.push(mark);
+            }
+        }
+    }
+    // The home dies mid-edit.
+    drop(home);
+    for n in 20..40 {
+        for (name, editor) in [("b", &mut bob), ("c", &mut cat)] {
+            let mark = format!("{name}{n};");
+            // An update whose fate is unknown (sent to the dead home) is sent again: a CRDT
+            // takes it twice as once.
+            let acked = within(30, "an update taken by the new home", async {
+                loop {
+                    match editor.append(&mark).await {
+                        ServerFrame::Ok { .. } => return true,
+                        _ => {
+                            use yrs::sync::{Message, SyncMessage};
+                            use yrs::updates::encoder::Encode;
+                            use yrs::{ReadTxn, StateVector, Transact};
+                            // Resend the whole state (what a reconnecting provider does).
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let all = editor
+                                .doc
+                                .transact()
+                                .encode_state_as_update_v1(&StateVector::default());
+                            let msg = Message::Sync(SyncMessage::Update(all)).encode_v1();
+                            if let ServerFrame::Ok { .. } = editor.send(msg).await {
+                                return true;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if acked {
+                acknowledged.push(mark);
+            }
+        }
+    }
+    // Everyone catches up with a step 1; a late joiner on b gets the document whole.
+    for editor in [&mut bob, &mut cat] {
+        assert!(matches!(editor.sync().await, ServerFrame::Ok { .. }));
+    }
+    let mut dan = Editor::new(client(&b).await, "doc");
+    dan.client.join_room("doc", None).await.expect("dan joins");
+    assert!(matches!(dan.sync().await, ServerFrame::Ok { .. }));
+    assert_eq!(bob.text(), cat.text(), "the survivors converge");
+    assert_eq!(dan.text(), bob.text(), "the late joiner has it all");
+    for mark in &acknowledged {
+        assert!(
+            dan.text().contains(mark.as_str()),
+            "acknowledged {mark} lost: {}",
+            dan.text()
+        );
+    }
+    drop((b, c));
 }

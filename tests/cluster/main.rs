@@ -2,6 +2,8 @@
 //! process (the `parlor` binary), sharing rooms through it.
 
 mod backend;
+#[path = "../support/editor.rs"]
+mod editor;
 mod failover;
 mod faults;
 mod game;

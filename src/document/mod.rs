@@ -1,0 +1,254 @@
+//! Collaborative documents: a room of type `yjs` (`TYPE`) holds a Yjs document (`yrs`) and
+//! speaks the y-sync protocol with its members, as a `RoomLogic` like any game's, so a document
+//! gets everything a room has (auth, presence, resume, cluster homes and failover, metrics).
+//!
+//! A member sends y-websocket messages as `emit`s of event `y` whose data is the message's
+//! bytes (a MessagePack bin), exactly as y-websocket puts them on its socket: sync step 1 /
+//! step 2 / update (outer type 0) and awareness (outer type 1). The room answers a step 1 with
+//! its step 2 and its own step 1 (to the sender alone, as `direct`s of event `y`), applies
+//! every update and sends it on to the other members (an `event` `y`, from the nil id, with
+//! an offset and in the history), and relays awareness, removing a member's awareness states
+//! when it leaves. Bad input is refused with the game-style `room_refused` and a reason of the
+//! document's own (`invalid_message`, `invalid_update`, `update_too_large`,
+//! `document_too_large`); the document is untouched.
+//!
+//! The document's whole state is its snapshot (`RoomLogic::snapshot`), so a cluster carries it
+//! to a new home when its home is lost.
+
+use std::collections::HashMap;
+
+use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::game::{Ctx, LeaveReason, Player, Refusal, Reply, RoomLogic, SessionId, Value};
+
+/// The room type of documents.
+pub const TYPE: &str = "yjs";
+/// The event a y-sync or awareness message travels in, both ways.
+pub const EVENT: &str = "y";
+
+/// What one document may hold and take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DocLimits {
+    /// The largest message (one update or awareness update) a member may send.
+    pub max_update_bytes: usize,
+    /// The largest document, as its encoded state.
+    pub max_document_bytes: usize,
+}
+
+impl Default for DocLimits {
+    fn default() -> Self {
+        Self {
+            max_update_bytes: 256 * 1024,
+            // A snapshot a cluster home keeps is at most 1 MiB (`game::MAX_SNAPSHOT_BYTES`).
+            max_document_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One document room's logic.
+pub struct DocRoom {
+    awareness: Awareness,
+    limits: DocLimits,
+    /// The document's encoded size when last measured, and what updates added since (an upper
+    /// bound of its size now).
+    measured: usize,
+    added: usize,
+    /// The awareness clients each member spoke for, to remove when it leaves.
+    clients: HashMap<SessionId, Vec<ClientID>>,
+}
+
+impl DocRoom {
+    /// The factory to register (`RoomTypes::add(TYPE, DocRoom::make)`): an empty document.
+    pub fn make(_: &mut Ctx, _: &Value) -> Result<Box<dyn RoomLogic>, Refusal> {
+        Ok(Box::new(Self::new(DocLimits::default())))
+    }
+
+    pub fn new(limits: DocLimits) -> Self {
+        Self {
+            awareness: Awareness::new(Doc::new()),
+            limits,
+            measured: 0,
+            added: 0,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// The document's whole state, as one update.
+    pub fn state(&self) -> Vec<u8> {
+        self.awareness
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    fn send(ctx: &mut Ctx, to: SessionId, message: &Message) {
+        ctx.send(to, EVENT, Value::Binary(message.encode_v1()));
+    }
+
+    /// Applies `bytes` (an encoded update) if the document stays within its bound, and sends
+    /// it on to the other members.
+    fn update(&mut self, ctx: &mut Ctx, from: SessionId, bytes: Vec<u8>) -> Result<(), Refusal> {
+        let update = Update::decode_v1(&bytes)
+            .map_err(|err| Refusal::new("invalid_update", format!("not a Yjs update: {err}")))?;
+        if self.measured + self.added + bytes.len() > self.limits.max_document_bytes {
+            self.measured = self.state().len();
+            self.added = 0;
+            if self.measured + bytes.len() > self.limits.max_document_bytes {
+                return Err(Refusal::new(
+                    "document_too_large",
+                    format!(
+                        "the document would pass {} bytes",
+                        self.limits.max_document_bytes
+                    ),
+                ));
+            }
+        }
+        self.awareness
+            .doc()
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|err| Refusal::new("invalid_update", format!("cannot apply it: {err}")))?;
+        self.added += bytes.len();
+        let relay = Message::Sync(SyncMessage::Update(bytes));
+        ctx.broadcast_except(from, EVENT, Value::Binary(relay.encode_v1()));
+        Ok(())
+    }
+
+    fn awareness_update(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SessionId,
+        update: AwarenessUpdate,
+        raw: Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let ids: Vec<ClientID> = update.clients.keys().copied().collect();
+        self.awareness
+            .apply_update(update)
+            .map_err(|err| Refusal::new("invalid_message", format!("bad awareness: {err}")))?;
+        let mine = self.clients.entry(from).or_default();
+        for id in ids {
+            if !mine.contains(&id) {
+                mine.push(id);
+            }
+        }
+        ctx.broadcast_except(from, EVENT, Value::Binary(raw));
+        Ok(())
+    }
+}
+
+impl RoomLogic for DocRoom {
+    /// A newcomer hears who is there (their awareness states); it starts the sync itself
+    /// with its step 1.
+    fn joined(&mut self, ctx: &mut Ctx, player: &Player) {
+        if let Ok(update) = self.awareness.update() {
+            if !update.clients.is_empty() {
+                Self::send(ctx, player.session, &Message::Awareness(update));
+            }
+        }
+    }
+
+    fn message(
+        &mut self,
+        ctx: &mut Ctx,
+        from: SessionId,
+        event: &str,
+        data: Value,
+    ) -> Result<Reply, Refusal> {
+        if event != EVENT {
+            return Err(Refusal::new(
+                "invalid_message",
+                format!("a document takes `{EVENT}` events (y-websocket messages)"),
+            ));
+        }
+        let Value::Binary(bytes) = data else {
+            return Err(Refusal::new(
+                "invalid_message",
+                "a `y` event's data is the message's bytes (a MessagePack bin)",
+            ));
+        };
+        if bytes.len() > self.limits.max_update_bytes {
+            return Err(Refusal::new(
+                "update_too_large",
+                format!(
+                    "a message is at most {} bytes",
+                    self.limits.max_update_bytes
+                ),
+            ));
+        }
+        let message = Message::decode_v1(&bytes).map_err(|err| {
+            Refusal::new(
+                "invalid_message",
+                format!("not a y-websocket message: {err}"),
+            )
+        })?;
+        match message {
+            Message::Sync(SyncMessage::SyncStep1(remote)) => {
+                let missing = self
+                    .awareness
+                    .doc()
+                    .transact()
+                    .encode_state_as_update_v1(&remote);
+                let ours = self.awareness.doc().transact().state_vector();
+                Self::send(ctx, from, &Message::Sync(SyncMessage::SyncStep2(missing)));
+                Self::send(ctx, from, &Message::Sync(SyncMessage::SyncStep1(ours)));
+            }
+            Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                self.update(ctx, from, update)?;
+            }
+            Message::Awareness(update) => self.awareness_update(ctx, from, update, bytes)?,
+            Message::AwarenessQuery => {
+                if let Ok(update) = self.awareness.update() {
+                    Self::send(ctx, from, &Message::Awareness(update));
+                }
+            }
+            Message::Auth(_) | Message::Custom(..) => {
+                return Err(Refusal::new(
+                    "invalid_message",
+                    "a document takes sync and awareness messages",
+                ))
+            }
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// A member that leaves takes its awareness states with it (the others are told).
+    fn left(&mut self, ctx: &mut Ctx, who: SessionId, _: LeaveReason) {
+        let Some(ids) = self.clients.remove(&who) else {
+            return;
+        };
+        for id in &ids {
+            self.awareness.remove_state(*id);
+        }
+        if let Ok(update) = self.awareness.update_with_clients(ids) {
+            ctx.broadcast(EVENT, Value::Binary(Message::Awareness(update).encode_v1()));
+        }
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        Some(Value::Binary(self.state()))
+    }
+
+    fn restore(&mut self, _: &mut Ctx, snapshot: Value) -> Result<(), Refusal> {
+        let Value::Binary(bytes) = snapshot else {
+            return Err(Refusal::new(
+                "bad_snapshot",
+                "a document's snapshot is its bytes",
+            ));
+        };
+        let update = Update::decode_v1(&bytes)
+            .map_err(|err| Refusal::new("bad_snapshot", err.to_string()))?;
+        self.awareness
+            .doc()
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|err| Refusal::new("bad_snapshot", err.to_string()))?;
+        self.measured = bytes.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

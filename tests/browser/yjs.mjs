@@ -1,0 +1,64 @@
+// Two editors with the real `yjs` and `y-websocket` packages, unchanged, on a Parlor node's
+// y-websocket endpoint (`/yjs/{document}`): each makes EDITS random edits to one Y.Text while
+// the other does (and whoever else edits on Parlor's own protocol). Then, told "check" on
+// stdin, every 200 ms that the two agree it prints one JSON line, the text and whether each
+// sees the other's awareness, until told "done". Run by tests/documents.rs:
+//
+//   node tests/browser/yjs.mjs <ws-base-url> <document> <edits>
+//
+// Exits 0 on "done" (or stdin's end).
+
+import WebSocket from "ws";
+import * as Y from "yjs";
+import { WebsocketProvider } from "y-websocket";
+import { createInterface } from "node:readline";
+
+const [base, document, editsArg = "1000"] = process.argv.slice(2);
+const EDITS = Number(editsArg);
+
+function editor(name, seed) {
+  const doc = new Y.Doc();
+  const provider = new WebsocketProvider(`${base}/yjs`, document, doc, { WebSocketPolyfill: WebSocket });
+  provider.awareness.setLocalStateField("user", name);
+  let state = seed;
+  const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  return { name, doc, provider, text: doc.getText("t"), random };
+}
+
+const synced = (e) => new Promise((resolve) => {
+  if (e.provider.synced) resolve();
+  else e.provider.once("sync", (s) => s && resolve());
+});
+
+const editors = [editor("alice", 1), editor("bob", 2)];
+await Promise.all(editors.map(synced));
+for (let i = 0; i < EDITS; i++) {
+  for (const e of editors) {
+    const len = e.text.length;
+    if (len > 0 && e.random() < 0.25) {
+      e.text.delete(Math.floor(e.random() * len), 1);
+    } else {
+      const at = Math.floor(e.random() * (len + 1));
+      e.text.insert(at, String.fromCharCode(97 + Math.floor(e.random() * 26)));
+    }
+  }
+  if (i % 20 === 0) await new Promise((r) => setTimeout(r, 1));
+}
+const seesOther = (e) => [...e.provider.awareness.getStates().values()].some((s) => s.user && s.user !== e.name);
+const input = createInterface({ input: process.stdin });
+let checking = false;
+input.on("line", (line) => {
+  if (line === "check") checking = true;
+  if (line === "done") finish();
+});
+input.on("close", finish);
+function finish() {
+  for (const e of editors) e.provider.destroy();
+  process.exit(0);
+}
+setInterval(() => {
+  const [a, b] = editors;
+  if (checking && a.text.toString() === b.text.toString()) {
+    console.log(JSON.stringify({ text: a.text.toString(), awareness: editors.map(seesOther) }));
+  }
+}, 200);
