@@ -28,6 +28,25 @@ pub struct Config {
     pub auth: AuthConfig,
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub store: LogicStoreConfig,
+}
+
+/// `[store]`: where a single node keeps rooms' logic (documents) between runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogicStoreConfig {
+    pub dir: String,
+    pub flush_ms: u64,
+}
+
+impl Default for LogicStoreConfig {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            flush_ms: 2000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -274,6 +293,9 @@ impl Config {
                     l.max_frame_bytes
                 ),
             );
+        }
+        if !(100..=60_000).contains(&self.store.flush_ms) {
+            return invalid("store.flush_ms", "must be from 100 to 60000".into());
         }
         if self.registry.logic_threads > 256 {
             return invalid("registry.logic_threads", "must be at most 256".into());

@@ -299,6 +299,9 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
                 sessions: stats.sessions,
                 away: stats.away,
                 rooms: stats.rooms,
+                store: stats
+                    .store_failing
+                    .map(|failing| if failing { "failing" } else { "ok" }),
                 cluster: stats.cluster.map(|c| ClusterStatus {
                     node: c.node,
                     redis: if c.up { "up" } else { "down" },
@@ -320,6 +323,9 @@ struct Health {
     /// Cluster nodes only.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterStatus>,
+    /// A single node with a store (`store.dir`): "ok", or "failing" while writes fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
 }
 
 #[derive(serde::Serialize)]

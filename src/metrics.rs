@@ -95,6 +95,9 @@ pub struct Metrics {
     pub logic_tick_seconds: Histogram,
     pub logic_tick_lateness_seconds: Histogram,
     pub logic_overruns: Counter,
+    /// Failed writes of a single node's store of rooms' logic, and the rooms waiting for one.
+    pub store_failures: Counter,
+    pub store_waiting: Gauge,
     logic_rooms: Family<TypeLabel, Gauge>,
 }
 
@@ -140,6 +143,8 @@ impl Metrics {
             // 50 µs to 410 ms by doubling: percentiles of lateness within a factor of two.
             logic_tick_lateness_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             logic_overruns: Counter::default(),
+            store_failures: Counter::default(),
+            store_waiting: Gauge::default(),
             logic_rooms: Family::default(),
             registry: Registry::default(),
         };
@@ -212,6 +217,16 @@ impl Metrics {
             "logic_overruns",
             "Calls to a room's logic that ran longer than allowed (the room ended)",
             m.logic_overruns.clone(),
+        );
+        registry.register(
+            "store_failures",
+            "Failed writes of rooms' logic (documents) to the node's store; retried",
+            m.store_failures.clone(),
+        );
+        registry.register(
+            "store_waiting",
+            "Rooms whose logic waits to be written to the node's store",
+            m.store_waiting.clone(),
         );
         registry.register(
             "logic_rooms",

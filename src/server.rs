@@ -182,6 +182,7 @@ fn bind_with(config: &Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<
         lobby_interval: Duration::from_millis(config.rooms.lobby_interval_ms),
         clock_interval: (config.reconnect_grace() / 20)
             .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        store_flush: Duration::from_millis(config.store.flush_ms),
     };
     let registry = if config.cluster.redis_url.is_empty() {
         single::start(
@@ -190,6 +191,7 @@ fn bind_with(config: &Config, types: RoomTypes, pages: Vec<Page>) -> io::Result<
             config.registry.logic_threads(),
             config.registry.queue_bytes,
             timers,
+            (!config.store.dir.is_empty()).then(|| config.store.dir.clone().into()),
             Arc::clone(&metrics),
         )
     } else {

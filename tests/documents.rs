@@ -29,6 +29,7 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.rate_limits.frames_per_second = 0;
     config.rate_limits.bytes_per_second = 0;
+    config.store.dir = String::new();
     let node = parlor::spawn(config).expect("node");
     let url = format!("ws://{}/ws", node.addr);
     // The Rust editor makes the document; the npm editors join it by its name.
@@ -93,4 +94,110 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     let mut late = Editor::new(late, "notes");
     assert!(matches!(late.sync().await, ServerFrame::Ok { .. }));
     assert_eq!(late.text(), converged);
+}
+
+/// A node whose store keeps documents in `dir`.
+fn node_with_store(dir: &Path) -> parlor::BackgroundNode {
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.store.dir = dir.display().to_string();
+    config.store.flush_ms = 200;
+    parlor::spawn(config).expect("node")
+}
+
+/// Opens document `name` on `node` (made, or made again from the store), synced.
+async fn open(node: &parlor::BackgroundNode, name: &str) -> Editor {
+    let mut client = parlor_client::Client::connect(&format!("ws://{}/ws", node.addr))
+        .await
+        .expect("client");
+    client
+        .create(
+            Some(name),
+            RoomOptions {
+                room_type: Some("yjs".into()),
+                ..RoomOptions::default()
+            },
+        )
+        .await
+        .expect("the document");
+    let mut editor = Editor::new(client, name);
+    assert!(matches!(editor.sync().await, ServerFrame::Ok { .. }));
+    editor
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("parlor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&dir);
+    dir
+}
+
+/// A document outlives its node: written as it changes (and at shutdown), it is there again
+/// when the room is made again on the restarted node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_is_back_after_a_restart() {
+    let dir = scratch("restart");
+    let node = node_with_store(&dir);
+    let mut ann = open(&node, "kept").await;
+    for word in ["kept ", "across ", "a ", "restart"] {
+        assert!(matches!(ann.append(word).await, ServerFrame::Ok { .. }));
+    }
+    node.registry().shut_down().await;
+    drop(node);
+    let node = node_with_store(&dir);
+    let bob = open(&node, "kept").await;
+    assert_eq!(bob.text(), "kept across a restart");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store that cannot write (its directory is a file) is retried, counted and shown in
+/// `/health`; editing goes on meanwhile, and once it can write, the document is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_is_retried_reported_and_recovers() {
+    let dir = scratch("failing");
+    std::fs::write(&dir, b"not a directory").expect("a file in the way");
+    let node = node_with_store(&dir);
+    let mut ann = open(&node, "notes").await;
+    assert!(matches!(ann.append("one").await, ServerFrame::Ok { .. }));
+    let health = wait::within(10, "the store reported failing", async {
+        loop {
+            let health = http_get(node.addr, "/health");
+            if health.contains(r#""store":"failing""#) {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    assert!(matches!(ann.append(" two").await, ServerFrame::Ok { .. }));
+    let metrics = http_get(node.addr, "/metrics");
+    assert!(metrics.contains("parlor_store_failures_total"), "{metrics}");
+    assert!(metrics.contains("parlor_store_waiting 1"), "{metrics}");
+    // The way is clear again: the next try writes it.
+    std::fs::remove_file(&dir).expect("cleared");
+    wait::within(10, "the store writing again", async {
+        while !http_get(node.addr, "/health").contains(r#""store":"ok""#) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    node.registry().shut_down().await;
+    drop(node);
+    let node = node_with_store(&dir);
+    assert_eq!(open(&node, "notes").await.text(), "one two");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("answer");
+    body
 }

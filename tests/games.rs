@@ -196,6 +196,7 @@ async fn two_browsers_play_both_games_on_their_pages() {
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.session.heartbeat_interval_ms = 1_000;
     config.session.client_timeout_ms = 20_000;
+    config.store.dir = String::new();
     let node = node::builder(config).spawn().expect("the games node");
     let run = tokio::process::Command::new("node")
         .arg(script_dir.join("games.mjs"))

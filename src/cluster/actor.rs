@@ -357,6 +357,7 @@ impl Handler<GetStats> for ClusterActor {
                 node: self.settings.link.node.clone(),
                 up: self.engine.is_up(),
             }),
+            store_failing: None,
         })
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::outbox::SessionOutlet;
 use crate::registry::{Listing, Profile, RoomDetail};
 
+pub mod logic_store;
 pub mod single;
 
 /// A cluster node could not ask Redis: the answer is unknown (not "none").
@@ -161,6 +162,8 @@ pub struct RegistryStats {
     pub rooms: usize,
     /// `None` on a single node.
     pub cluster: Option<ClusterHealth>,
+    /// Whether the node's store of rooms' logic is failing to write (`None`: no store).
+    pub store_failing: Option<bool>,
 }
 
 /// A cluster node's name and whether it reaches Redis.

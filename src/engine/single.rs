@@ -11,6 +11,7 @@ use actix::{Actor, Arbiter, AsyncContext, Context, Handler, MessageResult, Strea
 use parlor_protocol::SessionId;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::logic_store::LogicStore;
 use super::{
     handle_inbound, AllRooms, ClientRequest, Connect, Disconnect, GetStats, Inbound, InboxReceiver,
     KickSession, ListRooms, LogicFinished, LogicPool, LogicWake, Publish, ReadRoom, RegistryHandle,
@@ -29,8 +30,10 @@ pub fn start(
     logic_threads: usize,
     queue_bytes: usize,
     timers: Timers,
+    store_dir: Option<std::path::PathBuf>,
     metrics: Arc<Metrics>,
 ) -> RegistryHandle {
+    let store = store_dir.map(|dir| LogicStore::open(dir, Arc::clone(&metrics)));
     let (inbox, queue) = RegistryHandle::inbox();
     let arbiter = Arbiter::new();
     let pool = LogicPool::for_types(&types, logic_threads);
@@ -40,12 +43,20 @@ pub fn start(
         if pool.is_some() {
             registry = registry.with_logic_pool();
         }
+        let store = match store {
+            Some((store, source)) => {
+                registry = registry.with_logic_store(Box::new(source));
+                Some(store)
+            }
+            None => None,
+        };
         RegistryActor {
             registry,
             timers,
             inbox: Some(queue),
             logic_wake: LogicWake::default(),
             pool,
+            store,
         }
     });
     RegistryHandle::for_engine(&addr, inbox, queue_bytes)
@@ -59,6 +70,8 @@ pub struct Timers {
     pub lobby_interval: Duration,
     /// How often away sessions are checked against their grace.
     pub clock_interval: Duration,
+    /// How often rooms' changed logic is handed to the store.
+    pub store_flush: Duration,
 }
 
 pub struct RegistryActor {
@@ -69,6 +82,8 @@ pub struct RegistryActor {
     logic_wake: LogicWake,
     /// Where rooms' ticks run, off the registry's thread (`None`: on it).
     pool: Option<LogicPool>,
+    /// Where rooms' logic is kept between runs (`store.dir`).
+    store: Option<LogicStore>,
 }
 
 impl RegistryActor {
@@ -105,6 +120,13 @@ impl Actor for RegistryActor {
         ctx.run_interval(self.timers.lobby_interval, |actor, _| {
             actor.registry.flush_lobby();
         });
+        if self.store.is_some() {
+            ctx.run_interval(self.timers.store_flush, |actor, _| {
+                if let Some(store) = &actor.store {
+                    store.write(actor.registry.take_stored_logic());
+                }
+            });
+        }
         if !self.timers.state_patch_interval.is_zero() {
             ctx.run_interval(self.timers.state_patch_interval, |actor, _| {
                 actor.registry.flush_state_patches();
@@ -207,6 +229,10 @@ impl Handler<KickSession> for RegistryActor {
 impl Handler<ShutDown> for RegistryActor {
     type Result = ();
     fn handle(&mut self, _: ShutDown, _: &mut Context<Self>) {
+        // What changed since the last flush is written before the node goes.
+        if let Some(store) = &self.store {
+            store.flush(self.registry.take_stored_logic(), Duration::from_secs(5));
+        }
         self.registry.shut_down();
     }
 }
@@ -232,6 +258,7 @@ impl Handler<GetStats> for RegistryActor {
             away: self.registry.away_count(),
             rooms: self.registry.room_count(),
             cluster: None,
+            store_failing: self.store.as_ref().map(LogicStore::failing),
         })
     }
 }

@@ -57,6 +57,22 @@ impl LogicJob {
     }
 }
 
+/// A room's logic as a store keeps it between a node's runs: what `RoomLogic::snapshot` gave,
+/// with the type and `type_options` to make the logic again (`RoomLogic::restore`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredLogic {
+    pub room_type: String,
+    pub type_options: Value,
+    #[serde(with = "serde_bytes")]
+    pub snapshot: Vec<u8>,
+}
+
+/// Where a single node's registry finds a room's stored logic when the room is made again.
+/// Called on the registry's thread: keep it to one small read.
+pub trait LogicSource: Send {
+    fn load(&self, room: &str) -> Option<StoredLogic>;
+}
+
 /// A moment a room's logic hears once it is back from a job, in the order they came.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {

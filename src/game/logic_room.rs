@@ -31,7 +31,7 @@ pub struct LogicRoom {
     /// The `type_options` it was made from (made again from them on a new home).
     options: Value,
     /// Whether its logic has given a snapshot (so a cluster home keeps it current).
-    gives_snapshots: std::cell::Cell<bool>,
+    gives_snapshots: std::cell::Cell<Option<bool>>,
     logic: Box<dyn RoomLogic>,
     members: Vec<Player>,
     started: Instant,
@@ -64,7 +64,7 @@ impl LogicRoom {
         let mut room = Self {
             kind: kind.to_owned(),
             options: options.clone(),
-            gives_snapshots: std::cell::Cell::new(false),
+            gives_snapshots: std::cell::Cell::new(None),
             logic,
             members: Vec::new(),
             started: now,
@@ -84,10 +84,11 @@ impl LogicRoom {
         &self.kind
     }
 
-    /// Whether the logic has given a snapshot so far: a cluster home then writes the room's
-    /// checkpoint after every call that ran the logic, to keep it current.
+    /// Whether the logic gives snapshots, as far as known (until it is first asked, it may):
+    /// a cluster home then writes the room's checkpoint after every call that ran the logic,
+    /// and a single node's store writes it, to keep them current.
     pub fn gives_snapshots(&self) -> bool {
-        self.gives_snapshots.get()
+        self.gives_snapshots.get() != Some(false)
     }
 
     /// The `type_options` the room was made from.
@@ -122,8 +123,11 @@ impl LogicRoom {
             return None;
         }
         let logic = &self.logic;
-        let snapshot = catch_unwind(AssertUnwindSafe(|| logic.snapshot())).ok()??;
-        self.gives_snapshots.set(true);
+        let snapshot = catch_unwind(AssertUnwindSafe(|| logic.snapshot()))
+            .ok()
+            .flatten();
+        self.gives_snapshots.set(Some(snapshot.is_some()));
+        let snapshot = snapshot?;
         if parlor_protocol::encoded_len(&snapshot) > super::MAX_SNAPSHOT_BYTES {
             tracing::warn!(
                 "a {:?} room's snapshot is over {} bytes; it is not kept",

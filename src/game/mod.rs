@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use ctx::{Ctx, Effect};
-pub use job::{LogicDone, LogicJob, LogicSlot, Notice};
+pub use job::{LogicDone, LogicJob, LogicSlot, LogicSource, Notice, StoredLogic};
 pub use logic_room::{LogicRoom, TickStats, MAX_INPUTS_PER_TICK};
 pub use parlor_protocol::{LeaveReason, SessionId, Value};
 

@@ -152,6 +152,12 @@ pub struct Registry<O> {
     /// Sessions with requests waiting for a room's logic to come back from its job, in the
     /// order they began to wait.
     waiting_sessions: VecDeque<SessionId>,
+    /// A single node's store of rooms' logic between runs (`with_logic_store`): where a room
+    /// made again finds its logic, and the rooms whose logic changed since the owner last took
+    /// their snapshots (`take_stored_logic`), with the last ones of rooms gone.
+    logic_source: Option<Box<dyn crate::game::LogicSource>>,
+    logic_changed: std::collections::BTreeSet<String>,
+    logic_gone: Vec<(String, crate::game::StoredLogic)>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -181,6 +187,9 @@ impl<O: Outlet> Registry<O> {
             logic_pool: false,
             logic_jobs: Vec::new(),
             waiting_sessions: VecDeque::new(),
+            logic_source: None,
+            logic_changed: std::collections::BTreeSet::new(),
+            logic_gone: Vec::new(),
             metrics,
         }
     }
@@ -188,6 +197,13 @@ impl<O: Outlet> Registry<O> {
     /// The room types (game rules) `create` and `join_or_create` may name.
     pub fn with_room_types(mut self, types: RoomTypes) -> Self {
         self.types = types;
+        self
+    }
+
+    /// Rooms' logic is kept between runs: a room made again takes its logic from `source`,
+    /// and the owner takes what changed (`take_stored_logic`) to write it.
+    pub fn with_logic_store(mut self, source: Box<dyn crate::game::LogicSource>) -> Self {
+        self.logic_source = Some(source);
         self
     }
 

@@ -25,6 +25,7 @@ impl<O: Outlet> Registry<O> {
     /// `type_options`, or refused.
     pub(super) fn make_logic(
         &mut self,
+        name: &str,
         rules: &RoomRules,
     ) -> Result<Option<MadeLogic>, RequestError> {
         let Some(kind) = &rules.room_type else {
@@ -35,6 +36,33 @@ impl<O: Outlet> Registry<O> {
             .get(kind)
             .ok_or_else(|| RequestError::UnknownRoomType(kind.clone()))?
             .clone();
+        // A room kept from an earlier run (the same name and type) goes on from its snapshot.
+        let stored = self
+            .logic_source
+            .as_ref()
+            .and_then(|source| source.load(name))
+            .filter(|stored| stored.room_type == *kind);
+        if let Some(stored) = stored {
+            match parlor_protocol::decode_value::<Value>(&stored.snapshot, 256)
+                .map_err(|err| crate::game::Refusal::new("bad_snapshot", err.to_string()))
+                .and_then(|snapshot| {
+                    LogicRoom::restore(
+                        kind,
+                        &*factory,
+                        &stored.type_options,
+                        Vec::new(),
+                        snapshot,
+                        self.now,
+                    )
+                }) {
+                Ok((logic, effects)) => return Ok(Some((Box::new(logic), effects))),
+                Err(refusal) => {
+                    tracing::warn!(
+                        "room {name:?}: its stored {kind:?} logic did not restore: {refusal}"
+                    )
+                }
+            }
+        }
         let (logic, effects) = LogicRoom::create(kind, &*factory, &rules.type_options, self.now)
             .map_err(RequestError::RoomRefused)?;
         Ok(Some((Box::new(logic), effects)))
@@ -147,15 +175,30 @@ impl<O: Outlet> Registry<O> {
     /// snapshot-giving logic's checkpoint current (its next commit writes it).
     fn logic_ran(&mut self, room_name: &str) {
         self.schedule_logic(room_name);
-        if self.host.is_some()
-            && self
-                .rooms
-                .get(room_name)
-                .and_then(|r| r.logic.as_ref()?.held_ref())
-                .is_some_and(LogicRoom::gives_snapshots)
-        {
+        let gives = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.logic.as_ref()?.held_ref())
+            .is_some_and(LogicRoom::gives_snapshots);
+        if gives && self.host.is_some() {
             self.touch(room_name);
         }
+        if gives && self.logic_source.is_some() {
+            self.logic_changed.insert(room_name.to_owned());
+        }
+    }
+
+    /// The snapshots of the rooms whose logic changed since the last call (and the last ones
+    /// of rooms gone meanwhile), for a single node's store to write.
+    pub fn take_stored_logic(&mut self) -> Vec<(String, crate::game::StoredLogic)> {
+        let mut taken = std::mem::take(&mut self.logic_gone);
+        for name in std::mem::take(&mut self.logic_changed) {
+            if let Some(stored) = self.rooms.get(&name).and_then(|r| stored_logic(r)) {
+                taken.retain(|(gone, _)| *gone != name);
+                taken.push((name, stored));
+            }
+        }
+        taken
     }
 
     /// Puts `room_name`'s logic down to be woken when it next wants the clock (no wake while
@@ -441,6 +484,12 @@ impl<O: Outlet> Registry<O> {
         if let Some(at) = room.logic.as_ref().and_then(LogicSlot::scheduled) {
             self.logic_deadlines.remove(&(at, room_name.to_owned()));
         }
+        // A single node's store keeps the logic's last snapshot for the room's next run.
+        if self.logic_source.is_some() && self.logic_changed.remove(room_name) {
+            if let Some(stored) = stored_logic(&room) {
+                self.logic_gone.push((room_name.to_owned(), stored));
+            }
+        }
         self.logic_dispose(&mut room);
         self.rooms_with_patches.retain(|r| r != room_name);
         if !room.private {
@@ -451,4 +500,14 @@ impl<O: Outlet> Registry<O> {
             host.disposed.insert(room_name.to_owned());
         }
     }
+}
+
+/// Room `room`'s logic as a store keeps it, if it gives a snapshot.
+fn stored_logic<O>(room: &Room<O>) -> Option<crate::game::StoredLogic> {
+    let slot = room.logic.as_ref()?;
+    Some(crate::game::StoredLogic {
+        room_type: slot.kind().to_owned(),
+        type_options: slot.options().clone(),
+        snapshot: slot.snapshot_bytes()?,
+    })
 }

@@ -143,7 +143,7 @@ impl<O: Outlet> Registry<O> {
             });
         }
         let private = rules.private;
-        let logic = self.make_logic(&rules)?;
+        let logic = self.make_logic(name, &rules)?;
         self.rooms_created += 1;
         let mut room = Room::new(rules, self.rooms_created);
         let effects = logic.map(|(logic, effects)| {
