@@ -201,3 +201,39 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut body).expect("answer");
     body
 }
+
+/// parlor.js with its Yjs provider (web/parlor-yjs.js) and an unchanged y-websocket client,
+/// 500 random edits each as fast as they can, under the default rate limits: editors over
+/// the limit lose nothing (the provider syncs again, y-websocket reconnects), both converge
+/// and see each other's awareness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parlor_js_provider_and_y_websocket_converge_under_the_rate_limits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.store.dir = String::new();
+    let node = parlor::spawn(config).expect("node");
+    // A member from the start keeps the room (and its document) after the editors leave.
+    let mut keeper = open(&node, "shared").await;
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/parlor-yjs.mjs"))
+        .arg(node.addr.to_string())
+        .arg("shared")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("done within 60 s")
+        .expect("node runs (./scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let text = text["text"].as_str().expect("text").to_owned();
+    // What the node holds is what both editors show.
+    assert!(matches!(keeper.sync().await, ServerFrame::Ok { .. }));
+    assert_eq!(keeper.text(), text);
+}

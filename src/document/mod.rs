@@ -4,11 +4,12 @@
 //!
 //! A member sends y-websocket messages as `emit`s of event `y` whose data is the message's
 //! bytes (a MessagePack bin), exactly as y-websocket puts them on its socket: sync step 1 /
-//! step 2 / update (outer type 0) and awareness (outer type 1). The room answers a step 1 with
-//! its step 2 and its own step 1 (to the sender alone, as `direct`s of event `y`), applies
-//! every update and sends it on to the other members (an `event` `y`, from the nil id, with
-//! an offset and in the history), and relays awareness, removing a member's awareness states
-//! when it leaves. Bad input is refused with the game-style `room_refused` and a reason of the
+//! step 2 / update (outer type 0) and awareness (outer type 1). The room answers a step 1 in
+//! the request's `ok` (its `data`: the room's step 2, its own step 1, and the awareness of
+//! whoever is there), applies every update and sends it on to the other members (an `event`
+//! `y`, from the nil id, with an offset and in the history), and relays awareness, removing a
+//! member's awareness states when it leaves. Answers ride on the request, not on `direct`s,
+//! so a client in several documents always knows which one answered. Bad input is refused with the game-style `room_refused` and a reason of the
 //! document's own (`invalid_message`, `invalid_update`, `update_too_large`,
 //! `document_too_large`); the document is untouched.
 //!
@@ -22,7 +23,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::game::{Ctx, LeaveReason, Player, Refusal, Reply, RoomLogic, SessionId, Value};
+use crate::game::{Ctx, LeaveReason, Refusal, Reply, RoomLogic, SessionId, Value};
 
 /// The room type of documents.
 pub const TYPE: &str = "yjs";
@@ -84,8 +85,10 @@ impl DocRoom {
             .encode_state_as_update_v1(&StateVector::default())
     }
 
-    fn send(ctx: &mut Ctx, to: SessionId, message: &Message) {
-        ctx.send(to, EVENT, Value::Binary(message.encode_v1()));
+    /// The awareness of whoever is there, as a message, if anyone has any.
+    fn awareness_message(&self) -> Option<Value> {
+        let update = self.awareness.update().ok()?;
+        (!update.clients.is_empty()).then(|| Value::Binary(Message::Awareness(update).encode_v1()))
     }
 
     /// Applies `bytes` (an encoded update) if the document stays within its bound, and sends
@@ -121,9 +124,19 @@ impl DocRoom {
         &mut self,
         ctx: &mut Ctx,
         from: SessionId,
-        update: AwarenessUpdate,
-        raw: Vec<u8>,
+        mut update: AwarenessUpdate,
     ) -> Result<(), Refusal> {
+        // A client back after it left (its states removed here, one clock later) speaks with
+        // its old clock, which everyone would take for stale: the room keeps each client's
+        // clock moving, so what it relays is always newer than what the others hold.
+        for (id, entry) in update.clients.iter_mut() {
+            if let Some((known, _)) = self.awareness.meta(*id) {
+                if known >= entry.clock && &*entry.json != "null" {
+                    entry.clock = known + 1;
+                }
+            }
+        }
+        let relay = Message::Awareness(update.clone()).encode_v1();
         let ids: Vec<ClientID> = update.clients.keys().copied().collect();
         self.awareness
             .apply_update(update)
@@ -134,22 +147,12 @@ impl DocRoom {
                 mine.push(id);
             }
         }
-        ctx.broadcast_except(from, EVENT, Value::Binary(raw));
+        ctx.broadcast_except(from, EVENT, Value::Binary(relay));
         Ok(())
     }
 }
 
 impl RoomLogic for DocRoom {
-    /// A newcomer hears who is there (their awareness states); it starts the sync itself
-    /// with its step 1.
-    fn joined(&mut self, ctx: &mut Ctx, player: &Player) {
-        if let Ok(update) = self.awareness.update() {
-            if !update.clients.is_empty() {
-                Self::send(ctx, player.session, &Message::Awareness(update));
-            }
-        }
-    }
-
     fn message(
         &mut self,
         ctx: &mut Ctx,
@@ -192,17 +195,20 @@ impl RoomLogic for DocRoom {
                     .transact()
                     .encode_state_as_update_v1(&remote);
                 let ours = self.awareness.doc().transact().state_vector();
-                Self::send(ctx, from, &Message::Sync(SyncMessage::SyncStep2(missing)));
-                Self::send(ctx, from, &Message::Sync(SyncMessage::SyncStep1(ours)));
+                let mut answer = vec![
+                    Value::Binary(Message::Sync(SyncMessage::SyncStep2(missing)).encode_v1()),
+                    Value::Binary(Message::Sync(SyncMessage::SyncStep1(ours)).encode_v1()),
+                ];
+                answer.extend(self.awareness_message());
+                return Ok(Reply::Data(Value::Array(answer)));
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                 self.update(ctx, from, update)?;
             }
-            Message::Awareness(update) => self.awareness_update(ctx, from, update, bytes)?,
+            Message::Awareness(update) => self.awareness_update(ctx, from, update)?,
             Message::AwarenessQuery => {
-                if let Ok(update) = self.awareness.update() {
-                    Self::send(ctx, from, &Message::Awareness(update));
-                }
+                let answer = self.awareness_message().into_iter().collect();
+                return Ok(Reply::Data(Value::Array(answer)));
             }
             Message::Auth(_) | Message::Custom(..) => {
                 return Err(Refusal::new(

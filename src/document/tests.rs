@@ -26,13 +26,24 @@ struct Peer {
 impl Peer {
     fn join(room: &mut TestRoom, name: &str) -> Self {
         let id = room.join(name).expect("joins");
-        let peer = Peer {
+        let mut peer = Peer {
             id,
             doc: Doc::new(),
         };
         let step1 = Message::Sync(SyncMessage::SyncStep1(peer.doc.transact().state_vector()));
-        room.send(id, EVENT, Value::Binary(step1.encode_v1()))
+        // The room answers in the request's `ok`: its step 2, its step 1, awareness.
+        let answer = room
+            .send(id, EVENT, Value::Binary(step1.encode_v1()))
             .expect("step 1 taken");
+        let Some(Value::Array(messages)) = answer else {
+            panic!("a step 1 is answered with messages: {answer:?}")
+        };
+        for message in messages {
+            let Value::Binary(bytes) = message else {
+                panic!("a y message is bytes")
+            };
+            peer.take(room, &bytes);
+        }
         peer
     }
 
@@ -41,33 +52,37 @@ impl Peer {
         text.get_string(&self.doc.transact())
     }
 
-    /// Takes in every `y` message the room sent it, answering the room's step 1.
+    /// Takes in every `y` message the room sent it (its events).
     fn hear(&mut self, room: &mut TestRoom) {
         for frame in room.take_frames(self.id) {
-            let data = match frame {
-                ServerFrame::Event(e) if e.event == EVENT => e.data,
-                ServerFrame::Direct(d) if d.event == EVENT => d.data,
-                _ => continue,
-            };
-            let Value::Binary(bytes) = data else {
-                panic!("a y message is bytes")
-            };
-            match Message::decode_v1(&bytes).expect("the room sends y messages") {
-                Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
-                    let update = Update::decode_v1(&u).expect("an update");
-                    self.doc
-                        .transact_mut()
-                        .apply_update(update)
-                        .expect("applies");
+            if let ServerFrame::Event(e) = frame {
+                if e.event == EVENT {
+                    let Value::Binary(bytes) = e.data else {
+                        panic!("a y message is bytes")
+                    };
+                    self.take(room, &bytes);
                 }
-                Message::Sync(SyncMessage::SyncStep1(sv)) => {
-                    let mine = self.doc.transact().encode_state_as_update_v1(&sv);
-                    let reply = Message::Sync(SyncMessage::SyncStep2(mine));
-                    room.send(self.id, EVENT, Value::Binary(reply.encode_v1()))
-                        .expect("step 2 taken");
-                }
-                _ => {}
             }
+        }
+    }
+
+    /// Takes in one `y` message, answering the room's step 1 with what it lacks.
+    fn take(&mut self, room: &mut TestRoom, bytes: &[u8]) {
+        match Message::decode_v1(bytes).expect("the room sends y messages") {
+            Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
+                let update = Update::decode_v1(&u).expect("an update");
+                self.doc
+                    .transact_mut()
+                    .apply_update(update)
+                    .expect("applies");
+            }
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let mine = self.doc.transact().encode_state_as_update_v1(&sv);
+                let reply = Message::Sync(SyncMessage::SyncStep2(mine));
+                room.send(self.id, EVENT, Value::Binary(reply.encode_v1()))
+                    .expect("step 2 taken");
+            }
+            _ => {}
         }
     }
 
@@ -99,15 +114,11 @@ impl Peer {
 
 /// The room's document as text, from its snapshot.
 fn room_text(room: &mut TestRoom, peer: &Peer) -> String {
+    // An awareness query is answered too (with nothing here: no one set any).
     let asked = Message::AwarenessQuery.encode_v1();
-    room.send(peer.id, EVENT, Value::Binary(asked))
-        .expect("asked");
-    let _ = room.take_frames(peer.id);
-    let doc = Doc::new();
-    let probe = Peer::join(room, "probe");
-    let mut probe = Peer { id: probe.id, doc };
-    probe.hear(room);
-    probe.text()
+    let answer = room.send(peer.id, EVENT, Value::Binary(asked));
+    assert_eq!(answer, Ok(Some(Value::Array(Vec::new()))));
+    Peer::join(room, "probe").text()
 }
 
 #[test]
@@ -211,7 +222,6 @@ fn awareness_is_relayed_and_leaves_with_its_member() {
             .into_iter()
             .filter_map(|f| match f {
                 ServerFrame::Event(e) if e.event == EVENT => Some(e.data),
-                ServerFrame::Direct(d) if d.event == EVENT => Some(d.data),
                 _ => None,
             })
             .filter_map(|data| match data {
@@ -237,16 +247,41 @@ fn awareness_is_relayed_and_leaves_with_its_member() {
         heard(&mut room, ann.id).is_empty(),
         "not echoed to its sender"
     );
-    // A newcomer hears who is there as it joins.
+    // A newcomer hears who is there in the answer to its step 1.
     let cat = room.join("cat").expect("cat joins");
+    let step1 = Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1();
+    let Ok(Some(Value::Array(answer))) = room.send(cat, EVENT, Value::Binary(step1)) else {
+        panic!("answered with messages")
+    };
+    let seen: Vec<(ClientID, String)> = answer
+        .into_iter()
+        .filter_map(|m| match m {
+            Value::Binary(bytes) => match Message::decode_v1(&bytes).ok()? {
+                Message::Awareness(u) => Some(u.clients),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .map(|(id, e)| (id, e.json.to_string()))
+        .collect();
     assert_eq!(
-        heard(&mut room, cat),
+        seen,
         vec![(client, r#"{"user":"ann","cursor":3}"#.to_string())]
     );
     // Ann leaves: her cursor goes from the others' screens.
     room.leave(ann.id);
     assert_eq!(heard(&mut room, bob.id), vec![(client, "null".to_string())]);
     assert_eq!(heard(&mut room, cat), vec![(client, "null".to_string())]);
+    // She comes back (a new connection) and says the same as before, with her old clock: the
+    // others see her again, since the room moves her clock past its removal.
+    let back = room.join("ann").expect("back");
+    room.send(back, EVENT, Value::Binary(update.encode_v1()))
+        .expect("awareness taken");
+    assert_eq!(
+        heard(&mut room, bob.id),
+        vec![(client, r#"{"user":"ann","cursor":3}"#.to_string())]
+    );
 }
 
 #[test]

@@ -267,6 +267,18 @@ impl Session {
             // A y-websocket message: an emit to the document, whatever it holds (the room's
             // logic reads it). Over a rate limit it is dropped; y-websocket resyncs.
             let frame = yjs.inbound(bytes);
+            if let RateVerdict::Refuse(limit) = verdict {
+                // y-websocket has no errors, and a dropped update would leave its document
+                // behind for good: the connection closes instead, and the provider reconnects
+                // and syncs again, losing nothing.
+                self.metrics.rate_limited(limit);
+                return self.end(
+                    ctx,
+                    LeaveReason::RateLimited,
+                    close::POLICY_VIOLATION,
+                    "rate_limited",
+                );
+            }
             if self.obey(ctx, verdict, None) {
                 match frame {
                     Ok(Some(frame)) => self.submit(ctx, frame, place),
@@ -539,9 +551,11 @@ impl StreamHandler<Queued> for Session {
                     let outbound = yjs.outbound(&frame);
                     self.budget.credit(encoded_len(frame.len()));
                     match outbound {
-                        ywebsocket::Outbound::Write(bytes) => {
-                            self.budget.charge(encoded_len(bytes.len()));
-                            ctx.write_raw(ws::Message::Binary(bytes));
+                        ywebsocket::Outbound::Write(messages) => {
+                            for bytes in messages {
+                                self.budget.charge(encoded_len(bytes.len()));
+                                ctx.write_raw(ws::Message::Binary(bytes));
+                            }
                         }
                         ywebsocket::Outbound::Join(join) => self.submit(ctx, join, None),
                         ywebsocket::Outbound::Release(held) => {

@@ -19,8 +19,8 @@ const FIRST_MESSAGE_REF: u64 = 16;
 /// What to do with a frame the registry sent a y-websocket connection.
 #[derive(Debug, PartialEq)]
 pub enum Outbound {
-    /// Write these bytes as one binary message.
-    Write(Bytes),
+    /// Write each of these as one binary message, in order.
+    Write(Vec<Bytes>),
     /// Ask to join (the document's room exists already).
     Join(ClientFrame),
     /// Close: the connection cannot be (or is no longer) a member of the document's room.
@@ -103,7 +103,11 @@ impl YWebsocket {
                 Outbound::Release(self.held.take().unwrap_or_default())
             }
             ServerFrame::Event(e) if e.room == self.room && e.event == EVENT => bytes_of(e.data),
-            ServerFrame::Direct(d) if d.event == EVENT => bytes_of(d.data),
+            // The room's answer to one of this connection's messages (a step 1): messages.
+            ServerFrame::Ok {
+                reference,
+                data: Some(data),
+            } if reference >= FIRST_MESSAGE_REF => bytes_of(data),
             ServerFrame::Error(e) if e.reference == Some(CREATE_REF) => {
                 if e.code == ErrorCode::RoomExists {
                     Outbound::Join(ClientFrame::Join {
@@ -133,17 +137,30 @@ impl YWebsocket {
     }
 }
 
+/// The y-websocket messages in `data`: one (bytes), or several (an array of bytes).
 fn bytes_of(data: Value) -> Outbound {
-    match data {
-        Value::Binary(bytes) => Outbound::Write(Bytes::from(bytes)),
-        _ => Outbound::Drop,
+    let messages: Vec<Bytes> = match data {
+        Value::Binary(bytes) => vec![Bytes::from(bytes)],
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::Binary(bytes) => Some(Bytes::from(bytes)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if messages.is_empty() {
+        Outbound::Drop
+    } else {
+        Outbound::Write(messages)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parlor_protocol::{encode_server, DirectFrame, ErrorFrame, EventFrame, SessionId};
+    use parlor_protocol::{encode_server, ErrorFrame, EventFrame, SessionId};
 
     fn error(reference: u64, code: ErrorCode) -> Bytes {
         encode_server(&ServerFrame::Error(ErrorFrame {
@@ -177,7 +194,7 @@ mod tests {
         }));
         assert_eq!(
             y.outbound(&event),
-            Outbound::Write(Bytes::from_static(&[0, 2, 1]))
+            Outbound::Write(vec![Bytes::from_static(&[0, 2, 1])])
         );
         let other_room = encode_server(&ServerFrame::Event(EventFrame {
             room: "chat".into(),
@@ -187,15 +204,26 @@ mod tests {
             offset: 0,
         }));
         assert_eq!(y.outbound(&other_room), Outbound::Drop);
-        let direct = encode_server(&ServerFrame::Direct(DirectFrame {
-            from: SessionId::NIL,
-            event: "y".into(),
-            data: Value::Binary(vec![0, 0, 0]),
-        }));
+        // The answer to one of its messages (a step 1) is messages; others' answers are not.
+        let answer = encode_server(&ServerFrame::Ok {
+            reference: 16,
+            data: Some(Value::Array(vec![
+                Value::Binary(vec![0, 1, 0]),
+                Value::Binary(vec![0, 0, 0]),
+            ])),
+        });
         assert_eq!(
-            y.outbound(&direct),
-            Outbound::Write(Bytes::from_static(&[0, 0, 0]))
+            y.outbound(&answer),
+            Outbound::Write(vec![
+                Bytes::from_static(&[0, 1, 0]),
+                Bytes::from_static(&[0, 0, 0])
+            ])
         );
+        let own = encode_server(&ServerFrame::Ok {
+            reference: 1,
+            data: Some(Value::Binary(vec![0])),
+        });
+        assert_eq!(y.outbound(&own), Outbound::Drop);
         assert!(matches!(
             y.outbound(&error(1, ErrorCode::RoomExists)),
             Outbound::Join(_)

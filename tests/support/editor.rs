@@ -84,6 +84,16 @@ impl Editor {
                 }
             })
             .await;
+            // A step 1 is answered with the room's messages (its step 2, its step 1).
+            if let ServerFrame::Ok {
+                data: Some(Value::Array(messages)),
+                ..
+            } = &answer
+            {
+                for message in messages.clone() {
+                    self.take(message, &mut pending);
+                }
+            }
             last.get_or_insert(answer);
         }
         last.expect("an answer")
