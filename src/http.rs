@@ -74,6 +74,17 @@ const ASSETS: &[Page] = &[
         body: include_str!("../web/lobby.css"),
     },
     Page {
+        path: "/editor",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../web/editor.html"),
+    },
+    Page {
+        // Built by web/editor/build.mjs from pinned npm packages (CodeMirror, Yjs...).
+        path: "/editor.bundle.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/editor.bundle.js"),
+    },
+    Page {
         path: "/parlor.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/parlor.js"),

@@ -237,3 +237,50 @@ async fn the_parlor_js_provider_and_y_websocket_converge_under_the_rate_limits()
     assert!(matches!(keeper.sync().await, ServerFrame::Ok { .. }));
     assert_eq!(keeper.text(), text);
 }
+
+/// The collaborative editor page (/editor: CodeMirror and y-codemirror.next bundled from npm,
+/// over parlor-yjs.js) in headless Chromium (tests/browser/editor.mjs): two pages type into
+/// one document, each sees the other's text and cursor. Screenshots editor-{alice,bob}.png in
+/// target/test-artifacts/browser/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_edit_one_document_and_see_each_others_cursor() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var_os("PARLOR_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+                .iter()
+                .map(std::path::PathBuf::from)
+                .find(|p| p.exists())
+        })
+        .expect("no chromium found: run ./scripts/test (it installs it) or set PARLOR_CHROMIUM");
+    let artifacts = root.join("target/test-artifacts/browser");
+    for shot in ["editor-alice.png", "editor-bob.png"] {
+        let _ = std::fs::remove_file(artifacts.join(shot));
+    }
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.store.dir = String::new();
+    let node = parlor::spawn(config).expect("node");
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/editor.mjs"))
+        .arg(node.http_url("/"))
+        .arg(&artifacts)
+        .arg(chromium)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("done within 90 s")
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for shot in ["editor-alice.png", "editor-bob.png"] {
+        let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
+        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
+}
