@@ -212,6 +212,8 @@ async fn the_parlor_js_provider_and_y_websocket_converge_under_the_rate_limits()
     let mut config = parlor::Config::embedded().expect("config");
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.store.dir = String::new();
+    // The keeper below reads nothing while the editors work: no heartbeat timeout for it.
+    config.session.client_timeout_ms = 120_000;
     let node = parlor::spawn(config).expect("node");
     // A member from the start keeps the room (and its document) after the editors leave.
     let mut keeper = open(&node, "shared").await;

@@ -59,6 +59,8 @@ pub struct DocRoom {
     added: usize,
     /// The awareness clients each member spoke for, to remove when it leaves.
     clients: HashMap<SessionId, Vec<ClientID>>,
+    /// Which member each awareness client belongs to.
+    owner: HashMap<ClientID, SessionId>,
 }
 
 impl DocRoom {
@@ -74,6 +76,7 @@ impl DocRoom {
             measured: 0,
             added: 0,
             clients: HashMap::new(),
+            owner: HashMap::new(),
         }
     }
 
@@ -126,27 +129,51 @@ impl DocRoom {
         from: SessionId,
         mut update: AwarenessUpdate,
     ) -> Result<(), Refusal> {
-        // A client back after it left (its states removed here, one clock later) speaks with
-        // its old clock, which everyone would take for stale: the room keeps each client's
-        // clock moving, so what it relays is always newer than what the others hold.
-        for (id, entry) in update.clients.iter_mut() {
-            if let Some((known, _)) = self.awareness.meta(*id) {
-                if known >= entry.clock && &*entry.json != "null" {
+        // Each awareness client belongs to the member that first spoke for it (a provider's
+        // first awareness message is its own state alone). What a member sends about others'
+        // clients is an echo (y-websocket sends on every change it hears) and is dropped, or
+        // echoes would circle forever. A provider back on a new connection speaks first for
+        // its client again: the client moves to it, and if it speaks with its old clock,
+        // which everyone would take for stale, the room moves the clock on.
+        let first = !self.clients.contains_key(&from);
+        let alone = update.clients.len() == 1;
+        let mut claimed = Vec::new();
+        update.clients.retain(|id, entry| {
+            let owned_by = self.owner.get(id).copied();
+            if owned_by.is_some_and(|o| o != from) && !(first && alone) {
+                return false;
+            }
+            if owned_by != Some(from) {
+                claimed.push((*id, owned_by));
+            }
+            match self.awareness.meta(*id) {
+                Some((known, _)) if entry.clock <= known => {
+                    if &*entry.json == "null" {
+                        return false;
+                    }
                     entry.clock = known + 1;
+                    true
+                }
+                _ => true,
+            }
+        });
+        for (id, before) in claimed {
+            if let Some(before) = before {
+                if let Some(ids) = self.clients.get_mut(&before) {
+                    ids.retain(|i| *i != id);
                 }
             }
+            self.owner.insert(id, from);
+            self.clients.entry(from).or_default().push(id);
+        }
+        self.clients.entry(from).or_default();
+        if update.clients.is_empty() {
+            return Ok(());
         }
         let relay = Message::Awareness(update.clone()).encode_v1();
-        let ids: Vec<ClientID> = update.clients.keys().copied().collect();
         self.awareness
             .apply_update(update)
             .map_err(|err| Refusal::new("invalid_message", format!("bad awareness: {err}")))?;
-        let mine = self.clients.entry(from).or_default();
-        for id in ids {
-            if !mine.contains(&id) {
-                mine.push(id);
-            }
-        }
         ctx.broadcast_except(from, EVENT, Value::Binary(relay));
         Ok(())
     }
@@ -227,6 +254,7 @@ impl RoomLogic for DocRoom {
         };
         for id in &ids {
             self.awareness.remove_state(*id);
+            self.owner.remove(id);
         }
         if let Ok(update) = self.awareness.update_with_clients(ids) {
             ctx.broadcast(EVENT, Value::Binary(Message::Awareness(update).encode_v1()));

@@ -39,7 +39,7 @@ parlor.awareness.setLocalStateField("user", "parlor.js");
 await new Promise((resolve) => (parlor.synced ? resolve() : parlor.on("sync", resolve)));
 
 const yDoc = new Y.Doc();
-const ws = new WebsocketProvider(`ws://${host}/yjs`, document, yDoc, { WebSocketPolyfill: WebSocket });
+const ws = new WebsocketProvider(`ws://${host}/yjs`, document, yDoc, { WebSocketPolyfill: WebSocket, disableBc: true });
 ws.awareness.setLocalStateField("user", "y-websocket");
 await new Promise((resolve) => ws.once("sync", resolve));
 

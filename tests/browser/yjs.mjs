@@ -1,6 +1,7 @@
 // Two editors with the real `yjs` and `y-websocket` packages, unchanged, on a Parlor node's
 // y-websocket endpoint (`/yjs/{document}`): each makes EDITS random edits to one Y.Text while
-// the other does (and whoever else edits on Parlor's own protocol). Then, told "check" on
+// the other does (and whoever else edits on Parlor's own protocol). Their BroadcastChannel is
+// off, so that everything they share goes through the server. Then, told "check" on
 // stdin, every 200 ms that the two agree it prints one JSON line, the text and whether each
 // sees the other's awareness, until told "done". Run by tests/documents.rs:
 //
@@ -18,7 +19,7 @@ const EDITS = Number(editsArg);
 
 function editor(name, seed) {
   const doc = new Y.Doc();
-  const provider = new WebsocketProvider(`${base}/yjs`, document, doc, { WebSocketPolyfill: WebSocket });
+  const provider = new WebsocketProvider(`${base}/yjs`, document, doc, { WebSocketPolyfill: WebSocket, disableBc: true });
   provider.awareness.setLocalStateField("user", name);
   let state = seed;
   const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);

@@ -120,7 +120,10 @@ fn requests_wait_in_order_while_the_logic_ticks_elsewhere_and_go_on_when_it_is_b
         "b's chat is not held up"
     );
     // Back from the job (its tick ran with no input yet): the waiting requests go, in order.
-    let done = jobs.into_iter().next().unwrap().run();
+    let Some(job) = jobs.into_iter().next() else {
+        panic!("a job")
+    };
+    let done = job.run();
     h.registry.logic_done(done);
     h.check();
     let a_frames = out_a.take();
@@ -165,11 +168,15 @@ fn a_departure_while_the_logic_is_out_is_heard_after_its_tick_and_a_gone_room_dr
             },
         );
     }
-    let room = h.registry.rooms.keys().next().unwrap().clone();
+    let Some(room) = h.registry.rooms.keys().next().cloned() else {
+        panic!("a room")
+    };
     assert_eq!(h.registry.rooms[&room].members.len(), 2);
     h.registry
         .advance(Instant::now() + Duration::from_millis(150));
-    let job = h.registry.take_logic_jobs().pop().unwrap();
+    let Some(job) = h.registry.take_logic_jobs().pop() else {
+        panic!("a job")
+    };
     h.run(
         b,
         ClientFrame::Leave {
@@ -187,7 +194,9 @@ fn a_departure_while_the_logic_is_out_is_heard_after_its_tick_and_a_gone_room_dr
     // A room that went while its logic was out does not take it back.
     h.registry
         .advance(Instant::now() + Duration::from_millis(400));
-    let job = h.registry.take_logic_jobs().pop().unwrap();
+    let Some(job) = h.registry.take_logic_jobs().pop() else {
+        panic!("a job")
+    };
     h.run(
         a,
         ClientFrame::Leave {
