@@ -2,8 +2,12 @@
 //! npm packages on the y-websocket endpoint and a Rust editor on Parlor's own protocol edit
 //! one document at once, and converge; a late joiner gets it whole.
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "support/editor.rs"]
 mod editor;
+
+use browser::http_get;
 #[path = "support/wait.rs"]
 #[allow(dead_code)]
 mod wait;
@@ -189,19 +193,6 @@ async fn a_failing_store_is_retried_reported_and_recovers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("answer");
-    body
-}
-
 /// parlor.js with its Yjs provider (web/parlor-yjs.js) and an unchanged y-websocket client,
 /// 500 random edits each as fast as they can, under the default rate limits: editors over
 /// the limit lose nothing (the provider syncs again, y-websocket reconnects), both converge
@@ -246,43 +237,10 @@ async fn the_parlor_js_provider_and_y_websocket_converge_under_the_rate_limits()
 /// target/test-artifacts/browser/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_edit_one_document_and_see_each_others_cursor() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = std::env::var_os("PARLOR_CHROMIUM")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-                .iter()
-                .map(std::path::PathBuf::from)
-                .find(|p| p.exists())
-        })
-        .expect("no chromium found: run ./scripts/test (it installs it) or set PARLOR_CHROMIUM");
-    let artifacts = root.join("target/test-artifacts/browser");
-    for shot in ["editor-alice.png", "editor-bob.png"] {
-        let _ = std::fs::remove_file(artifacts.join(shot));
-    }
     let mut config = parlor::Config::embedded().expect("config");
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.store.dir = String::new();
     let node = parlor::spawn(config).expect("node");
-    let run = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/editor.mjs"))
-        .arg(node.http_url("/"))
-        .arg(&artifacts)
-        .arg(chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("done within 90 s")
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for shot in ["editor-alice.png", "editor-bob.png"] {
-        let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
-        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
-    }
+    let shots = ["editor-alice.png", "editor-bob.png"];
+    browser::run_page_script("editor.mjs", &node.http_url("/"), &shots).await;
 }

@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+#[path = "support/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+use browser::http_get;
+
 use parlor::game::testing::{Refused, TestRoom};
 use parlor::game::{Ctx, Input, LeaveReason, Player, Refusal, Reply, RoomLogic, RoomTypes};
 use parlor::game::{SessionId, Value};
@@ -680,17 +685,4 @@ async fn a_room_whose_tick_sleeps_holds_up_no_other_room() {
         metrics.contains("parlor_logic_overruns_total 1"),
         "{metrics}"
     );
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("answer");
-    body
 }

@@ -3,6 +3,9 @@
 #[path = "../examples/games/arena.rs"]
 #[allow(dead_code)]
 mod arena;
+#[path = "support/browser.rs"]
+#[allow(dead_code)]
+mod browser;
 #[path = "../examples/games/cards.rs"]
 #[allow(dead_code)]
 mod cards;
@@ -167,58 +170,17 @@ fn a_card_game_plays_in_turn_with_hidden_hands_to_its_end() {
 /// target/test-artifacts/browser/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_play_both_games_on_their_pages() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
-    );
-    let chromium = std::env::var_os("PARLOR_CHROMIUM")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-                .iter()
-                .map(std::path::PathBuf::from)
-                .find(|p| p.exists())
-        })
-        .expect("no chromium found: run ./scripts/test (it installs it) or set PARLOR_CHROMIUM");
-    let artifacts = root.join("target/test-artifacts/browser");
-    const SHOTS: [&str; 4] = [
-        "arena-alice.png",
-        "arena-bob.png",
-        "cards-alice.png",
-        "cards-bob.png",
-    ];
-    for shot in SHOTS {
-        let _ = std::fs::remove_file(artifacts.join(shot));
-    }
     let mut config = parlor::Config::embedded().expect("config");
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.session.heartbeat_interval_ms = 1_000;
     config.session.client_timeout_ms = 20_000;
     config.store.dir = String::new();
     let node = node::builder(config).spawn().expect("the games node");
-    let run = tokio::process::Command::new("node")
-        .arg(script_dir.join("games.mjs"))
-        .arg(node.http_url("/"))
-        .arg(&artifacts)
-        .arg(chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("the browser test finished within 90 s")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "games browser test failed ({}):\n{stdout}\n{stderr}\n(screenshots in {})",
-        output.status,
-        artifacts.display()
-    );
-    for shot in SHOTS {
-        let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
-        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
-    }
+    let shots = [
+        "arena-alice.png",
+        "arena-bob.png",
+        "cards-alice.png",
+        "cards-bob.png",
+    ];
+    browser::run_page_script("games.mjs", &node.http_url("/"), &shots).await;
 }

@@ -16,19 +16,8 @@ HERE = os.path.join(ROOT, "bench", "games")
 ROOMS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 SECONDS = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_bytes(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from procstat import cpu_seconds, rss_bytes  # noqa: E402
 
 
 def percentile(bounds, counts, q):
