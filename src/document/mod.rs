@@ -29,6 +29,10 @@ use crate::game::{Ctx, LeaveReason, Refusal, Reply, RoomLogic, SessionId, Value}
 pub const TYPE: &str = "yjs";
 /// The event a y-sync or awareness message travels in, both ways.
 pub const EVENT: &str = "y";
+/// Awareness clients one member may speak for (a provider has one; tabs sharing a
+/// connection a few), and that one document holds at once.
+const MAX_CLIENTS_PER_MEMBER: usize = 8;
+const MAX_CLIENTS: usize = 1024;
 
 /// What one document may hold and take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +61,10 @@ pub struct DocRoom {
     /// bound of its size now).
     measured: usize,
     added: usize,
-    /// The awareness clients each member spoke for, to remove when it leaves.
-    clients: HashMap<SessionId, Vec<ClientID>>,
-    /// Which member each awareness client belongs to.
+    /// Which member each awareness client belongs to (its states go when the member leaves).
     owner: HashMap<ClientID, SessionId>,
+    /// Members that have sent awareness (a member's first message names its own client).
+    speakers: std::collections::HashSet<SessionId>,
 }
 
 impl DocRoom {
@@ -75,8 +79,8 @@ impl DocRoom {
             limits,
             measured: 0,
             added: 0,
-            clients: HashMap::new(),
             owner: HashMap::new(),
+            speakers: std::collections::HashSet::new(),
         }
     }
 
@@ -135,18 +139,28 @@ impl DocRoom {
         // echoes would circle forever. A provider back on a new connection speaks first for
         // its client again: the client moves to it, and if it speaks with its old clock,
         // which everyone would take for stale, the room moves the clock on.
-        let first = !self.clients.contains_key(&from);
+        // A member speaks for at most MAX_CLIENTS_PER_MEMBER clients and a document holds at
+        // most MAX_CLIENTS: past them, new clients are not taken.
+        let first = self.speakers.insert(from);
         let alone = update.clients.len() == 1;
-        let mut claimed = Vec::new();
+        let mut mine = self.owner.values().filter(|s| **s == from).count();
+        let owner = &mut self.owner;
+        let awareness = &self.awareness;
         update.clients.retain(|id, entry| {
-            let owned_by = self.owner.get(id).copied();
+            let owned_by = owner.get(id).copied();
             if owned_by.is_some_and(|o| o != from) && !(first && alone) {
                 return false;
             }
             if owned_by != Some(from) {
-                claimed.push((*id, owned_by));
+                let room_for_it = mine < MAX_CLIENTS_PER_MEMBER
+                    && (owned_by.is_some() || owner.len() < MAX_CLIENTS);
+                if !room_for_it {
+                    return false;
+                }
+                owner.insert(*id, from);
+                mine += 1;
             }
-            match self.awareness.meta(*id) {
+            match awareness.meta(*id) {
                 Some((known, _)) if entry.clock <= known => {
                     if &*entry.json == "null" {
                         return false;
@@ -157,16 +171,6 @@ impl DocRoom {
                 _ => true,
             }
         });
-        for (id, before) in claimed {
-            if let Some(before) = before {
-                if let Some(ids) = self.clients.get_mut(&before) {
-                    ids.retain(|i| *i != id);
-                }
-            }
-            self.owner.insert(id, from);
-            self.clients.entry(from).or_default().push(id);
-        }
-        self.clients.entry(from).or_default();
         if update.clients.is_empty() {
             return Ok(());
         }
@@ -249,9 +253,16 @@ impl RoomLogic for DocRoom {
 
     /// A member that leaves takes its awareness states with it (the others are told).
     fn left(&mut self, ctx: &mut Ctx, who: SessionId, _: LeaveReason) {
-        let Some(ids) = self.clients.remove(&who) else {
+        self.speakers.remove(&who);
+        let ids: Vec<ClientID> = self
+            .owner
+            .iter()
+            .filter(|(_, s)| **s == who)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
             return;
-        };
+        }
         for id in &ids {
             self.awareness.remove_state(*id);
             self.owner.remove(id);

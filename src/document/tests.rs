@@ -333,3 +333,43 @@ fn the_snapshot_carries_the_whole_document() {
     let text = doc.get_or_insert_text("t");
     assert_eq!(text.get_string(&doc.transact()), ann.text());
 }
+
+#[test]
+fn a_member_speaks_for_a_bounded_number_of_awareness_clients() {
+    use yrs::sync::awareness::AwarenessUpdateEntry;
+    let mut room = room();
+    let ann = Peer::join(&mut room, "ann");
+    let bob = Peer::join(&mut room, "bob");
+    let _ = room.take_frames(bob.id);
+    // One message naming 20 clients: only the first MAX_CLIENTS_PER_MEMBER are taken.
+    let clients = (1..=20u64)
+        .map(|n| {
+            (
+                ClientID::new(n),
+                AwarenessUpdateEntry {
+                    clock: 1,
+                    json: format!(r#"{{"n":{n}}}"#).into(),
+                },
+            )
+        })
+        .collect();
+    let many = Message::Awareness(AwarenessUpdate { clients }).encode_v1();
+    room.send(ann.id, EVENT, Value::Binary(many))
+        .expect("taken");
+    let relayed: usize = room
+        .take_frames(bob.id)
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Event(e) if e.event == EVENT => Some(e.data),
+            _ => None,
+        })
+        .filter_map(|data| match data {
+            Value::Binary(bytes) => match Message::decode_v1(&bytes).ok()? {
+                Message::Awareness(u) => Some(u.clients.len()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .sum();
+    assert_eq!(relayed, MAX_CLIENTS_PER_MEMBER);
+}

@@ -149,6 +149,8 @@ pub struct Registry<O> {
     logic_pool: bool,
     /// Jobs for the pool, until the owner takes them.
     logic_jobs: Vec<crate::game::LogicJob>,
+    /// Rooms whose logic is out on a job now: while none is, no request looks for one.
+    logic_out: usize,
     /// Sessions with requests waiting for a room's logic to come back from its job, in the
     /// order they began to wait.
     waiting_sessions: VecDeque<SessionId>,
@@ -186,6 +188,7 @@ impl<O: Outlet> Registry<O> {
             logic_deadlines: std::collections::BTreeSet::new(),
             logic_pool: false,
             logic_jobs: Vec::new(),
+            logic_out: 0,
             waiting_sessions: VecDeque::new(),
             logic_source: None,
             logic_changed: std::collections::BTreeSet::new(),
@@ -244,6 +247,9 @@ impl<O: Outlet> Registry<O> {
 
     /// Whether `frame` needs the answer of a room's logic that is away on a job.
     fn waits_for_logic(&self, frame: &ClientFrame) -> bool {
+        if self.logic_out == 0 {
+            return false;
+        }
         match frame {
             ClientFrame::Emit { room, .. } | ClientFrame::Join { room, .. } => self
                 .rooms

@@ -10,22 +10,11 @@
 //! redis-server and the npm packages when missing; run alone, these tests say what is missing
 //! instead of passing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("PARLOR_CHROMIUM") {
-        return path.into();
-    }
-    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    panic!("no chromium found: run ./scripts/test (it installs it) or set PARLOR_CHROMIUM");
-}
+use crate::page::chromium;
 
 #[tokio::test]
 async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {

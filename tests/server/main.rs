@@ -13,6 +13,9 @@ mod framing;
 mod limits;
 mod lobby;
 mod metrics;
+#[path = "../support/browser.rs"]
+#[allow(dead_code)]
+mod page;
 mod rate;
 mod resume;
 mod rooms;

@@ -267,6 +267,7 @@ impl<O: Outlet> Registry<O> {
                 now,
             };
             if self.logic_pool {
+                self.logic_out += 1;
                 self.logic_jobs.push(job);
             } else {
                 self.logic_done(job.run());
@@ -291,6 +292,9 @@ impl<O: Outlet> Registry<O> {
             took,
             ticked,
         } = done;
+        if self.logic_pool {
+            self.logic_out = self.logic_out.saturating_sub(1);
+        }
         let Some(slot) = self
             .rooms
             .get_mut(&room_name)
