@@ -2,12 +2,15 @@
 //!
 //! Commands go through one queue to one multiplexed connection, sent as pipelines in the order
 //! they were queued: the order a session's requests reach Redis is the order it sent them, and
-//! a busy node sends many commands per round trip. Subscriptions live on a second connection;
+//! a busy node sends many commands per round trip. Calls of one function on the same keys that
+//! queue up together (a room's emits) are joined into one call, each answered with its own part
+//! of the reply (`Command::Joinable`): one function call and one publish carry them all, which is
+//! most of what Redis spends on an emit. Subscriptions live on a second connection;
 //! its messages go to the node as `LinkEvent`s through a bounded channel, and a message that
 //! does not fit is dropped and counted (the room notices the gap and reads it back from the
 //! room's stream). Both connections come back on their own, with backoff, and say so.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +87,22 @@ enum Answer {
     Token(u64),
 }
 
+/// What a call runs.
+pub enum Command {
+    Plain(redis::Cmd),
+    /// One argument of `FCALL function keys...`, a function that takes any number of them and
+    /// answers with an array, one answer per argument in order. Joinable calls of the same
+    /// function and keys queued together run as one call; a plain command between them keeps
+    /// its place (nothing is joined across it).
+    Joinable {
+        function: &'static str,
+        keys: Vec<String>,
+        arg: Vec<u8>,
+    },
+}
+
 struct Call {
-    cmd: redis::Cmd,
+    cmd: Command,
     answer: Answer,
 }
 
@@ -174,7 +191,7 @@ impl Link {
         cmd: redis::Cmd,
     ) -> impl std::future::Future<Output = Result<Reply, LinkError>> + 'static {
         let (reply, answer) = oneshot::channel();
-        let queued = self.queue(cmd, Answer::Oneshot(reply));
+        let queued = self.queue(Command::Plain(cmd), Answer::Oneshot(reply));
         async move {
             queued?;
             answer.await.unwrap_or(Err(LinkError::Unanswered))
@@ -183,11 +200,11 @@ impl Link {
 
     /// Queues `cmd` now; its reply comes back on the reply stream with `token`. Refused at once
     /// (and nothing comes back) while Redis is down or the queue is full.
-    pub fn call_with_token(&self, cmd: redis::Cmd, token: u64) -> Result<(), LinkError> {
+    pub fn call_with_token(&self, cmd: Command, token: u64) -> Result<(), LinkError> {
         self.queue(cmd, Answer::Token(token))
     }
 
-    fn queue(&self, cmd: redis::Cmd, answer: Answer) -> Result<(), LinkError> {
+    fn queue(&self, cmd: Command, answer: Answer) -> Result<(), LinkError> {
         if !self.commands_up.load(Ordering::Acquire) {
             return Err(LinkError::Down);
         }
@@ -439,20 +456,10 @@ async fn serve_commands(
             return true;
         }
         // The batch takes the commands; the calls keep only where their answers go.
-        let cmds = batch
-            .iter_mut()
-            .map(|call| std::mem::replace(&mut call.cmd, redis::Cmd::new()))
-            .collect();
+        let (cmds, parts) = join_calls(&mut batch);
         match connection.run(cmds).await {
             Ok(results) => {
-                for (call, reply) in batch.drain(..).zip(results) {
-                    let reply = reply.map_err(|e| {
-                        if e.is_io_error() || e.is_timeout() {
-                            LinkError::Unanswered
-                        } else {
-                            LinkError::Refused(e.to_string())
-                        }
-                    });
+                for (call, reply) in batch.drain(..).zip(split_replies(results, &parts)) {
                     if !call.answer(reply, replies).await {
                         return true;
                     }
@@ -628,5 +635,231 @@ fn apply_queued(
                 wanted.remove(&channel);
             }
         }
+    }
+}
+
+/// The most calls joined into one.
+const JOIN_MAX: usize = 256;
+
+/// Where a call's answer is in the replies to a batch's commands: the whole reply to command
+/// `n`, or part `i` of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Part {
+    Whole(usize),
+    Of(usize, usize),
+}
+
+/// The commands that run `batch` (its calls' commands taken out), joinable calls of the same
+/// function and keys joined up to the first plain command after them, and where each call's
+/// answer will be.
+fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
+    // Joined calls being built: the function and keys, the command's place, its arguments.
+    struct Open {
+        function: &'static str,
+        keys: Vec<String>,
+        place: usize,
+        args: Vec<Vec<u8>>,
+    }
+    let mut built: Vec<Option<redis::Cmd>> = Vec::with_capacity(batch.len());
+    let mut open: Vec<Open> = Vec::new();
+    let mut parts = Vec::with_capacity(batch.len());
+    let close = |open: &mut Vec<Open>, built: &mut Vec<Option<redis::Cmd>>| {
+        for o in open.drain(..) {
+            let mut cmd = redis::cmd("FCALL");
+            cmd.arg(o.function).arg(o.keys.len());
+            for key in &o.keys {
+                cmd.arg(key);
+            }
+            for arg in &o.args {
+                cmd.arg(arg);
+            }
+            built[o.place] = Some(cmd);
+        }
+    };
+    for call in batch.iter_mut() {
+        match std::mem::replace(&mut call.cmd, Command::Plain(redis::Cmd::new())) {
+            Command::Plain(cmd) => {
+                close(&mut open, &mut built);
+                parts.push(Part::Whole(built.len()));
+                built.push(Some(cmd));
+            }
+            Command::Joinable {
+                function,
+                keys,
+                arg,
+            } => {
+                let joined = open
+                    .iter_mut()
+                    .find(|o| o.function == function && o.keys == keys && o.args.len() < JOIN_MAX);
+                match joined {
+                    Some(o) => {
+                        parts.push(Part::Of(o.place, o.args.len()));
+                        o.args.push(arg);
+                    }
+                    None => {
+                        parts.push(Part::Of(built.len(), 0));
+                        open.push(Open {
+                            function,
+                            keys,
+                            place: built.len(),
+                            args: vec![arg],
+                        });
+                        built.push(None);
+                    }
+                }
+            }
+        }
+    }
+    close(&mut open, &mut built);
+    (built.into_iter().flatten().collect(), parts)
+}
+
+/// Each call's answer from the replies to the commands `join_calls` made.
+fn split_replies(
+    results: Vec<redis::RedisResult<Reply>>,
+    parts: &[Part],
+) -> Vec<Result<Reply, LinkError>> {
+    let mut results: Vec<Option<Result<Reply, LinkError>>> = results
+        .into_iter()
+        .map(|result| Some(result.map_err(|e| link_error(&e))))
+        .collect();
+    // A joined call's answers (or its failure, which is every part's), taken as handed over.
+    let mut joined: HashMap<usize, Result<Vec<Option<Reply>>, LinkError>> = HashMap::new();
+    let mismatch =
+        || LinkError::Refused("a joined call's reply did not match its calls".to_owned());
+    parts
+        .iter()
+        .map(|part| match *part {
+            Part::Whole(n) => results
+                .get_mut(n)
+                .and_then(Option::take)
+                .unwrap_or(Err(LinkError::Unanswered)),
+            Part::Of(n, i) => {
+                let answers = joined.entry(n).or_insert_with(|| {
+                    match results.get_mut(n).and_then(Option::take) {
+                        Some(Ok(Reply::Array(answers))) => {
+                            Ok(answers.into_iter().map(Some).collect())
+                        }
+                        Some(Err(err)) => Err(err),
+                        Some(Ok(_)) => Err(mismatch()),
+                        None => Err(LinkError::Unanswered),
+                    }
+                });
+                match answers {
+                    Ok(answers) => answers
+                        .get_mut(i)
+                        .and_then(Option::take)
+                        .ok_or_else(mismatch),
+                    Err(err) => Err(err.clone()),
+                }
+            }
+        })
+        .collect()
+}
+
+/// What a command's error means for its call: not answered (it may have run), or refused.
+fn link_error(err: &redis::RedisError) -> LinkError {
+    if err.is_io_error() || err.is_timeout() {
+        LinkError::Unanswered
+    } else {
+        LinkError::Refused(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(name: &str) -> Call {
+        let (tx, _) = oneshot::channel();
+        Call {
+            cmd: Command::Plain(redis::cmd(name)),
+            answer: Answer::Oneshot(tx),
+        }
+    }
+
+    fn joinable(room: &str, arg: &str) -> Call {
+        let (tx, _) = oneshot::channel();
+        Call {
+            cmd: Command::Joinable {
+                function: "f",
+                keys: vec![room.to_owned()],
+                arg: arg.as_bytes().to_vec(),
+            },
+            answer: Answer::Oneshot(tx),
+        }
+    }
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .filter_map(|arg| match arg {
+                redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rooms_calls_queued_together_are_joined_up_to_a_plain_command() {
+        let mut batch = vec![
+            joinable("a", "1"),
+            joinable("b", "2"),
+            joinable("a", "3"),
+            plain("PING"),
+            joinable("a", "4"),
+        ];
+        let (cmds, parts) = join_calls(&mut batch);
+        let cmds: Vec<Vec<String>> = cmds.iter().map(args).collect();
+        assert_eq!(
+            cmds,
+            [
+                vec!["FCALL", "f", "1", "a", "1", "3"],
+                vec!["FCALL", "f", "1", "b", "2"],
+                vec!["PING"],
+                vec!["FCALL", "f", "1", "a", "4"],
+            ]
+        );
+        assert_eq!(
+            parts,
+            [
+                Part::Of(0, 0),
+                Part::Of(1, 0),
+                Part::Of(0, 1),
+                Part::Whole(2),
+                Part::Of(3, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn each_call_gets_its_part_of_a_joined_reply_or_its_failure() {
+        let parts = [
+            Part::Of(0, 0),
+            Part::Whole(1),
+            Part::Of(0, 1),
+            Part::Of(2, 0),
+        ];
+        let results = vec![
+            Ok(Reply::Array(vec![Reply::Int(10), Reply::Int(11)])),
+            Ok(Reply::Okay),
+            Err(redis::RedisError::from((redis::ErrorKind::Io, "gone"))),
+        ];
+        let answers = split_replies(results, &parts);
+        assert_eq!(
+            answers,
+            [
+                Ok(Reply::Int(10)),
+                Ok(Reply::Okay),
+                Ok(Reply::Int(11)),
+                Err(LinkError::Unanswered)
+            ]
+        );
+        // A joined reply shorter than its calls is refused for the calls it lacks.
+        let answers = split_replies(
+            vec![Ok(Reply::Array(vec![Reply::Int(1)]))],
+            &[Part::Of(0, 0), Part::Of(0, 1)],
+        );
+        assert_eq!(answers[0], Ok(Reply::Int(1)));
+        assert!(matches!(answers[1], Err(LinkError::Refused(_))));
     }
 }

@@ -8,6 +8,7 @@ use redis::Value;
 use serde::Serialize;
 
 use super::keys::Keys;
+use super::link::Command;
 use super::store::{Claimed, Lease, Op, Reply, RoomMessage};
 
 /// What a node needs to turn its `Op`s into commands.
@@ -239,13 +240,49 @@ struct StillMembersArgs {
 impl StoreConfig {
     /// The commands that carry out `op`: the one whose reply answers it, then any to send
     /// after it whose replies do not matter.
-    pub fn commands(&self, op: &Op) -> (redis::Cmd, Expect, Vec<redis::Cmd>) {
+    pub fn commands(&self, op: &Op) -> (Command, Expect, Vec<redis::Cmd>) {
+        if let Op::Emit {
+            room,
+            member,
+            skip,
+            body,
+        } = op
+        {
+            // Joinable: the link runs a room's emits queued together as one call.
+            let r = self.keys.room(room);
+            let head = r.channel("");
+            let args = EmitArgs {
+                member: member.map(|m| m.to_string()),
+                skip: skip.map(|s| s.to_string()).unwrap_or_default(),
+                body: bin(body),
+                keep: self.history_frames,
+                head: &head,
+            };
+            let command = Command::Joinable {
+                function: "parlor_emit",
+                keys: vec![r.room, r.members, r.log],
+                arg: lua_args(&args),
+            };
+            return (command, Expect::Emitted, Vec::new());
+        }
+        match self.plain_commands(op) {
+            Some((cmd, expect, after)) => (Command::Plain(cmd), expect, after),
+            None => (
+                Command::Plain(redis::Cmd::new()),
+                Expect::Emitted,
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// The plain commands for `op` (`None` for a joinable one).
+    fn plain_commands(&self, op: &Op) -> Option<(redis::Cmd, Expect, Vec<redis::Cmd>)> {
         let k = &self.keys;
         let node = self.node.as_str();
         let ttl = self.ttl_ms;
         let hist = self.history_frames;
         let room_keys = |room: &str| k.room(room);
-        match op {
+        Some(match op {
             Op::Claim {
                 room,
                 create,
@@ -319,24 +356,7 @@ impl StoreConfig {
                 let cmd = fcall("parlor_commit", &[&r.room, &r.members, &r.log], &args);
                 (cmd, Expect::Committed, Vec::new())
             }
-            Op::Emit {
-                room,
-                member,
-                skip,
-                body,
-            } => {
-                let r = room_keys(room);
-                let head = r.channel("");
-                let args = EmitArgs {
-                    member: member.map(|m| m.to_string()),
-                    skip: skip.map(|s| s.to_string()).unwrap_or_default(),
-                    body: bin(body),
-                    keep: hist,
-                    head: &head,
-                };
-                let cmd = fcall("parlor_emit", &[&r.room, &r.members, &r.log], &args);
-                (cmd, Expect::Emitted, Vec::new())
-            }
+            Op::Emit { .. } => return None,
             Op::ReadRoom { room } => {
                 let r = room_keys(room);
                 (
@@ -503,7 +523,7 @@ impl StoreConfig {
                 let cmd = fcall("parlor_session_read", &[&record, &rooms], &Empty {});
                 (cmd, Expect::Session, Vec::new())
             }
-        }
+        })
     }
 }
 

@@ -626,9 +626,8 @@ impl Sim {
                 skip,
                 frame: frame.clone(),
             });
-        let skip_text = skip.map(|s| s.to_string()).unwrap_or_default();
-        let mut payload = format!("{offset}\n{skip_text}\n").into_bytes();
-        payload.extend_from_slice(&frame);
+        let mut payload = Vec::new();
+        crate::cluster::store::write_room_message(&mut payload, offset, skip, &frame);
         let payload = Bytes::from(payload);
         for n in self
             .store

@@ -15,7 +15,8 @@ S a session.
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
   P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
   P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
-                    "<offset>\n<skip>\n<frame>" for every frame appended
+                    one message per call that appends, holding each frame appended as
+                    "<offset>\n<skip>\n<length>\n<frame>", one after the other
   P{n:N}:rooms      set of the rooms the node is home to
   P{n:N}:inbox      channel: messages to the node (MessagePack)
   P{s:S}:session    hash: node, tok (SHA-1 of the resume token), user, orphan (ms: handed over
@@ -45,17 +46,27 @@ local function args(a)
   return cmsgpack.unpack(a[1])
 end
 
--- Appends one frame to a room: its offset, its place in the log (which keeps `keep` frames),
--- and the publish on the channel of the room's incarnation (`head` .. its history epoch).
-local function append(k, head, keep, body, skip)
-  local off = redis.call('HINCRBY', k[1], 'next', 1) - 1
-  local frame = string.sub(body, 1, -2) .. cmsgpack.pack(off)
-  if keep > 0 then
-    redis.call('XADD', k[3], 'MAXLEN', '~', keep, '0-' .. int(off + 1), 'f', frame, 's', skip)
+-- Appends frames to a room: their offsets (from the room's `next`), their places in the log
+-- (which keeps `keep` frames), and one publish of them all on the channel of the room's
+-- incarnation (`head` .. its history epoch). `frames`: {{body, skip}}. Returns the offsets.
+local function append(k, head, keep, frames)
+  if #frames == 0 then
+    return {}
+  end
+  local first = redis.call('HINCRBY', k[1], 'next', #frames) - #frames
+  local offsets, records = {}, {}
+  for i, f in ipairs(frames) do
+    local off = first + i - 1
+    local frame = string.sub(f[1], 1, -2) .. cmsgpack.pack(off)
+    if keep > 0 then
+      redis.call('XADD', k[3], 'MAXLEN', '~', keep, '0-' .. int(off + 1), 'f', frame, 's', f[2])
+    end
+    offsets[i] = off
+    records[i] = int(off) .. '\n' .. f[2] .. '\n' .. int(#frame) .. '\n' .. frame
   end
   local channel = head .. (redis.call('HGET', k[1], 'hist') or '')
-  redis.call('PUBLISH', channel, int(off) .. '\n' .. skip .. '\n' .. frame)
-  return off
+  redis.call('PUBLISH', channel, table.concat(records))
+  return offsets
 end
 
 -- The room's lease, and whether `node` holds it now.
@@ -156,33 +167,42 @@ redis.register_function('parlor_commit', function(k, a)
   for _, sid in ipairs(x.add or {}) do
     redis.call('SADD', k[2], sid)
   end
-  local first = -1
-  for _, f in ipairs(x.frames or {}) do
-    local off = append(k, x.head, x.keep, f.b, f.s or '')
-    if first < 0 then
-      first = off
-    end
+  local frames = {}
+  for i, f in ipairs(x.frames or {}) do
+    frames[i] = { f.b, f.s or '' }
   end
-  return { 'ok', first, tonumber(redis.call('HGET', k[1], 'next')) }
+  local offsets = append(k, x.head, x.keep, frames)
+  return { 'ok', offsets[1] or -1, tonumber(redis.call('HGET', k[1], 'next')) }
 end)
 
--- emit {member or nil, skip, body, keep, head}: an event straight into the log, a member's
--- (if it still is one) or the backend's (if the room exists): the fast path that costs one
--- round trip, home or not.   {'ok', offset}   |   {'not_member'}
+-- emit {member or nil, skip, body, keep, head} (one map per argument): events straight into
+-- the log, each a member's (if it still is one) or the backend's (if the room exists): the fast
+-- path that costs one round trip, home or not. The link joins a room's emits queued together
+-- into one call (one publish); each is answered as if alone, in order:
+--   {{'ok', offset} | {'not_member'} | {'logic'}, ...}
 redis.register_function('parlor_emit', function(k, a)
-  local x = args(a)
   -- A room with logic: its emits go to its home, whose logic takes them.
-  if redis.call('HGET', k[1], 'logic') == '1' then
-    return { 'logic' }
-  end
-  if x.member then
-    if redis.call('SISMEMBER', k[2], x.member) == 0 then
-      return { 'not_member' }
+  local logic = redis.call('HGET', k[1], 'logic') == '1'
+  local exists = logic or redis.call('HEXISTS', k[1], 'ck') == 1
+  local answers, frames, taken = {}, {}, {}
+  local head, keep
+  for i = 1, #a do
+    local x = cmsgpack.unpack(a[i])
+    head, keep = x.head, x.keep
+    if logic then
+      answers[i] = { 'logic' }
+    elseif (x.member and redis.call('SISMEMBER', k[2], x.member) == 0)
+      or (not x.member and not exists) then
+      answers[i] = { 'not_member' }
+    else
+      frames[#frames + 1] = { x.body, x.skip or '' }
+      taken[#frames] = i
     end
-  elseif redis.call('HEXISTS', k[1], 'ck') == 0 then
-    return { 'not_member' }
   end
-  return { 'ok', append(k, x.head, x.keep, x.body, x.skip or '') }
+  for j, off in ipairs(append(k, head, keep, frames)) do
+    answers[taken[j]] = { 'ok', off }
+  end
+  return answers
 end)
 
 -- index_put {room, listing ('' to remove), opens, lobby}: a room's listing as its home last

@@ -349,22 +349,63 @@ impl NodeMessage {
     }
 }
 
-/// Reads `<offset>\n<skip session or nothing>\n<frame>`, a room channel's message.
-pub fn parse_room_message(payload: &Bytes) -> Option<RoomMessage> {
-    let first = payload.iter().position(|&b| b == b'\n')?;
-    let second = first + 1 + payload[first + 1..].iter().position(|&b| b == b'\n')?;
-    let offset = std::str::from_utf8(&payload[..first]).ok()?.parse().ok()?;
-    let raw = &payload[first + 1..second];
-    let skip = if raw.is_empty() {
-        None
-    } else {
-        Some(std::str::from_utf8(raw).ok()?.parse().ok()?)
+/// Reads a room channel's message: frames, each `<offset>\n<skip session or nothing>\n<length>
+/// \n<frame>`, one after the other. What cannot be read ends it (the frames before are kept: a
+/// gap they leave is filled from the log).
+pub fn parse_room_message(payload: &Bytes) -> Vec<RoomMessage> {
+    let mut messages = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        match parse_one(payload, at) {
+            Some((message, next)) => {
+                messages.push(message);
+                at = next;
+            }
+            None => break,
+        }
+    }
+    messages
+}
+
+/// One frame of a channel message, from `at`; and where the next begins.
+fn parse_one(payload: &Bytes, at: usize) -> Option<(RoomMessage, usize)> {
+    let mut fields = [0usize; 3];
+    let mut from = at;
+    for field in &mut fields {
+        *field = from + payload.get(from..)?.iter().position(|&b| b == b'\n')?;
+        from = *field + 1;
+    }
+    let text = |a: usize, b: usize| std::str::from_utf8(&payload[a..b]).ok();
+    let offset = text(at, fields[0])?.parse().ok()?;
+    let skip = match text(fields[0] + 1, fields[1])? {
+        "" => None,
+        raw => Some(raw.parse().ok()?),
     };
-    Some(RoomMessage {
-        offset,
-        skip,
-        frame: payload.slice(second + 1..),
-    })
+    let length: usize = text(fields[1] + 1, fields[2])?.parse().ok()?;
+    let end = from
+        .checked_add(length)
+        .filter(|&end| end <= payload.len())?;
+    Some((
+        RoomMessage {
+            offset,
+            skip,
+            frame: payload.slice(from..end),
+        },
+        end,
+    ))
+}
+
+/// The channel message for `frame` (as `parse_room_message` reads it), after `payload`.
+#[cfg(any(test, feature = "script"))]
+pub fn write_room_message(
+    payload: &mut Vec<u8>,
+    offset: u64,
+    skip: Option<SessionId>,
+    frame: &[u8],
+) {
+    let skip = skip.map(|s| s.to_string()).unwrap_or_default();
+    payload.extend_from_slice(format!("{offset}\n{skip}\n{}\n", frame.len()).as_bytes());
+    payload.extend_from_slice(frame);
 }
 
 /// Why a call has no answer, and whether Redis may have carried it out all the same.
@@ -400,5 +441,37 @@ impl From<LinkError> for crate::registry::RequestError {
         } else {
             Self::OutcomeUnknown(err.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_message_holds_frames_one_after_the_other() {
+        let skip = SessionId::new_random();
+        let mut payload = Vec::new();
+        write_room_message(&mut payload, 7, None, b"a\nb");
+        write_room_message(&mut payload, 8, Some(skip), b"");
+        write_room_message(&mut payload, 9, None, b"\n\n");
+        let messages = parse_room_message(&Bytes::from(payload.clone()));
+        let read: Vec<_> = messages
+            .iter()
+            .map(|m| (m.offset, m.skip, m.frame.to_vec()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (7, None, b"a\nb".to_vec()),
+                (8, Some(skip), Vec::new()),
+                (9, None, b"\n\n".to_vec())
+            ]
+        );
+        // A message cut short keeps the frames before the cut.
+        payload.truncate(payload.len() - 1);
+        assert_eq!(parse_room_message(&Bytes::from(payload)).len(), 2);
+        assert!(parse_room_message(&Bytes::from_static(b"1\n\n9\nshort")).is_empty());
+        assert!(parse_room_message(&Bytes::from_static(b"x\n\n0\n")).is_empty());
     }
 }

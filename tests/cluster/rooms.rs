@@ -303,3 +303,100 @@ async fn join_by_id_and_the_owners_lock_read_the_same_on_every_node() {
         .any(|r| r.room == "vault" && r.locked_by_owner));
     redis.assert_consistent();
 }
+
+/// The link joins a room's emits queued together into one `parlor_emit` call: each is
+/// answered as if it were alone (a member's appended, a stranger's refused, in order), and the
+/// frames appended go out in one publish, each with its offset, skip and length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_emits_are_each_answered_and_published_together() {
+    let (redis, nodes) = cluster(1, &[]).await;
+    let mut alice = nodes[0].client().await;
+    alice.join("joined").await.expect("alice joins");
+    let keys = parlor::cluster::Keys::new("parlor:").room("joined");
+    let history: String = redis
+        .query(redis::cmd("HGET").arg(&keys.room).arg("hist"))
+        .expect("the room's history epoch");
+    let next: u64 = redis
+        .query(redis::cmd("HGET").arg(&keys.room).arg("next"))
+        .expect("the room's next offset");
+    // Channel messages reach every node of a Redis Cluster: listen at the first.
+    let subscriber = redis::Client::open(redis.url()).expect("a client");
+    let mut connection = subscriber.get_connection().expect("a connection");
+    let mut pubsub = connection.as_pubsub();
+    pubsub
+        .subscribe(keys.channel(&history))
+        .expect("subscribed");
+    pubsub
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("a timeout");
+
+    let arg = |member: Option<SessionId>, body: &str| {
+        let mut map = vec![
+            (rmpv::Value::from("skip"), rmpv::Value::from("")),
+            (
+                rmpv::Value::from("body"),
+                rmpv::Value::from(format!("{body}\0")),
+            ),
+            (rmpv::Value::from("keep"), rmpv::Value::from(100)),
+            (
+                rmpv::Value::from("head"),
+                rmpv::Value::from(keys.channel("").as_str()),
+            ),
+        ];
+        if let Some(member) = member {
+            map.push((
+                rmpv::Value::from("member"),
+                rmpv::Value::from(member.to_string()),
+            ));
+        }
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &rmpv::Value::Map(map)).expect("encoded");
+        bytes
+    };
+    let stranger = SessionId::new_random();
+    let answers: Vec<Vec<redis::Value>> = redis
+        .query(
+            redis::cmd("FCALL")
+                .arg("parlor_emit")
+                .arg(3)
+                .arg(&keys.room)
+                .arg(&keys.members)
+                .arg(&keys.log)
+                .arg(arg(Some(alice.session_id()), "one"))
+                .arg(arg(Some(stranger), "two"))
+                .arg(arg(None, "three")),
+        )
+        .expect("the joined call");
+    let texts: Vec<Vec<String>> = answers
+        .iter()
+        .map(|answer| {
+            answer
+                .iter()
+                .map(|v| redis::from_redis_value::<String>(v.clone()).expect("text"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            vec!["ok".to_owned(), next.to_string()],
+            vec!["not_member".to_owned()],
+            vec!["ok".to_owned(), (next + 1).to_string()],
+        ],
+        "each emit answered as if alone, in order"
+    );
+    let message = pubsub.get_message().expect("one publish");
+    let payload: Vec<u8> = message.get_payload().expect("bytes");
+    // Each frame gets its offset in place of its last byte (MessagePack's positive fixint).
+    let record = |offset: u64, body: &str| {
+        let mut frame = body.as_bytes().to_vec();
+        frame.push(u8::try_from(offset).expect("a small offset"));
+        let mut record = format!("{offset}\n\n{}\n", frame.len()).into_bytes();
+        record.extend_from_slice(&frame);
+        record
+    };
+    let mut expected = record(next, "one");
+    expected.extend(record(next + 1, "three"));
+    assert_eq!(payload, expected, "both frames in one message");
+    drop(alice);
+}

@@ -872,10 +872,9 @@ impl<O: Outlet> Engine<O> {
 
     /// A frame on the channel of room `room`'s incarnation `epoch`.
     pub fn on_room_frame(&mut self, room: &str, epoch: &str, payload: &Bytes) {
-        let Some(message) = crate::cluster::store::parse_room_message(payload) else {
-            return;
-        };
-        self.fan(room, epoch, message);
+        for message in crate::cluster::store::parse_room_message(payload) {
+            self.fan(room, epoch, message);
+        }
     }
 
     fn fan(&mut self, room: &str, epoch: &str, message: RoomMessage) {
