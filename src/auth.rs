@@ -67,6 +67,7 @@ struct Verifier {
     key: DecodingKey,
     validation: Validation,
     rooms_claim: String,
+    read_only_claim: String,
 }
 
 impl Authenticator {
@@ -113,6 +114,7 @@ impl Authenticator {
                     key,
                     validation,
                     rooms_claim: config.rooms_claim.clone(),
+                    read_only_claim: config.read_only_claim.clone(),
                 })
             }
         };
@@ -178,26 +180,36 @@ impl Verifier {
                 ))
             }
         };
-        let rooms = match claims.get(&self.rooms_claim) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Array(patterns)) => {
-                let patterns: Option<Vec<&str>> = patterns.iter().map(|p| p.as_str()).collect();
-                let patterns = patterns.ok_or_else(|| {
-                    AuthError::Invalid(format!("`{}` must be a list of strings", self.rooms_claim))
-                })?;
-                Some(RoomPatterns::new(&patterns))
-            }
-            Some(_) => {
-                return Err(AuthError::Invalid(format!(
-                    "`{}` must be a list of strings",
-                    self.rooms_claim
-                )))
-            }
+        let rooms = patterns_claim(&claims, &self.rooms_claim)?;
+        let reading = patterns_claim(&claims, &self.read_only_claim)?;
+        let rooms = match (rooms, reading) {
+            (rooms, None) => rooms.map(|r| RoomPatterns::new(&r)),
+            // Read-only rooms without a rooms claim: every other room as before.
+            (rooms, Some(reading)) => Some(
+                RoomPatterns::new(&rooms.unwrap_or_else(|| vec!["*".to_owned()])).reading(&reading),
+            ),
         };
         Ok(Identity {
             user: Some(user),
             rooms,
         })
+    }
+}
+
+/// A claim holding a list of room-name patterns (`None`: absent or null).
+fn patterns_claim(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<Vec<String>>, AuthError> {
+    let invalid = || AuthError::Invalid(format!("`{name}` must be a list of strings"));
+    match claims.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Array(patterns)) => patterns
+            .iter()
+            .map(|p| p.as_str().map(str::to_owned).ok_or_else(invalid))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(invalid()),
     }
 }
 

@@ -145,6 +145,7 @@ pub struct AuthConfig {
     pub audience: String,
     pub leeway_seconds: u64,
     pub rooms_claim: String,
+    pub read_only_claim: String,
     pub allowed_origins: Vec<String>,
 }
 
@@ -417,6 +418,9 @@ impl Config {
         }
         if a.algorithm != AuthAlgorithm::None && a.rooms_claim.is_empty() {
             return invalid("auth.rooms_claim", "must name a claim".into());
+        }
+        if a.algorithm != AuthAlgorithm::None && a.read_only_claim.is_empty() {
+            return invalid("auth.read_only_claim", "must name a claim".into());
         }
         if !self.api.key.is_empty() && self.api.key.len() < 16 {
             return invalid(

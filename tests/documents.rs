@@ -244,3 +244,136 @@ async fn two_browsers_edit_one_document_and_see_each_others_cursor() {
     let shots = ["editor-alice.png", "editor-bob.png"];
     browser::run_page_script("editor.mjs", &node.http_url("/"), &shots).await;
 }
+
+const SECRET: &str = "a-documents-test-secret-long-enough-for-hs256";
+
+/// A signed token for `sub` with `claims` besides.
+fn token(sub: &str, mut claims: serde_json::Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + 600;
+    claims["sub"] = sub.into();
+    claims["exp"] = exp.into();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Issue 16: a reader (the read-only claim) gets the document and shows its cursor; its
+/// edits are dropped, on Parlor's protocol (refused `read_only`) and on the y-websocket
+/// endpoint (as y-protocols does, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_edits_are_dropped_and_it_still_reads_and_shows_its_cursor() {
+    use futures_util::{SinkExt, StreamExt};
+    use parlor_client::protocol::{ErrorCode, Value};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use yrs::sync::{Awareness, Message, SyncMessage};
+    use yrs::updates::encoder::Encode;
+    use yrs::{ReadTxn, Text, Transact};
+
+    let mut config = parlor::Config::embedded().expect("config");
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.auth.algorithm = parlor::config::AuthAlgorithm::HS256;
+    config.auth.secret = SECRET.into();
+    let node = parlor::spawn(config).expect("node");
+    let url = |path: &str, who: &str, claims: serde_json::Value| {
+        format!("ws://{}{path}?token={}", node.addr, token(who, claims))
+    };
+    let reading = serde_json::json!({"read_only_rooms": ["notes"]});
+
+    let client = parlor_client::Client::connect(&url("/ws", "writer", serde_json::json!({})))
+        .await
+        .expect("writer");
+    let mut writer = Editor::new(client, "notes");
+    writer
+        .client
+        .create(
+            Some("notes"),
+            RoomOptions {
+                room_type: Some("yjs".into()),
+                ..RoomOptions::default()
+            },
+        )
+        .await
+        .expect("the document");
+    writer.sync().await;
+    assert!(matches!(
+        writer.append("hello").await,
+        ServerFrame::Ok { .. }
+    ));
+
+    // The reader reads.
+    let mut client = parlor_client::Client::connect(&url("/ws", "reader", reading.clone()))
+        .await
+        .expect("reader");
+    client.join("notes").await.expect("a reader enters");
+    let mut reader = Editor::new(client, "notes");
+    assert!(matches!(reader.sync().await, ServerFrame::Ok { .. }));
+    assert_eq!(reader.text(), "hello");
+    // Its edit is refused and goes nowhere.
+    match reader.append(" forged").await {
+        ServerFrame::Error(e) => {
+            assert_eq!(e.code, ErrorCode::RoomRefused);
+            assert_eq!(e.reason.as_deref(), Some("read_only"));
+        }
+        other => panic!("expected read_only, got {other:?}"),
+    }
+    // Its cursor (awareness) is shown.
+    let mut awareness = Awareness::new(yrs::Doc::with_client_id(77));
+    awareness.set_local_state_raw(r#"{"user":{"name":"reader"}}"#);
+    let update = awareness.update().expect("an awareness update");
+    assert!(matches!(
+        reader.send(Message::Awareness(update).encode_v1()).await,
+        ServerFrame::Ok { .. }
+    ));
+    wait::next_matching_within(&mut writer.client, 5, "the reader's cursor", |f| {
+        matches!(f, ServerFrame::Event(e) if e.event == "y"
+            && matches!(&e.data, Value::Binary(b) if b.first() == Some(&1)))
+    })
+    .await;
+
+    // On the y-websocket endpoint, a reader's update is dropped without a word.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(url("/yjs/notes", "reader", reading.clone()))
+            .await
+            .expect("y-websocket reader");
+    let forged = {
+        let doc = yrs::Doc::with_client_id(99);
+        let text = doc.get_or_insert_text("t");
+        text.insert(&mut doc.transact_mut(), 0, "forged ");
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&Default::default());
+        Message::Sync(SyncMessage::Update(update)).encode_v1()
+    };
+    socket.send(Ws::binary(forged)).await.expect("sent");
+    // A step 1 after it: its answer (a step 2) comes once the update before was taken.
+    let step1 = Message::Sync(SyncMessage::SyncStep1(Default::default())).encode_v1();
+    socket.send(Ws::binary(step1)).await.expect("sent");
+    wait::within(10, "the step 2", async {
+        loop {
+            let Some(Ok(Ws::Binary(bytes))) = socket.next().await else {
+                panic!("the y-websocket connection ended");
+            };
+            if bytes.starts_with(&[0, 1]) {
+                return;
+            }
+        }
+    })
+    .await;
+
+    // A late writer sees only the writer's text.
+    let client = parlor_client::Client::connect(&url("/ws", "late", serde_json::json!({})))
+        .await
+        .expect("late");
+    let mut late = Editor::new(client, "notes");
+    late.client.join("notes").await.expect("late joins");
+    late.sync().await;
+    assert_eq!(late.text(), "hello");
+    drop(node);
+}

@@ -34,6 +34,9 @@ export class ParlorYjsProvider {
     this.awareness = awareness;
     /** True once the room's step 2 has arrived (the document is whole). */
     this.synced = false;
+    // Set once the room refuses an edit `read_only` (the token's read-only claim): the
+    // provider still takes the room's document and awareness, and sends no edits.
+    this.readOnly = false;
     this._listeners = new Set();
     this._off = [];
     // The others' updates and awareness come as the room's events; the room's answers to this
@@ -43,7 +46,7 @@ export class ParlorYjsProvider {
     this._off.push(room.on("reset", () => this._start()));
     this._off.push(room.client.on("resumed", () => this._start()));
     this._onUpdate = (update, origin) => {
-      if (origin === this) return;
+      if (origin === this || this.readOnly) return;
       const encoder = encoding.createEncoder();
       encoding.writeVarUint(encoder, MESSAGE_SYNC);
       syncProtocol.writeUpdate(encoder, update);
@@ -95,9 +98,14 @@ export class ParlorYjsProvider {
   _send(bytes) {
     this.room.emit("y", bytes).then(
       (answer) => { if (Array.isArray(answer)) for (const message of answer) this._receive(message); },
-      // Not taken (over the rate limit, the connection lost...): a sync a moment later sends
-      // the room whatever it lacks, so nothing is lost.
-      () => this._resyncSoon(),
+      (error) => {
+        // A reader's edits are dropped (its token's read-only claim): it stays in sync with
+        // the room and stops offering them.
+        if (error && error.reason === "read_only") { this.readOnly = true; return; }
+        // Not taken (over the rate limit, the connection lost...): a sync a moment later
+        // sends the room whatever it lacks, so nothing is lost.
+        this._resyncSoon();
+      },
     );
   }
 
@@ -118,7 +126,8 @@ export class ParlorYjsProvider {
       const encoder = encoding.createEncoder();
       encoding.writeVarUint(encoder, MESSAGE_SYNC);
       const kind = syncProtocol.readSyncMessage(decoder, encoder, this.doc, this);
-      if (encoding.length(encoder) > 1) this._send(encoding.toUint8Array(encoder));
+      // A reader answers no step 1: the room would drop its step 2.
+      if (encoding.length(encoder) > 1 && !this.readOnly) this._send(encoding.toUint8Array(encoder));
       if (kind === syncProtocol.messageYjsSyncStep2 && !this.synced) {
         this.synced = true;
         for (const listener of this._listeners) listener(true);

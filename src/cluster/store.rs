@@ -254,6 +254,9 @@ pub struct Forwarded {
     pub user: Option<String>,
     /// The session's token's rooms claim, as patterns (`None`: any room).
     pub claim: Option<Vec<String>>,
+    /// Its read-only claim: rooms it may only read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reading: Vec<String>,
     /// The client frame, encoded.
     #[serde(with = "serde_bytes")]
     pub frame: Vec<u8>,

@@ -9,9 +9,11 @@
 //! whoever is there), applies every update and sends it on to the other members (an `event`
 //! `y`, from the nil id, with an offset and in the history), and relays awareness, removing a
 //! member's awareness states when it leaves. Answers ride on the request, not on `direct`s,
-//! so a client in several documents always knows which one answered. Bad input is refused with the game-style `room_refused` and a reason of the
-//! document's own (`invalid_message`, `invalid_update`, `update_too_large`,
-//! `document_too_large`); the document is untouched.
+//! so a client in several documents always knows which one answered. Bad input is refused with
+//! the game-style `room_refused` and a reason of the document's own (`invalid_message`,
+//! `invalid_update`, `update_too_large`, `document_too_large`); the document is untouched. A
+//! reader (the token's read-only claim) gets the document and shows its awareness; its edits
+//! are dropped (`read_only`).
 //!
 //! The document's whole state is its snapshot (`RoomLogic::snapshot`), so a cluster carries it
 //! to a new home when its home is lost.
@@ -183,6 +185,19 @@ impl DocRoom {
     }
 }
 
+/// A reader's update (as y-protocols has it, a read-only client's writes are dropped): one
+/// that changes nothing (a step 2 with nothing the room lacks) is taken as it is; any other is
+/// refused `read_only`, the document untouched.
+fn read_only(update: &[u8]) -> Result<Reply, Refusal> {
+    match Update::decode_v1(update) {
+        Ok(update) if update.is_empty() => Ok(Reply::Ok),
+        _ => Err(Refusal::new(
+            "read_only",
+            "your token lets you read this document, not change it",
+        )),
+    }
+}
+
 impl RoomLogic for DocRoom {
     fn message(
         &mut self,
@@ -234,6 +249,9 @@ impl RoomLogic for DocRoom {
                 return Ok(Reply::Data(Value::Array(answer)));
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                if ctx.member(from).is_some_and(|p| p.read_only) {
+                    return read_only(&update);
+                }
                 self.update(ctx, from, update)?;
             }
             Message::Awareness(update) => self.awareness_update(ctx, from, update)?,

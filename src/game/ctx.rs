@@ -72,6 +72,11 @@ impl Ctx {
         &self.members
     }
 
+    /// Member `id`, if it is one.
+    pub fn member(&self, id: SessionId) -> Option<&Player> {
+        self.members.iter().find(|m| m.session == id)
+    }
+
     /// Time since the room was made, on the server's clock.
     pub fn elapsed(&self) -> Duration {
         self.elapsed

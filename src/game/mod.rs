@@ -33,6 +33,9 @@ pub struct Player {
     pub session: SessionId,
     /// The authenticated user (the JWT's `sub`), if the server checks tokens.
     pub user: Option<String>,
+    /// Its token lets it read this room, not change it (the read-only claim): the logic
+    /// decides what that means (a document drops its writes).
+    pub read_only: bool,
 }
 
 /// The game's own refusal: a code its clients know (`"not_your_turn"`) and words.

@@ -47,31 +47,64 @@ pub trait Outlet: Clone {
     fn close(&self, why: Close);
 }
 
-/// Glob patterns (`*`, `?`) naming the rooms an authenticated user may enter.
+/// Glob patterns (`*`, `?`) naming the rooms an authenticated user may enter: to take part
+/// (its token's rooms claim), or only to read (its read-only claim).
 #[derive(Clone, Debug)]
 pub struct RoomPatterns {
     compiled: Arc<[wildmatch::WildMatch]>,
     sources: Arc<[String]>,
+    /// Rooms entered only to read: the member hears everything and may change nothing (see
+    /// `Profile::may_write`).
+    reading: Arc<[wildmatch::WildMatch]>,
+    reading_sources: Arc<[String]>,
+}
+
+fn compile<S: AsRef<str>>(patterns: &[S]) -> (Arc<[wildmatch::WildMatch]>, Arc<[String]>) {
+    (
+        patterns
+            .iter()
+            .map(|p| wildmatch::WildMatch::new(p.as_ref()))
+            .collect(),
+        patterns.iter().map(|p| p.as_ref().to_owned()).collect(),
+    )
 }
 
 impl RoomPatterns {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let (compiled, sources) = compile(patterns);
+        let (reading, reading_sources) = compile::<&str>(&[]);
         Self {
-            compiled: patterns
-                .iter()
-                .map(|p| wildmatch::WildMatch::new(p.as_ref()))
-                .collect(),
-            sources: patterns.iter().map(|p| p.as_ref().to_owned()).collect(),
+            compiled,
+            sources,
+            reading,
+            reading_sources,
         }
     }
 
+    /// These patterns, and `patterns` naming rooms to enter only to read (where both match a
+    /// room, reading wins).
+    pub fn reading<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
+        (self.reading, self.reading_sources) = compile(patterns);
+        self
+    }
+
     pub fn allows(&self, room: &str) -> bool {
-        self.compiled.iter().any(|p| p.matches(room))
+        self.compiled.iter().any(|p| p.matches(room)) || self.only_reads(room)
+    }
+
+    /// Whether `room` is entered only to read.
+    pub fn only_reads(&self, room: &str) -> bool {
+        self.reading.iter().any(|p| p.matches(room))
     }
 
     /// The patterns as given.
     pub fn sources(&self) -> &[String] {
         &self.sources
+    }
+
+    /// The read-only patterns as given.
+    pub fn reading_sources(&self) -> &[String] {
+        &self.reading_sources
     }
 }
 
@@ -93,6 +126,16 @@ impl Profile {
         self.rooms
             .as_ref()
             .is_none_or(|patterns| patterns.allows(room))
+    }
+
+    /// Whether the session may change `room` (its token does not make it a reader there). A
+    /// reader hears everything; in a plain room it may not emit, send through the room, write
+    /// the state or act as owner (`forbidden`, reason `read_only`); a room's logic is told
+    /// (`Player::read_only`) and decides (a document drops its writes and keeps its awareness).
+    pub fn may_write(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|patterns| !patterns.only_reads(room))
     }
 }
 

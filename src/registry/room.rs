@@ -42,6 +42,8 @@ pub(crate) struct Room<O> {
     pub(crate) logic: Option<LogicSlot>,
     /// Each member's own view, as its logic last set it.
     pub(crate) views: std::collections::HashMap<SessionId, Value>,
+    /// Members whose tokens let them read the room, not change it (`Profile::may_write`).
+    pub(crate) readers: std::collections::HashSet<SessionId>,
 }
 
 /// A room's recent broadcast frames, as encoded once for the members, with their offsets.
@@ -154,6 +156,7 @@ impl<O> Room<O> {
             history: History::new(),
             logic: None,
             views: std::collections::HashMap::new(),
+            readers: std::collections::HashSet::new(),
         }
     }
 
@@ -169,6 +172,7 @@ impl<O> Room<O> {
     /// Removes `id`; when it was the owner, the oldest remaining member becomes owner.
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {
         self.views.remove(&id);
+        self.readers.remove(&id);
         let Some(index) = self.members.iter().position(|m| m.id == id) else {
             return false;
         };

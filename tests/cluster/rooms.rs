@@ -400,3 +400,68 @@ async fn joined_emits_are_each_answered_and_published_together() {
     assert_eq!(payload, expected, "both frames in one message");
     drop(alice);
 }
+
+/// A reader (the read-only claim) on a node that is not the room's home: its emit cannot take
+/// the fast path into the room's log; the home refuses it (`forbidden`, `read_only`) and the
+/// writer hears nothing of it, while the reader hears the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_emit_on_another_node_is_refused_by_the_home() {
+    const SECRET: &str = "a-cluster-test-secret-long-enough-for-hs256";
+    let auth = [
+        ("PARLOR_AUTH_ALGORITHM", "HS256"),
+        ("PARLOR_AUTH_SECRET", SECRET),
+    ];
+    let (redis, nodes) = cluster(2, &auth).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        + 600;
+    let connect = |node: usize, claims: serde_json::Value| {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("sign");
+        let url = format!("{}?token={token}", nodes[node].ws_url());
+        async move { parlor_client::Client::connect(&url).await.expect("connect") }
+    };
+    let mut writer = connect(0, serde_json::json!({"sub": "w", "exp": exp})).await;
+    let mut reader = connect(
+        1,
+        serde_json::json!({"sub": "r", "exp": exp, "read_only_rooms": ["news"]}),
+    )
+    .await;
+    writer
+        .join("news")
+        .await
+        .expect("the writer makes the room");
+    reader.join("news").await.expect("the reader enters");
+    match reader.emit("news", "fake", Value::from(1), true).await {
+        Err(parlor_client::ClientError::Refused(e)) => {
+            assert_eq!(e.code, parlor_client::protocol::ErrorCode::Forbidden);
+            assert_eq!(e.reason.as_deref(), Some("read_only"));
+        }
+        other => panic!("expected read_only, got {other:?}"),
+    }
+    writer
+        .emit("news", "real", Value::from(2), false)
+        .await
+        .expect("the writer emits");
+    let heard = next_matching(&mut reader, 5, "the writer's event", |f| {
+        matches!(f, ServerFrame::Event(_))
+    })
+    .await;
+    assert!(matches!(heard, ServerFrame::Event(e) if e.event == "real"));
+    let seen = next_matching(&mut writer, 5, "any event", |f| {
+        matches!(f, ServerFrame::Event(_))
+    });
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), seen)
+            .await
+            .is_err(),
+        "the writer heard the reader's refused emit"
+    );
+    redis.assert_consistent();
+}

@@ -248,3 +248,69 @@ async fn nbf_is_checked_and_exp_has_only_the_configured_leeway() {
         Ok(())
     );
 }
+
+/// A refusal's code and reason.
+fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (ErrorCode, Option<String>) {
+    match result {
+        Err(ClientError::Refused(e)) => (e.code, e.reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_claim_lets_a_user_hear_a_room_and_change_nothing() {
+    use parlor_client::protocol::{StateOp, Value};
+    let node = hs256_node();
+    let connect = |claims: serde_json::Value| {
+        let url = format!("{}?token={}", node.ws_url(), hs256(claims, SECRET));
+        async move { Client::connect(&url).await.expect("connect") }
+    };
+    let mut alice = connect(claims("alice")).await;
+    let mut bob = connect(serde_json::json!({
+        "sub": "bob", "exp": now() + 600, "read_only_rooms": ["board-*"]
+    }))
+    .await;
+    alice.join("board-1").await.expect("alice joins");
+    bob.join("board-1").await.expect("a reader enters");
+    // Bob hears the room.
+    alice
+        .emit("board-1", "note", Value::from("hi"), false)
+        .await
+        .expect("alice writes");
+    let heard = next_matching(
+        &mut bob,
+        "alice's note",
+        |f| matches!(f, ServerFrame::Event(e) if e.event == "note"),
+    )
+    .await;
+    assert!(matches!(heard, ServerFrame::Event(e) if e.from == alice.session_id()));
+    // And changes nothing: emits, state writes, direct sends through the room.
+    let read_only = (ErrorCode::Forbidden, Some("read_only".to_owned()));
+    assert_eq!(
+        refused(bob.emit("board-1", "note", Value::from("no"), true).await),
+        read_only
+    );
+    let op = StateOp::Set {
+        path: vec!["k".into()],
+        value: Value::from(1),
+    };
+    assert_eq!(
+        refused(bob.update_state("board-1", vec![op], None).await),
+        read_only
+    );
+    assert_eq!(
+        refused(bob.send_direct(alice.session_id(), "dm", Value::Nil).await).0,
+        ErrorCode::UnknownSession
+    );
+    // Alice heard none of it; other rooms are as before (no rooms claim: any room).
+    bob.join("lobby").await.expect("another room");
+    alice.join("lobby").await.expect("alice too");
+    bob.emit("lobby", "hello", Value::Nil, false)
+        .await
+        .expect("a writer there");
+    let next = next_matching(&mut alice, "bob's hello", |f| {
+        matches!(f, ServerFrame::Event(_))
+    })
+    .await;
+    assert!(matches!(next, ServerFrame::Event(e) if e.event == "hello" && e.room == "lobby"));
+}

@@ -326,6 +326,22 @@ impl<O: Outlet> Engine<O> {
         if !member {
             return Err(RequestError::NotInRoom(room));
         }
+        let writer = self
+            .sessions
+            .get(&id)
+            .is_some_and(|l| l.profile.may_write(&room));
+        if !writer {
+            // A reader's emit is for the home to judge (refused in a plain room; a document's
+            // logic takes its awareness): no fast path.
+            let frame = ClientFrame::Emit {
+                reference,
+                room,
+                event,
+                data,
+                echo,
+            };
+            return self.forward_to_home(id, frame);
+        }
         let body = encode_server(&ServerFrame::Event(EventFrame {
             room: room.clone(),
             from: id,
@@ -410,7 +426,7 @@ impl<O: Outlet> Engine<O> {
             .map(|l| {
                 l.rooms
                     .iter()
-                    .filter(|r| !l.logic_rooms.contains(*r))
+                    .filter(|r| !l.logic_rooms.contains(*r) && l.profile.may_write(r))
                     .cloned()
                     .collect()
             })
@@ -549,6 +565,12 @@ impl<O: Outlet> Engine<O> {
             session: forward.session,
             user: local.profile.user.clone(),
             claim: local.profile.rooms.as_ref().map(|p| p.sources().to_vec()),
+            reading: local
+                .profile
+                .rooms
+                .as_ref()
+                .map(|p| p.reading_sources().to_vec())
+                .unwrap_or_default(),
             frame: encode_client(&forward.frame).to_vec(),
             recovering: forward.recovering,
         })

@@ -513,7 +513,10 @@ impl<O: Outlet> Engine<O> {
         let profile = Profile {
             resume_token: String::new(),
             user: forwarded.user.clone(),
-            rooms: forwarded.claim.as_deref().map(RoomPatterns::new),
+            rooms: forwarded
+                .claim
+                .as_deref()
+                .map(|claim| RoomPatterns::new(claim).reading(&forwarded.reading)),
             node: Some(forwarded.from.clone()),
         };
         let outlet = HomeOutlet {

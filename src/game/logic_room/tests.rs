@@ -55,6 +55,7 @@ fn player() -> Player {
     Player {
         session: SessionId::new_random(),
         user: None,
+        read_only: false,
     }
 }
 

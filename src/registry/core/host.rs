@@ -56,6 +56,9 @@ pub struct MemberCheckpoint {
     /// The node the member is connected to (or was, when away).
     #[serde(default)]
     pub node: Option<String>,
+    /// It may read the room, not change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Everything about a room but its state (kept apart, since it is written only when its
@@ -285,6 +288,7 @@ impl<O: Outlet> Registry<O> {
                         user: profile.and_then(|p| p.user.clone()),
                         away: m.outlet.is_none(),
                         node: profile.and_then(|p| p.node.clone()),
+                        read_only: room.readers.contains(&m.id),
                     }
                 })
                 .collect(),
@@ -390,6 +394,9 @@ impl<O: Outlet> Registry<O> {
                 id: member.session,
                 outlet: outlet_now,
             });
+            if member.read_only {
+                room.readers.insert(member.session);
+            }
         }
         let logic = self.restore_logic(carried, &room);
         let private = room.private;
@@ -446,10 +453,8 @@ impl<O: Outlet> Registry<O> {
             .iter()
             .map(|m| crate::game::Player {
                 session: m.id,
-                user: self
-                    .sessions
-                    .get(&m.id)
-                    .and_then(|e| e.profile.user.clone()),
+                user: self.user_of(m.id),
+                read_only: room.readers.contains(&m.id),
             })
             .collect();
         match LogicRoom::restore(kind, &**factory, &options, members, snapshot, self.now) {

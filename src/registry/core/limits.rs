@@ -188,6 +188,8 @@ pub enum RequestError {
     RoomRefused(crate::game::Refusal),
     #[error("in room {0:?}, only the room's logic may do that")]
     LogicOnly(String),
+    #[error("your token lets you read room {0:?}, not change it")]
+    ReadOnly(String),
 }
 
 impl From<StateError> for RequestError {
@@ -225,7 +227,7 @@ impl RequestError {
             Self::InvalidOptions(_) => ErrorCode::InvalidOptions,
             Self::RoomLimit { .. } => ErrorCode::RoomLimit,
             Self::ResumeFailed(_) => ErrorCode::ResumeFailed,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Forbidden(_) | Self::ReadOnly(_) => ErrorCode::Forbidden,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
             Self::Overloaded | Self::RoomBusy(_) => ErrorCode::Overloaded,
@@ -235,10 +237,12 @@ impl RequestError {
         }
     }
 
-    /// The game's own code, for a refusal by a room's logic.
+    /// The detail a client acts on: the game's own code, for a refusal by a room's logic;
+    /// `read_only` for a reader's write.
     pub fn reason(&self) -> Option<String> {
         match self {
             Self::RoomRefused(refusal) => Some(refusal.code.clone()),
+            Self::ReadOnly(_) => Some("read_only".to_owned()),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@
 //! and state writes and the owner's actions are the logic's alone (`logic_only`).
 
 use super::*;
-use crate::game::{LogicDone, LogicJob, LogicRoom, LogicSlot, Notice, Player, Reply};
+use crate::game::{LogicDone, LogicJob, LogicRoom, LogicSlot, Notice, Reply};
 
 /// Effects one request, tick or departure may cause, the ones they cause in turn included;
 /// past it the rest are dropped and the room ends (a logic that kicks in `left` forever).
@@ -76,10 +76,7 @@ impl<O: Outlet> Registry<O> {
         room_name: &str,
         reference: Option<Ref>,
     ) -> Result<(), RequestError> {
-        let player = Player {
-            session: id,
-            user: self.user_of(id),
-        };
+        let player = self.player(id, room_name);
         let now = self.now;
         if let Some(slot) = self.rooms.get_mut(room_name).and_then(|r| r.logic.as_mut()) {
             let Some(logic) = slot.held() else {

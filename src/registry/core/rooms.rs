@@ -192,10 +192,17 @@ impl<O: Outlet> Registry<O> {
                 offset,
             })
         });
+        let reads_only = self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| !e.profile.may_write(room_name));
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
         room.members.push(Member { id, outlet });
+        if reads_only {
+            room.readers.insert(id);
+        }
         if room.owner.is_none() {
             room.owner = Some(id);
         }
@@ -309,6 +316,7 @@ impl<O: Outlet> Registry<O> {
         if room.logic.is_some() {
             return self.logic_message(id, &room_name, &event, data, reference);
         }
+        self.check_writer(id, &room_name)?;
         let skip = (!echo).then_some(id);
         self.broadcast(&room_name, skip, |offset| {
             ServerFrame::Event(EventFrame {
@@ -330,16 +338,22 @@ impl<O: Outlet> Registry<O> {
         data: Value,
     ) -> Result<Answered, RequestError> {
         self.limits.check_event_name(&event)?;
-        // A room with logic is no way around it: only a plain room shared counts.
-        let plain = |rooms: &[String]| -> Vec<String> {
-            rooms
-                .iter()
-                .filter(|r| self.rooms.get(*r).is_some_and(|r| r.logic.is_none()))
-                .cloned()
-                .collect()
-        };
+        // A room with logic is no way around it: only a plain room shared counts, and only
+        // one the sender may write in.
         let shares_room = match (self.sessions.get(&id), self.sessions.get(&to)) {
-            (Some(from), Some(target)) => may_send(&plain(&from.rooms), &target.rooms),
+            (Some(from), Some(target)) => {
+                let from_rooms: Vec<&String> = from
+                    .rooms
+                    .iter()
+                    .filter(|r| {
+                        self.rooms
+                            .get(*r)
+                            .is_some_and(|r| r.logic.is_none() && !r.readers.contains(&id))
+                    })
+                    .collect();
+                let to_rooms: Vec<&String> = target.rooms.iter().collect();
+                may_send(&from_rooms, &to_rooms)
+            }
             _ => false,
         };
         if !shares_room {
@@ -354,6 +368,18 @@ impl<O: Outlet> Registry<O> {
             }),
         );
         Ok(Answered::No)
+    }
+
+    /// Refuses a reader's write (`read_only`).
+    pub(super) fn check_writer(&self, id: SessionId, room_name: &str) -> Result<(), RequestError> {
+        if self
+            .rooms
+            .get(room_name)
+            .is_some_and(|r| r.readers.contains(&id))
+        {
+            return Err(RequestError::ReadOnly(room_name.to_owned()));
+        }
+        Ok(())
     }
 
     /// The room `room_name` when `id` is one of its members.
@@ -383,7 +409,10 @@ impl<O: Outlet> Registry<O> {
         if room.logic.is_some() {
             return Err(RequestError::LogicOnly(room_name.to_owned()));
         }
-        if room.owner != Some(id) {
+        let owner = room.owner;
+        self.check_writer(id, room_name)?;
+        let room = self.member_room(id, room_name)?;
+        if owner != Some(id) {
             return Err(RequestError::NotOwner(room_name.to_owned()));
         }
         Ok(room)

@@ -165,6 +165,21 @@ impl<O: Outlet> Registry<O> {
             .unwrap_or_default()
     }
 
+    /// Session `id` as the logic of `room_name` sees it.
+    pub(super) fn player(&self, id: SessionId, room_name: &str) -> crate::game::Player {
+        let profile = self.sessions.get(&id).map(|e| &e.profile);
+        let reader = self
+            .rooms
+            .get(room_name)
+            .is_some_and(|r| r.readers.contains(&id));
+        crate::game::Player {
+            session: id,
+            user: profile.and_then(|p| p.user.clone()),
+            // Seated, or (asked before it is) by its token.
+            read_only: reader || profile.is_some_and(|p| !p.may_write(room_name)),
+        }
+    }
+
     pub(super) fn user_of(&self, id: SessionId) -> Option<String> {
         self.sessions.get(&id).and_then(|e| e.profile.user.clone())
     }

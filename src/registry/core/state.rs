@@ -24,11 +24,13 @@ impl<O: Outlet> Registry<O> {
         if room.logic.is_some() {
             return Err(RequestError::LogicOnly(room_name.to_owned()));
         }
+        let version = room.version;
+        self.check_writer(id, room_name)?;
         if let Some(expected) = if_version {
-            if expected != room.version {
+            if expected != version {
                 return Err(RequestError::VersionConflict {
                     expected,
-                    current: room.version,
+                    current: version,
                 });
             }
         }

@@ -474,3 +474,40 @@ fn a_replay_over_the_replay_budget_becomes_a_snapshot() {
         matches!(&frames[..], [ServerFrame::Resumed(r), ServerFrame::Joined(_)] if !r.rooms[0].recovered)
     );
 }
+
+/// A reader (its token's read-only claim) is one in the room's checkpoint, so a room carried
+/// to a new home keeps it a reader there.
+#[test]
+fn a_reader_stays_a_reader_in_a_room_carried_to_a_new_home() {
+    let mut h = Harness::with_limits(resumable());
+    let (writer, _) = h.connect_as("w", Some("w"), None);
+    let reader = SessionId::new_random();
+    let profile = Profile {
+        resume_token: "r".into(),
+        user: Some("r".into()),
+        rooms: Some(RoomPatterns::new(&["*"]).reading(&["news"])),
+        node: None,
+    };
+    h.registry
+        .connect_with(reader, Recorder::default(), profile);
+    h.join(writer, "news");
+    h.join(reader, "news");
+    h.frames_of(reader);
+    h.run(reader, emit("news", true));
+    assert_eq!(error_code(&h.frames_of(reader)), Some(ErrorCode::Forbidden));
+
+    let checkpoint = h.registry.checkpoint("news").unwrap();
+    let state = h.registry.state_of("news").unwrap().0.clone();
+    let next = h.registry.next_offset("news").unwrap();
+    let mut home = Harness::with_limits(resumable());
+    home.registry.restore("news", checkpoint, state, next, |_| {
+        Some(Recorder::default())
+    });
+    home.run(reader, emit("news", true));
+    assert_eq!(
+        error_code(&home.frames_of(reader)),
+        Some(ErrorCode::Forbidden)
+    );
+    home.run(writer, emit("news", true));
+    assert_eq!(error_code(&home.frames_of(writer)), None);
+}
