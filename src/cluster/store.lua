@@ -50,22 +50,28 @@ end
 -- (which keeps `keep` frames), and one publish of them all on the channel of the room's
 -- incarnation (`head` .. its history epoch). `frames`: {{body, skip}}. Returns the offsets.
 local function append(k, head, keep, frames)
-  if #frames == 0 then
+  local n = #frames
+  if n == 0 then
     return {}
   end
-  local first = redis.call('HINCRBY', k[1], 'next', #frames) - #frames
-  local offsets, records = {}, {}
-  for i, f in ipairs(frames) do
+  local first = redis.call('HINCRBY', k[1], 'next', n) - n
+  local keeping = keep > 0 and int(keep)
+  -- The message's pieces, joined once (Redis's Lua hashes every string it makes).
+  local offsets, pieces = {}, {}
+  for i = 1, n do
+    local f = frames[i]
     local off = first + i - 1
     local frame = string.sub(f[1], 1, -2) .. cmsgpack.pack(off)
-    if keep > 0 then
-      redis.call('XADD', k[3], 'MAXLEN', '~', keep, '0-' .. int(off + 1), 'f', frame, 's', f[2])
+    local at = int(off)
+    if keeping then
+      redis.call('XADD', k[3], 'MAXLEN', '~', keeping, '0-' .. int(off + 1), 'f', frame, 's', f[2])
     end
     offsets[i] = off
-    records[i] = int(off) .. '\n' .. f[2] .. '\n' .. int(#frame) .. '\n' .. frame
+    pieces[#pieces + 1] = at .. '\n' .. f[2] .. '\n' .. #frame .. '\n'
+    pieces[#pieces + 1] = frame
   end
   local channel = head .. (redis.call('HGET', k[1], 'hist') or '')
-  redis.call('PUBLISH', channel, table.concat(records))
+  redis.call('PUBLISH', channel, table.concat(pieces))
   return offsets
 end
 
@@ -183,17 +189,33 @@ end)
 redis.register_function('parlor_emit', function(k, a)
   -- A room with logic: its emits go to its home, whose logic takes them.
   local logic = redis.call('HGET', k[1], 'logic') == '1'
-  local exists = logic or redis.call('HEXISTS', k[1], 'ck') == 1
+  local exists -- asked only for the backend's emits
+  -- Why emit `x` is not taken, if it is not.
+  local function refused(x)
+    if logic then
+      return 'logic'
+    end
+    if x.member then
+      if redis.call('SISMEMBER', k[2], x.member) == 0 then
+        return 'not_member'
+      end
+    else
+      if exists == nil then
+        exists = redis.call('HEXISTS', k[1], 'ck') == 1
+      end
+      if not exists then
+        return 'not_member'
+      end
+    end
+  end
   local answers, frames, taken = {}, {}, {}
   local head, keep
   for i = 1, #a do
     local x = cmsgpack.unpack(a[i])
     head, keep = x.head, x.keep
-    if logic then
-      answers[i] = { 'logic' }
-    elseif (x.member and redis.call('SISMEMBER', k[2], x.member) == 0)
-      or (not x.member and not exists) then
-      answers[i] = { 'not_member' }
+    local why = refused(x)
+    if why then
+      answers[i] = { why }
     else
       frames[#frames + 1] = { x.body, x.skip or '' }
       taken[#frames] = i
