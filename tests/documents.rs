@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use editor::Editor;
 use parlor_client::protocol::{RoomOptions, ServerFrame};
+use parlor_client::{Handled, SharedDoc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use yrs::{GetString, Text, Transact};
 
 const EDITS: usize = 1000;
 
@@ -36,20 +38,14 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     config.store.dir = String::new();
     let node = parlor::spawn(config).expect("node");
     let url = format!("ws://{}/ws", node.addr);
-    // The Rust editor makes the document; the npm editors join it by its name.
-    let mut client = parlor_client::Client::connect(&url).await.expect("rust");
-    client
-        .create(
-            Some("notes"),
-            RoomOptions {
-                room_type: Some("yjs".into()),
-                ..RoomOptions::default()
-            },
-        )
+    // The Rust editor (parlor_client::SharedDoc on a reconnecting session) makes the document;
+    // the npm editors join it by its name.
+    let (parlor, mut events) = parlor_client::Parlor::connect(&url).await.expect("rust");
+    let mut rust = SharedDoc::open(parlor, "notes", yrs::Doc::new())
         .await
         .expect("the document");
-    let mut rust = Editor::new(client, "notes");
-    assert!(matches!(rust.sync().await, ServerFrame::Ok { .. }));
+    let text = rust.doc().get_or_insert_text("t");
+    let text_of = |doc: &SharedDoc| text.get_string(&doc.doc().transact());
     let mut npm = tokio::process::Command::new("node")
         .arg(scripts.join("yjs.mjs"))
         .arg(format!("ws://{}", node.addr))
@@ -63,7 +59,16 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     // Edits at once: the Rust editor's while the npm ones make theirs.
     for n in 0..EDITS {
         let mark = char::from(b'A' + (n % 26) as u8).to_string();
-        assert!(matches!(rust.append(&mark).await, ServerFrame::Ok { .. }));
+        rust.edit(|txn| {
+            let end = text.len(txn);
+            text.insert(txn, end, &mark);
+        })
+        .await
+        .expect("an edit taken");
+        // What the others did meanwhile.
+        while let Some(event) = events.try_recv() {
+            assert_ne!(rust.handle(&event).expect("readable"), Handled::Lost);
+        }
     }
     let mut stdin = npm.stdin.take().expect("stdin");
     stdin.write_all(b"check\n").await.expect("told");
@@ -75,8 +80,8 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
             let seen: serde_json::Value = serde_json::from_str(&line).expect("json");
             assert_eq!(seen["awareness"], serde_json::json!([true, true]), "{line}");
             let text = seen["text"].as_str().expect("text").to_owned();
-            assert!(matches!(rust.sync().await, ServerFrame::Ok { .. }));
-            if rust.text() == text {
+            rust.sync().await.expect("synced");
+            if text_of(&rust) == text {
                 return text;
             }
         }
@@ -93,11 +98,11 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     stdin.write_all(b"done\n").await.expect("told");
     let _ = tokio::time::timeout(Duration::from_secs(10), npm.wait()).await;
     // A late joiner gets it whole.
-    let mut late = parlor_client::Client::connect(&url).await.expect("late");
-    late.join_room("notes", None).await.expect("joins");
-    let mut late = Editor::new(late, "notes");
-    assert!(matches!(late.sync().await, ServerFrame::Ok { .. }));
-    assert_eq!(late.text(), converged);
+    let (late, _events) = parlor_client::Parlor::connect(&url).await.expect("late");
+    let late = SharedDoc::open(late, "notes", yrs::Doc::new())
+        .await
+        .expect("opened");
+    assert_eq!(text_of(&late), converged);
 }
 
 /// A node whose store keeps documents in `dir`.
@@ -191,6 +196,48 @@ async fn a_failing_store_is_retried_reported_and_recovers() {
     let node = node_with_store(&dir);
     assert_eq!(open(&node, "notes").await.text(), "one two");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16: a document no one is in is unloaded (its room goes when its last member leaves)
+/// and loaded again on demand from its newest snapshot: reopened at once, before the store
+/// was handed it, and again while the store cannot write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_no_one_is_in_is_unloaded_and_loaded_again_without_loss() {
+    let dir = scratch("unload");
+    std::fs::write(&dir, b"not a directory").expect("a file in the way");
+    let node = node_with_store(&dir);
+    let unloaded = || async {
+        wait::within(10, "the document unloaded", async {
+            while !http_get(node.addr, "/metrics")
+                .contains(r#"parlor_logic_rooms{room_type="yjs"} 0"#)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    };
+    let mut ann = open(&node, "idle").await;
+    assert!(matches!(ann.append("first").await, ServerFrame::Ok { .. }));
+    ann.client.leave("idle").await.expect("ann leaves");
+    unloaded().await;
+    // At once: nothing was handed to the store yet.
+    let mut bob = open(&node, "idle").await;
+    assert_eq!(bob.text(), "first");
+    assert!(matches!(
+        bob.append(" second").await,
+        ServerFrame::Ok { .. }
+    ));
+    bob.client.leave("idle").await.expect("bob leaves");
+    unloaded().await;
+    // Once the store tried and failed to write it: what waits for the disk is read back.
+    wait::within(10, "the snapshot waiting for the disk", async {
+        while !http_get(node.addr, "/metrics").contains("parlor_store_waiting 1") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(open(&node, "idle").await.text(), "first second");
+    let _ = std::fs::remove_file(&dir);
 }
 
 /// parlor.js with its Yjs provider (web/parlor-yjs.js) and an unchanged y-websocket client,
@@ -336,6 +383,30 @@ async fn a_readers_edits_are_dropped_and_it_still_reads_and_shows_its_cursor() {
             && matches!(&e.data, Value::Binary(b) if b.first() == Some(&1)))
     })
     .await;
+
+    // The Rust client's SharedDoc as a reader: it reads, its edit is refused and it knows it
+    // is a reader; it still syncs (answering no step 1) and shows its cursor.
+    let (parlor, _events) = parlor_client::Parlor::connect(&url("/ws", "reader2", reading.clone()))
+        .await
+        .expect("reader");
+    let mut shared = SharedDoc::open(parlor, "notes", yrs::Doc::new())
+        .await
+        .expect("a reader opens the document");
+    let shared_text = shared.doc().get_or_insert_text("t");
+    assert_eq!(shared_text.get_string(&shared.doc().transact()), "hello");
+    let refused = shared
+        .edit(|txn| shared_text.insert(txn, 0, "forged "))
+        .await;
+    assert!(
+        matches!(refused, Err(parlor_client::ClientError::Refused(_))),
+        "{refused:?}"
+    );
+    assert!(shared.is_read_only());
+    shared.sync().await.expect("a reader syncs");
+    shared
+        .set_local_state(Some(r#"{"user":{"name":"reader2"}}"#))
+        .await
+        .expect("its cursor");
 
     // On the y-websocket endpoint, a reader's update is dropped without a word.
     let (mut socket, _) =

@@ -9,12 +9,15 @@
 //! - [`Client`] is one connection, driven by hand (`&mut self`, `next_frame`): what the
 //!   server's tests and the benchmark use to see every frame as it comes.
 //! - [`StateMirror`] keeps a room's shared state in step by applying its patches.
+//! - `SharedDoc` (feature `yjs`) keeps a Yjs document (`yrs`) in sync with a document room.
 //!
 //! Both connect to `ws://` and `wss://` (rustls; the Mozilla roots by default, or a
 //! `rustls::ClientConfig` of your own, see [`tls_config`]) and send a JWT as the
 //! `bearer.<jwt>` subprotocol when given one ([`ConnectOptions`]).
 
 mod data;
+#[cfg(feature = "yjs")]
+pub mod document;
 mod error;
 pub mod reconnect;
 mod session;
@@ -38,6 +41,8 @@ pub use rustls;
 pub use tokio_tungstenite::tungstenite;
 
 pub use data::{from_value, to_value, TypedData};
+#[cfg(feature = "yjs")]
+pub use document::{Handled, SharedDoc};
 pub use error::{ClientError, Result};
 pub use reconnect::{CloseInfo, ReconnectPolicy};
 pub use session::{

@@ -7,11 +7,17 @@
 //! fails is tried again at the next flush with whatever newer snapshot came meanwhile: at most
 //! one snapshot per room waits, so a failing disk does not grow memory beyond the rooms'
 //! own. Failures count in `parlor_store_failures` and show in `/health` (`store: failing`).
+//!
+//! A document no one is in is unloaded: its room goes when its last member leaves, and its
+//! last snapshot goes to the writer. Made again (on demand: a join, a y-websocket connection),
+//! it is read back from what is newest: the registry's snapshots not handed over yet, then the
+//! writer's not written yet (`Pending`, shared with the reader), then the file. So a document
+//! reopened before its write, or while the disk fails, loses nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::game::{LogicSource, StoredLogic};
@@ -30,13 +36,26 @@ pub struct LogicStore {
     failing: Arc<AtomicBool>,
 }
 
+/// Snapshots handed to the writer and not written yet (each room's newest, with a number
+/// that tells a newer one from the one being written).
+type Pending = Arc<Mutex<BTreeMap<String, (u64, StoredLogic)>>>;
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<String, (u64, StoredLogic)>> {
+    // What a panicking holder left is still each room's newest snapshot.
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The store's reading side, kept by the registry.
 pub struct FileSource {
     dir: PathBuf,
+    pending: Pending,
 }
 
 impl LogicSource for FileSource {
     fn load(&self, room: &str) -> Option<StoredLogic> {
+        if let Some((_, stored)) = lock(&self.pending).get(room) {
+            return Some(stored.clone());
+        }
         let bytes = std::fs::read(file_of(&self.dir, room)).ok()?;
         match parlor_protocol::decode_value::<StoredLogic>(&bytes, 64) {
             Ok(stored) => Some(stored),
@@ -63,9 +82,11 @@ impl LogicStore {
     pub fn open(dir: PathBuf, metrics: Arc<Metrics>) -> (Self, FileSource) {
         let (jobs, queue) = mpsc::channel();
         let failing = Arc::new(AtomicBool::new(false));
+        let pending = Pending::default();
         let writer = Writer {
             dir: dir.clone(),
-            waiting: BTreeMap::new(),
+            waiting: Arc::clone(&pending),
+            next: 0,
             failing: Arc::clone(&failing),
             metrics,
         };
@@ -76,7 +97,7 @@ impl LogicStore {
             tracing::error!("no store writer ({err}): rooms' logic is not kept");
             failing.store(true, Ordering::Relaxed);
         }
-        (Self { jobs, failing }, FileSource { dir })
+        (Self { jobs, failing }, FileSource { dir, pending })
     }
 
     /// Hands snapshots to the writer.
@@ -103,8 +124,9 @@ impl LogicStore {
 
 struct Writer {
     dir: PathBuf,
-    /// The newest snapshot of each room not written yet.
-    waiting: BTreeMap<String, StoredLogic>,
+    /// The newest snapshot of each room not written yet (the reader looks here first).
+    waiting: Pending,
+    next: u64,
     failing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -117,7 +139,12 @@ impl Writer {
         loop {
             match queue.recv_timeout(RETRY) {
                 Ok(Job::Write(snapshots)) => {
-                    self.waiting.extend(snapshots);
+                    let mut waiting = lock(&self.waiting);
+                    for (room, stored) in snapshots {
+                        self.next += 1;
+                        waiting.insert(room, (self.next, stored));
+                    }
+                    drop(waiting);
                     self.write_waiting();
                 }
                 Ok(Job::Flush(done)) => {
@@ -125,7 +152,7 @@ impl Writer {
                     let _ = done.send(());
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if !self.waiting.is_empty() {
+                    if !lock(&self.waiting).is_empty() {
                         self.write_waiting();
                     }
                 }
@@ -139,14 +166,19 @@ impl Writer {
 
     fn write_waiting(&mut self) {
         let mut failed = false;
-        let rooms: Vec<String> = self.waiting.keys().cloned().collect();
+        let rooms: Vec<String> = lock(&self.waiting).keys().cloned().collect();
         for room in rooms {
-            let Some(stored) = self.waiting.get(&room) else {
+            // Written outside the lock; it stays readable there until it is on disk, and goes
+            // only if nothing newer came meanwhile.
+            let Some((number, stored)) = lock(&self.waiting).get(&room).cloned() else {
                 continue;
             };
-            match write_file(&self.dir, &room, stored) {
+            match write_file(&self.dir, &room, &stored) {
                 Ok(()) => {
-                    self.waiting.remove(&room);
+                    let mut waiting = lock(&self.waiting);
+                    if waiting.get(&room).is_some_and(|(n, _)| *n == number) {
+                        waiting.remove(&room);
+                    }
                 }
                 Err(err) => {
                     if !self.failing.load(Ordering::Relaxed) {
@@ -166,7 +198,8 @@ impl Writer {
         if failed {
             self.failing.store(true, Ordering::Relaxed);
         }
-        self.metrics.store_waiting.set(self.waiting.len() as i64);
+        let waiting = lock(&self.waiting).len();
+        self.metrics.store_waiting.set(waiting as i64);
     }
 }
 
@@ -211,6 +244,11 @@ mod tests {
             metrics.store_waiting.get(),
             1,
             "one snapshot waits, the newest"
+        );
+        assert_eq!(
+            source.load("notes/1"),
+            Some(stored(9)),
+            "what waits is what a room made again reads"
         );
         // The disk is back: the newest is written.
         std::fs::remove_file(&dir).unwrap();

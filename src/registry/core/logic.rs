@@ -36,12 +36,14 @@ impl<O: Outlet> Registry<O> {
             .get(kind)
             .ok_or_else(|| RequestError::UnknownRoomType(kind.clone()))?
             .clone();
-        // A room kept from an earlier run (the same name and type) goes on from its snapshot.
-        let stored = self
-            .logic_source
-            .as_ref()
-            .and_then(|source| source.load(name))
-            .filter(|stored| stored.room_type == *kind);
+        // A room kept from an earlier run (the same name and type) goes on from its snapshot:
+        // the newest, which may be one not handed to the store yet.
+        let handed = self.logic_source.as_ref().and_then(|source| {
+            let gone = self.logic_gone.iter().rev().find(|(gone, _)| gone == name);
+            gone.map(|(_, stored)| stored.clone())
+                .or_else(|| source.load(name))
+        });
+        let stored = handed.filter(|stored| stored.room_type == *kind);
         if let Some(stored) = stored {
             match parlor_protocol::decode_value::<Value>(&stored.snapshot, 256)
                 .map_err(|err| crate::game::Refusal::new("bad_snapshot", err.to_string()))
