@@ -142,6 +142,8 @@ struct CommitArgs<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ck: Option<serde_bytes::ByteBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    lo: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<serde_bytes::ByteBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
@@ -338,6 +340,7 @@ impl StoreConfig {
                     head: &head,
                     history: &commit.history,
                     ck: commit.checkpoint.as_ref().map(bin),
+                    lo: commit.replay_from,
                     state: commit.state.as_ref().map(|(s, _)| bin(s)),
                     version: commit.state.as_ref().map(|(_, v)| *v),
                     add: ids(&commit.add),
@@ -597,6 +600,14 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
                     checkpoint: items.get(2).and_then(bytes).ok_or_else(bad)?,
                     state: items.get(3).and_then(bytes).unwrap_or_default(),
                     next: items.get(4).and_then(number).unwrap_or(0),
+                    since: items
+                        .get(7)
+                        .and_then(array)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(bytes)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(bad)?,
                 },
                 "held" => {
                     let until = items.get(3).and_then(number).unwrap_or(0);

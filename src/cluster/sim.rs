@@ -216,6 +216,8 @@ struct StoredRoom {
     history: String,
     /// A room with logic (emits go to its home).
     logic: bool,
+    /// Where a replaying logic's snapshot was taken (`lo` in `store.lua`).
+    replay_from: Option<u64>,
 }
 
 /// The in-memory store: what `store.lua` keeps, and every log ever written (by room and
@@ -682,6 +684,7 @@ impl Sim {
                             state: create.state,
                             members: BTreeSet::new(),
                             logic: false,
+                            replay_from: None,
                         },
                     );
                     return Reply::Claimed(Claimed::Created {
@@ -702,11 +705,26 @@ impl Sim {
                 stored.epoch += 1;
                 stored.home = node;
                 stored.until = now + ttl;
+                let since = match stored.replay_from {
+                    Some(from) => self
+                        .store
+                        .logs
+                        .get(&(room.clone(), stored.history.clone()))
+                        .map(|log| {
+                            log.iter()
+                                .filter(|e| e.offset >= from)
+                                .map(|e| e.frame.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 Reply::Claimed(Claimed::TakenOver {
                     epoch: stored.epoch,
                     checkpoint: stored.checkpoint.clone(),
                     state: stored.state.clone(),
                     next: stored.next,
+                    since,
                 })
             }
             Op::Renew { room, epoch } => {
@@ -739,6 +757,7 @@ impl Sim {
                         stored.history = commit.history.clone();
                         stored.checkpoint = checkpoint;
                         stored.logic |= commit.logic;
+                        stored.replay_from = commit.replay_from;
                     }
                     if let Some((state, _)) = commit.state {
                         stored.state = state;

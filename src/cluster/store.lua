@@ -11,7 +11,9 @@ S a session.
 
   P{r:H}:room:R     hash: home (node), epoch (lease generation), until (lease end, ms of Redis's
                     clock), next (the room's next offset), hist (history epoch), ck (checkpoint),
-                    state, version, logic ('1': a room with logic, whose emits go to its home)
+                    state, version, logic ('1': a room with logic, whose emits go to its home),
+                    lo (the offset a replaying logic's snapshot in ck was taken at: a claim
+                    returns the log from there)
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
   P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
   P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
@@ -91,7 +93,9 @@ end
 
 -- claim {node, ttl, create = {ck, state, hist} or nil, fresh}: become the room's home.
 --   {'created', epoch, now}        the room did not exist and is made with `create`
---   {'claimed', epoch, ck, state, next, version}   the lease had run out: taken over
+--   {'claimed', epoch, ck, state, next, version, hist, since}   the lease had run out: taken
+--                                  over; `since`: the log's frames from offset `lo` on (what a
+--                                  logic that replays its broadcasts takes back), or empty
 --   {'held', home, epoch, until, now}              another node holds it
 --   {'exists'}                     `fresh` and the room exists
 --   {'absent'}                     no room, and nothing to make
@@ -118,8 +122,14 @@ redis.register_function('parlor_claim', function(k, a)
   -- then): a new epoch fences off whatever it wrote before.
   epoch = epoch + 1
   redis.call('HSET', k[1], 'home', x.node, 'epoch', epoch, 'until', now + x.ttl)
-  local f = redis.call('HMGET', k[1], 'ck', 'state', 'next', 'version', 'hist')
-  return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5] }
+  local f = redis.call('HMGET', k[1], 'ck', 'state', 'next', 'version', 'hist', 'lo')
+  local since = {}
+  if f[6] then
+    for _, entry in ipairs(redis.call('XRANGE', k[3], '0-' .. int(tonumber(f[6]) + 1), '+')) do
+      since[#since + 1] = entry[2][2]
+    end
+  end
+  return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5], since }
 end)
 
 -- renew {node, epoch, ttl}: the home keeps its lease; refused once it ran out or moved on.
@@ -144,8 +154,9 @@ redis.register_function('parlor_release', function(k, a)
   return { 'ok' }
 end)
 
--- commit {node, epoch, keep, head, history, ck, state, version, add, remove, frames = {{b, s}},
--- delete}: the home's changes to a room, all or nothing, if its lease still holds.
+-- commit {node, epoch, keep, head, history, ck, lo, state, version, add, remove,
+-- frames = {{b, s}}, delete}: the home's changes to a room, all or nothing, if its lease
+-- still holds (`lo` with `ck`: where a replaying logic's snapshot was taken).
 --   {'ok', first offset or -1, next offset}   |   {'fenced', home, epoch}
 redis.register_function('parlor_commit', function(k, a)
   local x = args(a)
@@ -162,6 +173,11 @@ redis.register_function('parlor_commit', function(k, a)
     redis.call('HSET', k[1], 'ck', x.ck, 'hist', x.history)
     if x.logic then
       redis.call('HSET', k[1], 'logic', '1')
+    end
+    if x.lo then
+      redis.call('HSET', k[1], 'lo', x.lo)
+    else
+      redis.call('HDEL', k[1], 'lo')
     end
   end
   if x.state then

@@ -37,6 +37,9 @@ pub struct Commit {
     pub delete: bool,
     /// The room has logic (written with its checkpoint): members' emits go to its home.
     pub logic: bool,
+    /// With the checkpoint, for a logic that replays its broadcasts: the offset its snapshot
+    /// was taken at (a claim reads the log back from there).
+    pub replay_from: Option<u64>,
 }
 
 /// One operation on the store.
@@ -167,6 +170,8 @@ pub enum Claimed {
         checkpoint: Bytes,
         state: Bytes,
         next: u64,
+        /// The room's frames from its checkpoint's `logic_from` on, from its log.
+        since: Vec<Bytes>,
     },
     Held(Lease),
     Exists,

@@ -311,6 +311,34 @@ impl RoomLogic for DocRoom {
         self.measured = bytes.len();
         Ok(())
     }
+
+    /// Every update the room took is one of its broadcasts (event `y`), so the room's log
+    /// since a snapshot brings a document back to now: a cluster writes a big document whole
+    /// only now and then, not with every edit.
+    fn replays_broadcasts(&self) -> bool {
+        true
+    }
+
+    fn replay(&mut self, event: &str, data: &Value) {
+        let Value::Binary(bytes) = data else { return };
+        if event != EVENT {
+            return;
+        }
+        // Awareness is not replayed: it is news, and its clients say it again.
+        if let Ok(Message::Sync(SyncMessage::Update(update))) = Message::decode_v1(bytes) {
+            if let Ok(decoded) = Update::decode_v1(&update) {
+                if self
+                    .awareness
+                    .doc()
+                    .transact_mut()
+                    .apply_update(decoded)
+                    .is_ok()
+                {
+                    self.added += update.len();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

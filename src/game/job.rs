@@ -105,6 +105,12 @@ pub struct LogicSlot {
     /// written while it is away carries.
     options: Value,
     last_snapshot: std::cell::RefCell<Option<Vec<u8>>>,
+    /// Its logic replays its broadcasts (`RoomLogic::replays_broadcasts`): the room's offset
+    /// its last snapshot was taken at, from which a restored logic replays.
+    replays: bool,
+    /// The room's offset and its bytes appended so far (`Room::appended`) when the last
+    /// snapshot was taken.
+    snapshot_at: std::cell::Cell<Option<(u64, u64)>>,
 }
 
 impl LogicSlot {
@@ -112,6 +118,8 @@ impl LogicSlot {
         Self {
             kind: logic.kind().to_owned(),
             options: logic.options().clone(),
+            replays: logic.replays_broadcasts(),
+            snapshot_at: std::cell::Cell::new(None),
             held: Some(logic),
             waiting: Vec::new(),
             scheduled: None,
@@ -134,6 +142,36 @@ impl LogicSlot {
             *self.last_snapshot.borrow_mut() = taken;
         }
         self.last_snapshot.borrow().clone()
+    }
+
+    /// Whether its logic replays its broadcasts since a snapshot.
+    pub fn replays(&self) -> bool {
+        self.replays
+    }
+
+    /// The room's offset and appended bytes when a replaying logic's last snapshot was taken.
+    pub fn snapshot_at(&self) -> Option<(u64, u64)> {
+        self.snapshot_at.get()
+    }
+
+    /// A replaying logic's snapshot for a checkpoint with the room at `now` (its offset and
+    /// appended bytes): taken now if `due` and the logic is home, else the last one; and the
+    /// offset its replay starts at.
+    pub fn replay_snapshot(&self, now: (u64, u64), due: bool) -> (Option<Vec<u8>>, Option<u64>) {
+        if self.held.is_some() && due {
+            let taken = self.snapshot_bytes();
+            self.snapshot_at.set(taken.as_ref().map(|_| now));
+        }
+        (
+            self.last_snapshot.borrow().clone(),
+            self.snapshot_at.get().map(|(offset, _)| offset),
+        )
+    }
+
+    /// A restored logic's snapshot was the one taken with the room at `at`.
+    pub fn restored_from(&self, snapshot: Vec<u8>, at: (u64, u64)) {
+        *self.last_snapshot.borrow_mut() = Some(snapshot);
+        self.snapshot_at.set(Some(at));
     }
 
     /// When the owner has the logic down to be woken.

@@ -318,6 +318,26 @@ impl LogicRoom {
         }
     }
 
+    /// Whether its logic takes its broadcasts since a snapshot back (`RoomLogic::replay`).
+    pub fn replays_broadcasts(&self) -> bool {
+        let logic = &self.logic;
+        self.ended.is_none()
+            && catch_unwind(AssertUnwindSafe(|| logic.replays_broadcasts())).unwrap_or(false)
+    }
+
+    /// Hands a restored logic its broadcasts since its snapshot; what it asks meanwhile is
+    /// dropped (it was carried out before). A logic that fails ends the room.
+    pub fn replay(&mut self, now: Instant, broadcasts: &[(String, Value)]) {
+        for (event, data) in broadcasts {
+            if self
+                .call(now, |logic, _| logic.replay(event, data))
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
     /// Takes in what a hook changed of the room's clock, and returns what it asked for.
     fn settle(&mut self, ctx: Ctx, now: Instant) -> Vec<Effect> {
         if ctx.tick_every != self.tick_every {

@@ -133,6 +133,19 @@ pub trait RoomLogic: Send + 'static {
             "this room type does not restore from a snapshot",
         ))
     }
+
+    /// Whether the room's own broadcasts (its events from the nil id) since a snapshot bring
+    /// a restored logic back to now (`replay`). Then a cluster home takes and writes the
+    /// snapshot only now and then (once `rooms.history_frames / 2` frames, at most 256, came
+    /// after the last one) and the room's log holds the rest: a big document is not written
+    /// whole on every edit. `false`, the default: a snapshot with every commit.
+    fn replays_broadcasts(&self) -> bool {
+        false
+    }
+
+    /// After `restore`, one of the room's broadcasts since that snapshot, in order, to take in
+    /// (what it asks of the room meanwhile is not carried out).
+    fn replay(&mut self, _event: &str, _data: &Value) {}
 }
 
 /// The largest snapshot (`RoomLogic::snapshot`, encoded) a cluster home stores; a larger one

@@ -501,15 +501,18 @@ impl<O: Outlet> Registry<O> {
         let offset = room.history.take_offset();
         if let Some(host) = &mut self.host {
             // The log gives the frame its offset and carries it to the members' nodes.
+            let body = encode_server(&build(0));
+            room.appended += body.len() as u64;
             host.appends.push(Append {
                 room: room_name.to_owned(),
                 provisional: offset,
-                body: encode_server(&build(0)),
+                body,
                 skip,
             });
             return Some(offset);
         }
         let frame = encode_server(&build(offset));
+        room.appended += frame.len() as u64;
         let recipients = deliver_all(&room.members, &frame, skip, &mut self.overflowed);
         self.metrics.fanout.observe(recipients as f64);
         self.metrics.sent(recipients as u64, frame.len());

@@ -44,6 +44,9 @@ pub(crate) struct Room<O> {
     pub(crate) views: std::collections::HashMap<SessionId, Value>,
     /// Members whose tokens let them read the room, not change it (`Profile::may_write`).
     pub(crate) readers: std::collections::HashSet<SessionId>,
+    /// Bytes of frames appended to the room so far (how far a replaying logic's snapshot is
+    /// behind).
+    pub(crate) appended: u64,
 }
 
 /// A room's recent broadcast frames, as encoded once for the members, with their offsets.
@@ -157,6 +160,7 @@ impl<O> Room<O> {
             logic: None,
             views: std::collections::HashMap::new(),
             readers: std::collections::HashSet::new(),
+            appended: 0,
         }
     }
 

@@ -594,6 +594,23 @@ async fn editors_on_three_nodes_converge_and_no_acknowledged_update_is_lost_with
     }
     // The home dies mid-edit.
     drop(home);
+    // A newcomer, before the survivors send anything: what the new home restored (the last
+    // snapshot and the room's log since it) holds every update acknowledged before the kill.
+    let mut eve = Editor::new(client(&b).await, "doc");
+    within(30, "eve joining the document on its new home", async {
+        while eve.client.join_room("doc", None).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(matches!(eve.sync().await, ServerFrame::Ok { .. }));
+    for mark in &acknowledged {
+        assert!(
+            eve.text().contains(mark.as_str()),
+            "acknowledged {mark} lost with the home: {}",
+            eve.text()
+        );
+    }
     for n in 20..40 {
         for (name, editor) in [("b", &mut bob), ("c", &mut cat)] {
             let mark = format!("{name}{n};");

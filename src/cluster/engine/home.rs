@@ -161,6 +161,7 @@ impl<O: Outlet> Engine<O> {
                 room_type: None,
                 type_options: parlor_protocol::Value::Nil,
                 logic: None,
+                logic_from: None,
             };
             Some(NewRoom {
                 checkpoint: parlor_protocol::encode_value(&checkpoint),
@@ -206,8 +207,9 @@ impl<O: Outlet> Engine<O> {
                 checkpoint,
                 state,
                 next,
+                since,
             })) => {
-                self.restore(&room, epoch, &checkpoint, &state, next);
+                self.restore(&room, epoch, &checkpoint, &state, next, &since);
                 self.send_forward(rid);
             }
             Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) if self.dead.contains(&home) => {
@@ -354,6 +356,7 @@ impl<O: Outlet> Engine<O> {
         checkpoint: &[u8],
         state: &[u8],
         next: u64,
+        since: &[bytes::Bytes],
     ) {
         let (Ok(checkpoint), Ok(state)) = (
             parlor_protocol::decode_value::<RoomCheckpoint>(checkpoint, 64),
@@ -368,14 +371,15 @@ impl<O: Outlet> Engine<O> {
         let version = checkpoint.version;
         let sink = Rc::clone(&self.sink);
         let node = Rc::clone(&self.node);
-        self.host.restore(room, checkpoint, state, next, |member| {
-            let at: Rc<str> = member.node.as_deref().map_or(Rc::clone(&node), Rc::from);
-            Some(HomeOutlet {
-                session: member.session,
-                node: at,
-                sink: Rc::clone(&sink),
-            })
-        });
+        self.host
+            .restore(room, checkpoint, state, next, since, |member| {
+                let at: Rc<str> = member.node.as_deref().map_or(Rc::clone(&node), Rc::from);
+                Some(HomeOutlet {
+                    session: member.session,
+                    node: at,
+                    sink: Rc::clone(&sink),
+                })
+            });
         if let Some(hosted) = self.hosted.get_mut(room) {
             hosted.members = members;
             hosted.version = version;
@@ -703,6 +707,7 @@ impl<O: Outlet> Engine<O> {
                         commit.add = now.difference(&hosted.members).copied().collect();
                         commit.remove = hosted.members.difference(&now).copied().collect();
                         commit.logic = checkpoint.room_type.is_some();
+                        commit.replay_from = checkpoint.logic_from;
                         commit.checkpoint = Some(parlor_protocol::encode_value(&checkpoint));
                         if checkpoint.version != hosted.version {
                             if let Some((state, version)) = self.host.state_of(&room) {
@@ -1139,8 +1144,9 @@ impl<O: Outlet> Engine<O> {
                 checkpoint,
                 state,
                 next,
+                since,
             })) => {
-                self.restore(&room, epoch, &checkpoint, &state, next);
+                self.restore(&room, epoch, &checkpoint, &state, next, &since);
                 self.on_message(message);
             }
             Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) if self.dead.contains(&home) => {
@@ -1330,7 +1336,8 @@ impl<O: Outlet> Engine<O> {
                 checkpoint,
                 state,
                 next,
-            })) => self.restore(&room, epoch, &checkpoint, &state, next),
+                since,
+            })) => self.restore(&room, epoch, &checkpoint, &state, next, &since),
             Ok(Reply::Claimed(Claimed::Held(Lease { home, .. }))) => {
                 if self.dead.contains(&home) {
                     // Its dead home's lease has not quite run out: again at the next tick.

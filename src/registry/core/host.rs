@@ -45,6 +45,20 @@ impl HostEffects {
     }
 }
 
+/// The room's own broadcasts (events from the nil id) among `frames`, from offset `from` on,
+/// in order: what a replaying logic takes back.
+fn broadcasts(frames: &[bytes::Bytes], from: u64) -> Vec<(String, Value)> {
+    frames
+        .iter()
+        .filter_map(|frame| match parlor_protocol::decode_server(frame, 256) {
+            Ok(ServerFrame::Event(event)) if event.from == BACKEND && event.offset >= from => {
+                Some((event.event, event.data))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A member as a room's checkpoint keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberCheckpoint {
@@ -89,6 +103,11 @@ pub struct RoomCheckpoint {
     /// the checkpoint stays readable. Without one, a node that takes the room over ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logic: Option<serde_bytes::ByteBuf>,
+    /// For a logic that replays its broadcasts (`RoomLogic::replays_broadcasts`): the room's
+    /// offset its snapshot was taken at. The room's frames from there on, in its log, bring a
+    /// restored logic back to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logic_from: Option<u64>,
 }
 
 fn nil() -> Value {
@@ -270,6 +289,14 @@ impl<O: Outlet> Registry<O> {
     pub fn checkpoint(&self, room_name: &str) -> Option<RoomCheckpoint> {
         let room = self.rooms.get(room_name)?;
         let logic = room.logic.as_ref();
+        let (snapshot, logic_from) = match logic {
+            Some(slot) if slot.replays() => slot.replay_snapshot(
+                (room.history.next_offset, room.appended),
+                self.snapshot_due(room),
+            ),
+            Some(slot) => (slot.snapshot_bytes(), None),
+            None => (None, None),
+        };
         Some(RoomCheckpoint {
             max_members: u32::try_from(room.max_members).unwrap_or(u32::MAX),
             private: room.private,
@@ -297,10 +324,25 @@ impl<O: Outlet> Registry<O> {
             epoch: room.history.epoch.clone(),
             room_type: room.room_type().map(str::to_owned),
             type_options: logic.map_or(Value::Nil, |l| l.options().clone()),
-            logic: logic
-                .and_then(LogicSlot::snapshot_bytes)
-                .map(serde_bytes::ByteBuf::from),
+            logic: snapshot.map(serde_bytes::ByteBuf::from),
+            logic_from,
         })
+    }
+
+    /// Whether a logic that replays its broadcasts is due a new snapshot (one that does not
+    /// always is): none yet; or half of what the room's log keeps came after it (at most 256
+    /// frames: the log must still hold them when the room is taken over), or 1 MiB of frames
+    /// (what a new home reads back stays bounded).
+    pub(super) fn snapshot_due(&self, room: &Room<O>) -> bool {
+        let Some(slot) = room.logic.as_ref().filter(|s| s.replays()) else {
+            return true;
+        };
+        let Some((offset, appended)) = slot.snapshot_at() else {
+            return true;
+        };
+        let limit = (self.limits.history_frames / 2).min(256) as u64;
+        room.history.next_offset.saturating_sub(offset) >= limit
+            || room.appended.saturating_sub(appended) >= crate::game::MAX_SNAPSHOT_BYTES as u64
     }
 
     /// Whether room `room_name`'s logic is away running a tick (requests for it wait).
@@ -342,14 +384,20 @@ impl<O: Outlet> Registry<O> {
 
     /// Makes room `room_name` here again from its checkpoint and state, its log's next offset
     /// being `next_offset`. `outlet` says how each member is reached now (`None`: away).
+    ///
+    /// `since` are the room's frames from its checkpoint's `logic_from` on (from its log), which
+    /// a logic that replays its broadcasts takes back after its snapshot.
     pub fn restore(
         &mut self,
         room_name: &str,
         checkpoint: RoomCheckpoint,
         state: Document,
         next_offset: u64,
+        since: &[bytes::Bytes],
         mut outlet: impl FnMut(&MemberCheckpoint) -> Option<O>,
     ) {
+        let logic_from = checkpoint.logic_from;
+        let checkpoint_logic = checkpoint.logic.clone().map(serde_bytes::ByteBuf::into_vec);
         let carried = (
             checkpoint.room_type.clone(),
             checkpoint.type_options.clone(),
@@ -406,8 +454,18 @@ impl<O: Outlet> Registry<O> {
                 self.metrics.logic_room(logic.kind(), true);
             }
         }
-        let effects = logic.map(|(logic, effects)| {
-            room.logic = Some(LogicSlot::new(logic));
+        let effects = logic.map(|(mut logic, effects)| {
+            if let Some(at) = logic_from.filter(|_| logic.replays_broadcasts()) {
+                logic.replay(self.now, &broadcasts(since, at));
+            }
+            let slot = LogicSlot::new(logic);
+            if let (Some(at), Some(snapshot)) = (logic_from, checkpoint_logic.clone()) {
+                // What came since counts as appended after it.
+                let behind = since.iter().map(|f| f.len() as u64).sum::<u64>();
+                room.appended = behind;
+                slot.restored_from(snapshot, (at, 0));
+            }
+            room.logic = Some(slot);
             effects
         });
         self.rooms.insert(room_name.to_owned(), room);

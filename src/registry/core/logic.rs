@@ -179,7 +179,13 @@ impl<O: Outlet> Registry<O> {
             .get(room_name)
             .and_then(|r| r.logic.as_ref()?.held_ref())
             .is_some_and(LogicRoom::gives_snapshots);
-        if gives && self.host.is_some() {
+        // A logic that replays its broadcasts needs its checkpoint written only when its
+        // snapshot is due: until then its frames in the room's log carry what changed.
+        let due = self
+            .rooms
+            .get(room_name)
+            .is_some_and(|r| self.snapshot_due(r));
+        if gives && due && self.host.is_some() {
             self.touch(room_name);
         }
         if gives && self.logic_source.is_some() {

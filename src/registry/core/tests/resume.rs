@@ -500,9 +500,10 @@ fn a_reader_stays_a_reader_in_a_room_carried_to_a_new_home() {
     let state = h.registry.state_of("news").unwrap().0.clone();
     let next = h.registry.next_offset("news").unwrap();
     let mut home = Harness::with_limits(resumable());
-    home.registry.restore("news", checkpoint, state, next, |_| {
-        Some(Recorder::default())
-    });
+    home.registry
+        .restore("news", checkpoint, state, next, &[], |_| {
+            Some(Recorder::default())
+        });
     home.run(reader, emit("news", true));
     assert_eq!(
         error_code(&home.frames_of(reader)),
@@ -510,4 +511,110 @@ fn a_reader_stays_a_reader_in_a_room_carried_to_a_new_home() {
     );
     home.run(writer, emit("news", true));
     assert_eq!(error_code(&home.frames_of(writer)), None);
+}
+
+/// A document (a logic that replays its broadcasts) is not snapshotted with every edit: its
+/// checkpoint keeps the last snapshot and the offset it was taken at, and a new snapshot is
+/// taken once half of what the log keeps came after it. A room restored from that checkpoint
+/// and the frames since (what a new home reads from the log) has every edit.
+#[test]
+fn a_document_is_snapshotted_now_and_then_and_restored_from_its_log() {
+    use yrs::sync::{Message, SyncMessage};
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    use yrs::{GetString, ReadTxn, Text, Transact};
+    let types =
+        || crate::game::RoomTypes::new().add(crate::document::TYPE, crate::document::DocRoom::make);
+    let mut h = Harness {
+        registry: Registry::new(resumable()).with_room_types(types()),
+    };
+    let (ann, _) = h.connect_as("a", None, None);
+    h.run(
+        ann,
+        ClientFrame::Create {
+            reference: Some(1),
+            room: Some("doc".into()),
+            options: parlor_protocol::RoomOptions {
+                room_type: Some(crate::document::TYPE.into()),
+                ..Default::default()
+            },
+        },
+    );
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let limit = (resumable().history_frames / 2) as u64;
+    let mut snapshots_at = std::collections::BTreeSet::new();
+    let mut last = None;
+    for _ in 0..40 {
+        let before = doc.transact().state_vector();
+        {
+            let mut txn = doc.transact_mut();
+            let end = text.len(&txn);
+            text.insert(&mut txn, end, "x");
+        }
+        let update = doc.transact().encode_state_as_update_v1(&before);
+        let message = Message::Sync(SyncMessage::Update(update)).encode_v1();
+        h.run(
+            ann,
+            ClientFrame::Emit {
+                reference: Some(2),
+                room: "doc".into(),
+                event: "y".into(),
+                data: Value::Binary(message),
+                echo: false,
+            },
+        );
+        let checkpoint = h.registry.checkpoint("doc").unwrap();
+        let next = h.registry.next_offset("doc").unwrap();
+        let from = checkpoint
+            .logic_from
+            .expect("a document's snapshot has its offset");
+        assert!(
+            next - from <= limit,
+            "the snapshot fell {} frames behind",
+            next - from
+        );
+        snapshots_at.insert(from);
+        last = Some((checkpoint, next));
+    }
+    assert!(
+        snapshots_at.len() <= 40 / limit as usize + 1,
+        "a snapshot with every edit: {snapshots_at:?}"
+    );
+    let (checkpoint, next) = last.unwrap();
+    let from = checkpoint.logic_from.unwrap();
+    assert!(from < next, "the last edits are only in the log");
+    let since: Vec<bytes::Bytes> = h.registry.rooms["doc"]
+        .history
+        .since(from)
+        .unwrap()
+        .map(|e| e.frame.clone())
+        .collect();
+    let state = h.registry.state_of("doc").unwrap().0.clone();
+    let mut home = Harness {
+        registry: Registry::new(resumable()).with_room_types(types()),
+    };
+    home.registry
+        .restore("doc", checkpoint, state, next, &since, |_| {
+            Some(Recorder::default())
+        });
+    let bytes = home.registry.rooms["doc"]
+        .logic
+        .as_ref()
+        .unwrap()
+        .snapshot_bytes()
+        .unwrap();
+    let Value::Binary(snapshot) = parlor_protocol::decode_value::<Value>(&bytes, 8).unwrap() else {
+        panic!("a document's snapshot is bytes")
+    };
+    let restored = yrs::Doc::new();
+    let restored_text = restored.get_or_insert_text("t");
+    restored
+        .transact_mut()
+        .apply_update(yrs::Update::decode_v1(&snapshot).unwrap())
+        .unwrap();
+    assert_eq!(
+        restored_text.get_string(&restored.transact()),
+        "x".repeat(40)
+    );
 }
