@@ -1,6 +1,7 @@
 //! Collaborative documents across clients: two editors with the real `yjs` and `y-websocket`
-//! npm packages on the y-websocket endpoint and a Rust editor on Parlor's own protocol edit
-//! one document at once, and converge; a late joiner gets it whole.
+//! npm packages on the y-websocket endpoint, a parlor.js editor (its Yjs provider) and a Rust
+//! editor (`SharedDoc`) on Parlor's own protocol edit one document at once, and converge; a
+//! late joiner gets it whole; readers, restarts, a failing store, unloading, the browser.
 
 #[path = "support/browser.rs"]
 mod browser;
@@ -24,7 +25,7 @@ use yrs::{GetString, Text, Transact};
 const EDITS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() {
+async fn y_websocket_parlor_js_and_rust_editors_edit_one_document_and_converge() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scripts = root.join("tests/browser");
     assert!(
@@ -39,7 +40,7 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     let node = parlor::spawn(config).expect("node");
     let url = format!("ws://{}/ws", node.addr);
     // The Rust editor (parlor_client::SharedDoc on a reconnecting session) makes the document;
-    // the npm editors join it by its name.
+    // the npm editors (two y-websocket, one parlor.js) join it by its name.
     let (parlor, mut events) = parlor_client::Parlor::connect(&url).await.expect("rust");
     let mut rust = SharedDoc::open(parlor, "notes", yrs::Doc::new())
         .await
@@ -73,12 +74,16 @@ async fn y_websocket_clients_and_a_rust_client_edit_one_document_and_converge() 
     let mut stdin = npm.stdin.take().expect("stdin");
     stdin.write_all(b"check\n").await.expect("told");
     let mut lines = BufReader::new(npm.stdout.take().expect("stdout")).lines();
-    // The npm editors print their text (once they agree) until the Rust editor, catching up
-    // with a step 1, has the same.
+    // The npm editors print their text (once the three agree) until the Rust editor, catching
+    // up with a step 1, has the same.
     let converged = wait::within(60, "the npm and Rust editors converging", async {
         while let Some(line) = lines.next_line().await.expect("a line") {
             let seen: serde_json::Value = serde_json::from_str(&line).expect("json");
-            assert_eq!(seen["awareness"], serde_json::json!([true, true]), "{line}");
+            assert_eq!(
+                seen["awareness"],
+                serde_json::json!([true, true, true]),
+                "{line}"
+            );
             let text = seen["text"].as_str().expect("text").to_owned();
             rust.sync().await.expect("synced");
             if text_of(&rust) == text {

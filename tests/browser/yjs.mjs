@@ -1,9 +1,11 @@
 // Two editors with the real `yjs` and `y-websocket` packages, unchanged, on a Parlor node's
-// y-websocket endpoint (`/yjs/{document}`): each makes EDITS random edits to one Y.Text while
-// the other does (and whoever else edits on Parlor's own protocol). Their BroadcastChannel is
-// off, so that everything they share goes through the server. Then, told "check" on
-// stdin, every 200 ms that the two agree it prints one JSON line, the text and whether each
-// sees the other's awareness, until told "done". Run by tests/documents.rs:
+// y-websocket endpoint (`/yjs/{document}`), and a third with parlor.js and its Yjs provider
+// (web/parlor-yjs.js) on Parlor's own protocol: each makes EDITS random edits to one Y.Text
+// while the others do (and whoever else edits: the Rust client, in the test). The
+// y-websocket editors' BroadcastChannel is off, so that everything they share goes through
+// the server. Then, told "check" on stdin, every 200 ms that the three agree it prints one
+// JSON line, the text and whether each sees another's awareness, until told "done". Run by
+// tests/documents.rs:
 //
 //   node tests/browser/yjs.mjs <ws-base-url> <document> <edits>
 //
@@ -13,6 +15,18 @@ import WebSocket from "ws";
 import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
 import { createInterface } from "node:readline";
+import { copyFileSync, mkdirSync } from "node:fs";
+
+// parlor-yjs.js imports yjs' own packages by name, as a bundler resolves them: a copy beside
+// this script's node_modules lets Node resolve them the same way.
+const here = new URL(".", import.meta.url);
+const copies = new URL("./.web/", here);
+mkdirSync(copies, { recursive: true });
+for (const file of ["parlor.js", "parlor-yjs.js"]) {
+  copyFileSync(new URL(`../../web/${file}`, here), new URL(file, copies));
+}
+const { Parlor } = await import(new URL("parlor.js", copies));
+const { ParlorYjsProvider } = await import(new URL("parlor-yjs.js", copies));
 
 const [base, document, editsArg = "1000"] = process.argv.slice(2);
 const EDITS = Number(editsArg);
@@ -26,12 +40,23 @@ function editor(name, seed) {
   return { name, doc, provider, text: doc.getText("t"), random };
 }
 
+async function parlorEditor(name, seed) {
+  const doc = new Y.Doc();
+  const client = await Parlor.connect(`${base}/ws`, { WebSocket });
+  const room = await client.join(document);
+  const provider = new ParlorYjsProvider(room, doc);
+  provider.awareness.setLocalStateField("user", name);
+  let state = seed;
+  const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  return { name, doc, provider, client, text: doc.getText("t"), random };
+}
+
 const synced = (e) => new Promise((resolve) => {
   if (e.provider.synced) resolve();
-  else e.provider.once("sync", (s) => s && resolve());
+  else e.provider.on("sync", (s) => s && resolve());
 });
 
-const editors = [editor("alice", 1), editor("bob", 2)];
+const editors = [editor("alice", 1), editor("bob", 2), await parlorEditor("carol", 3)];
 await Promise.all(editors.map(synced));
 for (let i = 0; i < EDITS; i++) {
   for (const e of editors) {
@@ -54,12 +79,16 @@ input.on("line", (line) => {
 });
 input.on("close", finish);
 function finish() {
-  for (const e of editors) e.provider.destroy();
+  for (const e of editors) {
+    e.provider.destroy();
+    e.client?.close();
+  }
   process.exit(0);
 }
 setInterval(() => {
-  const [a, b] = editors;
-  if (checking && a.text.toString() === b.text.toString()) {
+  const [a, b, c] = editors;
+  const text = a.text.toString();
+  if (checking && text === b.text.toString() && text === c.text.toString()) {
     console.log(JSON.stringify({ text: a.text.toString(), awareness: editors.map(seesOther) }));
   }
 }, 200);
