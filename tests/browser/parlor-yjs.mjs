@@ -9,18 +9,7 @@
 import WebSocket from "ws";
 import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
-import { copyFileSync, mkdirSync } from "node:fs";
-
-// parlor-yjs.js imports yjs' own packages by name, as a bundler resolves them: a copy beside
-// this script's node_modules lets Node resolve them the same way.
-const here = new URL(".", import.meta.url);
-const copies = new URL("./.web/", here);
-mkdirSync(copies, { recursive: true });
-for (const file of ["parlor.js", "parlor-yjs.js"]) {
-  copyFileSync(new URL(`../../web/${file}`, here), new URL(file, copies));
-}
-const { Parlor } = await import(new URL("parlor.js", copies));
-const { ParlorYjsProvider } = await import(new URL("parlor-yjs.js", copies));
+import { Parlor, ParlorYjsProvider } from "./parlor-node.mjs";
 
 const [host, document] = process.argv.slice(2);
 const EDITS = 500;

@@ -183,14 +183,20 @@ async fn matchmaking_across_nodes_fills_rooms_exactly() {
 
 /// A token for `sub` whose rooms claim is `rooms`, signed with `secret`.
 fn token_with_rooms(secret: &str, sub: &str, rooms: &[&str]) -> String {
+    token(secret, serde_json::json!({"sub": sub, "rooms": rooms}))
+}
+
+/// A token with `claims` (and an `exp` ten minutes ahead), signed with `secret`.
+fn token(secret: &str, mut claims: serde_json::Value) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
         + 600;
+    claims["exp"] = exp.into();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": sub, "exp": exp, "rooms": rooms}),
+        &claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign")
@@ -412,25 +418,14 @@ async fn a_readers_emit_on_another_node_is_refused_by_the_home() {
         ("PARLOR_AUTH_SECRET", SECRET),
     ];
     let (redis, nodes) = cluster(2, &auth).await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-        + 600;
     let connect = |node: usize, claims: serde_json::Value| {
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("sign");
-        let url = format!("{}?token={token}", nodes[node].ws_url());
+        let url = format!("{}?token={}", nodes[node].ws_url(), token(SECRET, claims));
         async move { parlor_client::Client::connect(&url).await.expect("connect") }
     };
-    let mut writer = connect(0, serde_json::json!({"sub": "w", "exp": exp})).await;
+    let mut writer = connect(0, serde_json::json!({"sub": "w"})).await;
     let mut reader = connect(
         1,
-        serde_json::json!({"sub": "r", "exp": exp, "read_only_rooms": ["news"]}),
+        serde_json::json!({"sub": "r", "read_only_rooms": ["news"]}),
     )
     .await;
     writer

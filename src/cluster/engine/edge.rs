@@ -333,14 +333,7 @@ impl<O: Outlet> Engine<O> {
         if !writer {
             // A reader's emit is for the home to judge (refused in a plain room; a document's
             // logic takes its awareness): no fast path.
-            let frame = ClientFrame::Emit {
-                reference,
-                room,
-                event,
-                data,
-                echo,
-            };
-            return self.forward_to_home(id, frame);
+            return self.emit_at_home(id, reference, room, event, data, echo);
         }
         let body = encode_server(&ServerFrame::Event(EventFrame {
             room: room.clone(),
@@ -367,6 +360,26 @@ impl<O: Outlet> Engine<O> {
         Ok(())
     }
 
+    /// An emit for the room's home to take (a room with logic, or a reader's).
+    fn emit_at_home(
+        &mut self,
+        id: SessionId,
+        reference: Option<Ref>,
+        room: String,
+        event: String,
+        data: parlor_protocol::Value,
+        echo: bool,
+    ) -> Result<(), RequestError> {
+        let frame = ClientFrame::Emit {
+            reference,
+            room,
+            event,
+            data,
+            echo,
+        };
+        self.forward_to_home(id, frame)
+    }
+
     pub(super) fn on_emitted(
         &mut self,
         id: SessionId,
@@ -386,14 +399,7 @@ impl<O: Outlet> Engine<O> {
                     let err = RequestError::Unavailable("the event could not be read back".into());
                     return self.send_error(id, reference, &err);
                 };
-                let frame = ClientFrame::Emit {
-                    reference,
-                    room,
-                    event,
-                    data,
-                    echo,
-                };
-                if let Err(err) = self.forward_to_home(id, frame) {
+                if let Err(err) = self.emit_at_home(id, reference, room, event, data, echo) {
                     self.send_error(id, reference, &err);
                 }
             }
