@@ -316,7 +316,9 @@ impl<O: Outlet> Registry<O> {
         if room.logic.is_some() {
             return self.logic_message(id, &room_name, &event, data, reference);
         }
-        self.check_writer(id, &room_name)?;
+        if room.readers.contains(&id) {
+            return Err(RequestError::ReadOnly(room_name));
+        }
         let skip = (!echo).then_some(id);
         self.broadcast(&room_name, skip, |offset| {
             ServerFrame::Event(EventFrame {
