@@ -407,6 +407,11 @@ async fn a_readers_edits_are_dropped_and_it_still_reads_and_shows_its_cursor() {
         "{refused:?}"
     );
     assert!(shared.is_read_only());
+    assert!(shared
+        .edit(|txn| shared_text.insert(txn, 0, "again "))
+        .await
+        .is_err());
+    // Its document now holds an edit the room lacks: a sync still takes the room's.
     shared.sync().await.expect("a reader syncs");
     shared
         .set_local_state(Some(r#"{"user":{"name":"reader2"}}"#))

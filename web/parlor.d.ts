@@ -141,7 +141,8 @@ export interface JoinedFrame {
   /** A room with logic's type (absent for a plain room). */
   room_type?: string;
   members: string[];
-  owner: string;
+  /** `null` while only readers (the read-only claim) are in the room. */
+  owner: string | null;
   max_members: number;
   /** Closed to newcomers: full, or locked by the owner. */
   locked: boolean;

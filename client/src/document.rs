@@ -119,7 +119,13 @@ impl SharedDoc {
             }
         }
         for reply in replies {
-            self.send(reply).await?;
+            match self.send(reply).await {
+                // A reader's step 2: its own edits stay its own; the sync is done.
+                Err(ClientError::Refused(e)) if e.reason.as_deref() == Some("read_only") => {}
+                other => {
+                    other?;
+                }
+            }
         }
         self.unsent = false;
         // The local awareness state goes with every sync, as a provider's does on connecting.
@@ -134,6 +140,13 @@ impl SharedDoc {
     /// for a sync once the session is back, and the error is returned; a reader's change is
     /// refused (`room_refused`, reason `read_only`) and stays local.
     pub async fn edit<R>(&mut self, change: impl FnOnce(&mut TransactionMut) -> R) -> Result<R> {
+        if self.read_only {
+            // Known a reader: nothing changes, nothing is sent.
+            return Err(ClientError::Unexpected(format!(
+                "this session only reads document {:?} (its edits were refused `read_only`)",
+                self.room
+            )));
+        }
         let before = self.doc().transact().state_vector();
         let result = {
             let mut txn = self.doc().transact_mut();

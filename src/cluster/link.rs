@@ -638,8 +638,11 @@ fn apply_queued(
     }
 }
 
-/// The most calls joined into one.
+/// The most calls joined into one, and the most bytes of their arguments: a joined emit's
+/// frames go out as one channel message, and the nodes' subscription queue counts messages,
+/// so a message stays about the size of a few frames' worth, not 256 of the largest.
 const JOIN_MAX: usize = 256;
+const JOIN_BYTES: usize = 64 * 1024;
 
 /// Where a call's answer is in the replies to a batch's commands: the whole reply to command
 /// `n`, or part `i` of it.
@@ -659,6 +662,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
         keys: Vec<String>,
         place: usize,
         args: Vec<Vec<u8>>,
+        bytes: usize,
     }
     let mut built: Vec<Option<redis::Cmd>> = Vec::with_capacity(batch.len());
     let mut open: Vec<Open> = Vec::new();
@@ -688,12 +692,17 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                 keys,
                 arg,
             } => {
+                // Only the newest call on these keys may take it (one that is full stays
+                // full: what comes after it goes after it).
                 let joined = open
                     .iter_mut()
-                    .find(|o| o.function == function && o.keys == keys && o.args.len() < JOIN_MAX);
+                    .rev()
+                    .find(|o| o.function == function && o.keys == keys)
+                    .filter(|o| o.args.len() < JOIN_MAX && o.bytes + arg.len() <= JOIN_BYTES);
                 match joined {
                     Some(o) => {
                         parts.push(Part::Of(o.place, o.args.len()));
+                        o.bytes += arg.len();
                         o.args.push(arg);
                     }
                     None => {
@@ -702,6 +711,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                             function,
                             keys,
                             place: built.len(),
+                            bytes: arg.len(),
                             args: vec![arg],
                         });
                         built.push(None);
@@ -829,6 +839,19 @@ mod tests {
                 Part::Of(3, 0)
             ]
         );
+    }
+
+    #[test]
+    fn a_full_call_stays_full_and_what_follows_goes_after_it() {
+        let big = "x".repeat(JOIN_BYTES - 10);
+        let mut batch = vec![
+            joinable("a", &big),
+            joinable("a", "second, too big for the first call"),
+            joinable("a", "3"),
+        ];
+        let (cmds, parts) = join_calls(&mut batch);
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(parts, [Part::Of(0, 0), Part::Of(1, 0), Part::Of(1, 1)]);
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 
 /// What the writer is sent.
 enum Job {
-    Write(Vec<(String, StoredLogic)>),
+    /// New snapshots wait in `Pending`: write them.
+    Write,
     /// Write what waits, then say so.
     Flush(mpsc::Sender<()>),
 }
@@ -34,6 +35,10 @@ enum Job {
 pub struct LogicStore {
     jobs: mpsc::Sender<Job>,
     failing: Arc<AtomicBool>,
+    /// Where snapshots wait for the writer: put there by `write` itself, on the registry's
+    /// side, so that from the moment the registry hands one over the reader finds it.
+    pending: Pending,
+    next: std::cell::Cell<u64>,
 }
 
 /// Snapshots handed to the writer and not written yet (each room's newest, with a number
@@ -86,7 +91,6 @@ impl LogicStore {
         let writer = Writer {
             dir: dir.clone(),
             waiting: Arc::clone(&pending),
-            next: 0,
             failing: Arc::clone(&failing),
             metrics,
         };
@@ -97,14 +101,27 @@ impl LogicStore {
             tracing::error!("no store writer ({err}): rooms' logic is not kept");
             failing.store(true, Ordering::Relaxed);
         }
-        (Self { jobs, failing }, FileSource { dir, pending })
+        let store = Self {
+            jobs,
+            failing,
+            pending: Arc::clone(&pending),
+            next: std::cell::Cell::new(0),
+        };
+        (store, FileSource { dir, pending })
     }
 
-    /// Hands snapshots to the writer.
+    /// Hands snapshots to the writer (each replaces its room's one waiting, if any).
     pub fn write(&self, snapshots: Vec<(String, StoredLogic)>) {
-        if !snapshots.is_empty() {
-            let _ = self.jobs.send(Job::Write(snapshots));
+        if snapshots.is_empty() {
+            return;
         }
+        let mut waiting = lock(&self.pending);
+        for (room, stored) in snapshots {
+            self.next.set(self.next.get() + 1);
+            waiting.insert(room, (self.next.get(), stored));
+        }
+        drop(waiting);
+        let _ = self.jobs.send(Job::Write);
     }
 
     /// Writes `snapshots` and everything waiting, and waits for it (at most `limit`).
@@ -126,7 +143,6 @@ struct Writer {
     dir: PathBuf,
     /// The newest snapshot of each room not written yet (the reader looks here first).
     waiting: Pending,
-    next: u64,
     failing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -138,15 +154,7 @@ impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         loop {
             match queue.recv_timeout(RETRY) {
-                Ok(Job::Write(snapshots)) => {
-                    let mut waiting = lock(&self.waiting);
-                    for (room, stored) in snapshots {
-                        self.next += 1;
-                        waiting.insert(room, (self.next, stored));
-                    }
-                    drop(waiting);
-                    self.write_waiting();
-                }
+                Ok(Job::Write) => self.write_waiting(),
                 Ok(Job::Flush(done)) => {
                     self.write_waiting();
                     let _ = done.send(());
@@ -221,6 +229,19 @@ mod tests {
             type_options: parlor_protocol::Value::Nil,
             snapshot: vec![n; 3],
         }
+    }
+
+    #[test]
+    fn what_is_handed_over_is_read_back_at_once_before_the_writer_runs() {
+        let dir = std::env::temp_dir().join(format!("parlor-store-now-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, source) = LogicStore::open(dir.clone(), Arc::new(Metrics::new()));
+        // Whatever the writer thread is doing, the reader finds what was handed over.
+        store.write(vec![("doc".into(), stored(7))]);
+        assert_eq!(source.load("doc"), Some(stored(7)));
+        store.flush(Vec::new(), Duration::from_secs(5));
+        assert_eq!(source.load("doc"), Some(stored(7)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

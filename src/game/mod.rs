@@ -144,7 +144,9 @@ pub trait RoomLogic: Send + 'static {
     }
 
     /// After `restore`, one of the room's broadcasts since that snapshot, in order, to take in
-    /// (what it asks of the room meanwhile is not carried out).
+    /// (what it asks of the room meanwhile is not carried out). Make it idempotent: a
+    /// broadcast the snapshot already holds may come again (the room's offsets in the store
+    /// can run a little ahead of the home's when the room was just made).
     fn replay(&mut self, _event: &str, _data: &Value) {}
 }
 

@@ -565,8 +565,8 @@ impl<O: Outlet> Registry<O> {
                 return Err(format!("room {name:?} is over its seats"));
             }
             let owner_ok = match room.owner {
-                None => room.members.is_empty(),
-                Some(owner) => room.is_member(owner),
+                None => room.first_writer().is_none(),
+                Some(owner) => room.is_member(owner) && !room.readers.contains(&owner),
             };
             if !owner_ok {
                 return Err(format!("room {name:?} has owner {:?}", room.owner));

@@ -19,7 +19,8 @@ pub(crate) struct Member<O> {
 pub(crate) struct Room<O> {
     /// Members in the order they joined (so the oldest is first), away ones included.
     pub(crate) members: Vec<Member<O>>,
-    /// The member who may lock, kick and change metadata; `None` only while the room is empty.
+    /// The member who may lock, kick and change metadata: the oldest that is no reader (a
+    /// reader never owns a room); `None` only while no such member is in it.
     pub(crate) owner: Option<SessionId>,
     pub(crate) max_members: usize,
     /// Locked by the owner; the room is also closed, but not `locked_by_hand`, while full.
@@ -173,7 +174,8 @@ impl<O> Room<O> {
         self.locked_by_hand || self.is_full()
     }
 
-    /// Removes `id`; when it was the owner, the oldest remaining member becomes owner.
+    /// Removes `id`; when it was the owner, the oldest remaining member that is no reader
+    /// becomes owner (none, while only readers are left).
     pub(crate) fn remove(&mut self, id: SessionId) -> bool {
         self.views.remove(&id);
         self.readers.remove(&id);
@@ -182,9 +184,17 @@ impl<O> Room<O> {
         };
         self.members.remove(index);
         if self.owner == Some(id) {
-            self.owner = self.members.first().map(|m| m.id);
+            self.owner = self.first_writer();
         }
         true
+    }
+
+    /// The oldest member that is no reader: who owns the room.
+    pub(crate) fn first_writer(&self) -> Option<SessionId> {
+        self.members
+            .iter()
+            .map(|m| m.id)
+            .find(|id| !self.readers.contains(id))
     }
 
     pub(crate) fn is_member(&self, id: SessionId) -> bool {

@@ -456,6 +456,14 @@ impl<O: Outlet> Registry<O> {
         }
         let effects = logic.map(|(mut logic, effects)| {
             if let Some(at) = logic_from.filter(|_| logic.replays_broadcasts()) {
+                if since.len() as u64 != next_offset.saturating_sub(at) {
+                    tracing::warn!(
+                        "room {room_name:?}: its log holds {} of the {} frames since its \
+                         snapshot; what is missing is not replayed",
+                        since.len(),
+                        next_offset.saturating_sub(at)
+                    );
+                }
                 logic.replay(self.now, &broadcasts(since, at));
             }
             let slot = LogicSlot::new(logic);

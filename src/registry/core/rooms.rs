@@ -203,9 +203,12 @@ impl<O: Outlet> Registry<O> {
         if reads_only {
             room.readers.insert(id);
         }
-        if room.owner.is_none() {
+        // A reader never owns a room: it is owned by its oldest writer, or by no one.
+        let owner_came = room.owner.is_none() && !reads_only;
+        if owner_came {
             room.owner = Some(id);
         }
+        let others = room.members.len() > 1;
         let now_locked = room.is_locked();
         if let Some(entry) = self.sessions.get_mut(&id) {
             entry.rooms.push(room_name.to_owned());
@@ -213,7 +216,7 @@ impl<O: Outlet> Registry<O> {
         if let Some(joined) = self.joined_frame(room_name, reference) {
             self.send_to(id, &joined);
         }
-        if now_locked != was_locked {
+        if now_locked != was_locked || (owner_came && others) {
             self.announce_room_update(room_name, Some(id));
         }
         self.room_changed(room_name);

@@ -618,3 +618,47 @@ fn a_document_is_snapshotted_now_and_then_and_restored_from_its_log() {
         "x".repeat(40)
     );
 }
+
+/// A reader never owns a room: one alone in it leaves it ownerless, the first writer to come
+/// owns it (the reader is told), and an owner leaving hands the room to its oldest writer.
+#[test]
+fn a_reader_never_owns_a_room() {
+    let mut h = Harness::with_limits(resumable());
+    let reader = SessionId::new_random();
+    h.registry.connect_with(
+        reader,
+        Recorder::default(),
+        Profile {
+            resume_token: "r".into(),
+            user: Some("r".into()),
+            rooms: Some(RoomPatterns::new(&["*"]).reading(&["hall"])),
+            node: None,
+        },
+    );
+    h.join(reader, "hall");
+    assert_eq!(h.registry.rooms["hall"].owner, None);
+    h.frames_of(reader);
+    let (ann, _) = h.connect_as("a", Some("a"), None);
+    h.join(ann, "hall");
+    assert_eq!(h.registry.rooms["hall"].owner, Some(ann));
+    assert!(
+        h.frames_of(reader)
+            .iter()
+            .any(|f| matches!(f, ServerFrame::RoomUpdate(u) if u.owner == Some(ann))),
+        "the reader hears who owns the room"
+    );
+    let (bob, _) = h.connect_as("b", Some("b"), None);
+    h.join(bob, "hall");
+    h.run(
+        ann,
+        ClientFrame::Leave {
+            reference: None,
+            room: "hall".into(),
+        },
+    );
+    assert_eq!(
+        h.registry.rooms["hall"].owner,
+        Some(bob),
+        "the oldest writer, not the older reader"
+    );
+}
