@@ -28,7 +28,8 @@ fn room(n: u8) -> String {
 /// One step of a script.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Op {
-    /// A new connection; `budget` frames before it overflows (0: unlimited).
+    /// A new connection; `budget` frames before it overflows (0: unlimited); `games_only`:
+    /// its token lets it into the `game-*` rooms, and into room "b" only to read it.
     Connect {
         budget: u8,
         user: Option<u8>,
@@ -341,7 +342,8 @@ impl World {
         let profile = Profile {
             resume_token: token.clone(),
             user: user.map(|u| format!("user-{}", u % 3)),
-            rooms: games_only.then(|| RoomPatterns::new(&["game-*"])),
+            // Such a session may also enter room "b", only to read it.
+            rooms: games_only.then(|| RoomPatterns::new(&["game-*"]).reading(&["b"])),
             node: None,
         };
         self.registry.connect_with(id, probe.clone(), profile);
