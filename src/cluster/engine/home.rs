@@ -1249,6 +1249,19 @@ impl<O: Outlet> Engine<O> {
         let Ok(Reply::Nodes(nodes)) = reply else {
             return;
         };
+        // Out of touch for longer than a heartbeat without the link saying so (calls that
+        // hung, then went through): the others may have taken this node for dead and its
+        // sessions out of their rooms. It checks as after an outage.
+        let lapsed = self
+            .last_beat_answered
+            .is_some_and(|t| self.now.duration_since(t) > self.cfg.node_ttl);
+        self.last_beat_answered = Some(self.now);
+        if lapsed {
+            tracing::warn!("cluster: this node's heartbeat may have run out; checking its seats");
+            self.check_seats();
+            self.ask_joins_again();
+            self.resend_lost_messages();
+        }
         // After an outage every heartbeat has run out at once: nobody is taken for dead until
         // this node has itself been connected for a whole heartbeat period.
         let settled = self

@@ -298,6 +298,9 @@ pub struct Engine<O: Outlet> {
     up: bool,
     up_since: Option<Instant>,
     last_beat: Option<Instant>,
+    /// When a heartbeat of this node's was last answered: one answered longer than `node_ttl`
+    /// after the one before means the others may have taken this node for dead meanwhile.
+    last_beat_answered: Option<Instant>,
     last_renew: Option<Instant>,
     closing: bool,
 }
@@ -354,6 +357,7 @@ impl<O: Outlet> Engine<O> {
             up: false,
             up_since: None,
             last_beat: None,
+            last_beat_answered: None,
             last_renew: None,
             closing: false,
         }
