@@ -496,9 +496,9 @@ fn a_reader_stays_a_reader_in_a_room_carried_to_a_new_home() {
     h.run(reader, emit("news", true));
     assert_eq!(error_code(&h.frames_of(reader)), Some(ErrorCode::Forbidden));
 
-    let checkpoint = h.registry.checkpoint("news").unwrap();
-    let state = h.registry.state_of("news").unwrap().0.clone();
-    let next = h.registry.next_offset("news").unwrap();
+    let checkpoint = some(h.registry.checkpoint("news"), "a checkpoint");
+    let state = some(h.registry.state_of("news"), "a state").0.clone();
+    let next = some(h.registry.next_offset("news"), "an offset");
     let mut home = Harness::with_limits(resumable());
     home.registry
         .restore("news", checkpoint, state, next, &[], |_| {
@@ -564,11 +564,9 @@ fn a_document_is_snapshotted_now_and_then_and_restored_from_its_log() {
                 echo: false,
             },
         );
-        let checkpoint = h.registry.checkpoint("doc").unwrap();
-        let next = h.registry.next_offset("doc").unwrap();
-        let from = checkpoint
-            .logic_from
-            .expect("a document's snapshot has its offset");
+        let checkpoint = some(h.registry.checkpoint("doc"), "a checkpoint");
+        let next = some(h.registry.next_offset("doc"), "an offset");
+        let from = some(checkpoint.logic_from, "a document's snapshot's offset");
         assert!(
             next - from <= limit,
             "the snapshot fell {} frames behind",
@@ -581,16 +579,13 @@ fn a_document_is_snapshotted_now_and_then_and_restored_from_its_log() {
         snapshots_at.len() <= 40 / limit as usize + 1,
         "a snapshot with every edit: {snapshots_at:?}"
     );
-    let (checkpoint, next) = last.unwrap();
-    let from = checkpoint.logic_from.unwrap();
+    let (checkpoint, next) = some(last, "a checkpoint");
+    let from = some(checkpoint.logic_from, "the snapshot's offset");
     assert!(from < next, "the last edits are only in the log");
-    let since: Vec<bytes::Bytes> = h.registry.rooms["doc"]
-        .history
-        .since(from)
-        .unwrap()
+    let since: Vec<bytes::Bytes> = some(h.registry.rooms["doc"].history.since(from), "the frames")
         .map(|e| e.frame.clone())
         .collect();
-    let state = h.registry.state_of("doc").unwrap().0.clone();
+    let state = some(h.registry.state_of("doc"), "a state").0.clone();
     let mut home = Harness {
         registry: Registry::new(resumable()).with_room_types(types()),
     };
@@ -598,21 +593,20 @@ fn a_document_is_snapshotted_now_and_then_and_restored_from_its_log() {
         .restore("doc", checkpoint, state, next, &since, |_| {
             Some(Recorder::default())
         });
-    let bytes = home.registry.rooms["doc"]
-        .logic
-        .as_ref()
-        .unwrap()
-        .snapshot_bytes()
-        .unwrap();
-    let Value::Binary(snapshot) = parlor_protocol::decode_value::<Value>(&bytes, 8).unwrap() else {
+    let logic = some(
+        home.registry.rooms["doc"].logic.as_ref(),
+        "the restored logic",
+    );
+    let bytes = some(logic.snapshot_bytes(), "its snapshot");
+    let Ok(Value::Binary(snapshot)) = parlor_protocol::decode_value::<Value>(&bytes, 8) else {
         panic!("a document's snapshot is bytes")
     };
     let restored = yrs::Doc::new();
     let restored_text = restored.get_or_insert_text("t");
-    restored
-        .transact_mut()
-        .apply_update(yrs::Update::decode_v1(&snapshot).unwrap())
-        .unwrap();
+    let Ok(update) = yrs::Update::decode_v1(&snapshot) else {
+        panic!("the snapshot is a Yjs update")
+    };
+    assert!(restored.transact_mut().apply_update(update).is_ok());
     assert_eq!(
         restored_text.get_string(&restored.transact()),
         "x".repeat(40)
@@ -661,4 +655,12 @@ fn a_reader_never_owns_a_room() {
         Some(bob),
         "the oldest writer, not the older reader"
     );
+}
+
+/// `value`, which the test needs there (it fails saying `what` is missing).
+fn some<T>(value: Option<T>, what: &str) -> T {
+    match value {
+        Some(value) => value,
+        None => panic!("no {what}"),
+    }
 }
