@@ -666,6 +666,8 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
     }
     let mut built: Vec<Option<redis::Cmd>> = Vec::with_capacity(batch.len());
     let mut open: Vec<Open> = Vec::new();
+    // The newest open call on each function and keys (a busy batch spans many rooms).
+    let mut newest: HashMap<(&'static str, Vec<String>), usize> = HashMap::new();
     let mut parts = Vec::with_capacity(batch.len());
     let close = |open: &mut Vec<Open>, built: &mut Vec<Option<redis::Cmd>>| {
         for o in open.drain(..) {
@@ -684,6 +686,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
         match std::mem::replace(&mut call.cmd, Command::Plain(redis::Cmd::new())) {
             Command::Plain(cmd) => {
                 close(&mut open, &mut built);
+                newest.clear();
                 parts.push(Part::Whole(built.len()));
                 built.push(Some(cmd));
             }
@@ -694,10 +697,10 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
             } => {
                 // Only the newest call on these keys may take it (one that is full stays
                 // full: what comes after it goes after it).
-                let joined = open
-                    .iter_mut()
-                    .rev()
-                    .find(|o| o.function == function && o.keys == keys)
+                let key = (function, keys);
+                let joined = newest
+                    .get(&key)
+                    .map(|&i| &mut open[i])
                     .filter(|o| o.args.len() < JOIN_MAX && o.bytes + arg.len() <= JOIN_BYTES);
                 match joined {
                     Some(o) => {
@@ -709,11 +712,12 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                         parts.push(Part::Of(built.len(), 0));
                         open.push(Open {
                             function,
-                            keys,
+                            keys: key.1.clone(),
                             place: built.len(),
                             bytes: arg.len(),
                             args: vec![arg],
                         });
+                        newest.insert(key, open.len() - 1);
                         built.push(None);
                     }
                 }

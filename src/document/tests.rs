@@ -113,6 +113,18 @@ impl Peer {
 }
 
 /// The room's document as text, from its snapshot.
+/// A document Ann joined and made `edits` random edits to (from `seed`).
+fn edited_by_ann(seed: u64, edits: usize) -> (TestRoom, Peer) {
+    let mut room = room();
+    let mut ann = Peer::join(&mut room, "ann");
+    ann.hear(&mut room);
+    let mut rng = seed;
+    for _ in 0..edits {
+        ann.edit(&mut room, &mut rng);
+    }
+    (room, ann)
+}
+
 fn room_text(room: &mut TestRoom, peer: &Peer) -> String {
     // An awareness query is answered too (with nothing here: no one set any).
     let asked = Message::AwarenessQuery.encode_v1();
@@ -154,13 +166,7 @@ fn concurrent_edits_converge_and_a_late_joiner_gets_the_document() {
 
 #[test]
 fn bad_input_is_refused_with_a_reason_and_the_document_is_untouched() {
-    let mut room = room();
-    let mut ann = Peer::join(&mut room, "ann");
-    ann.hear(&mut room);
-    let mut rng = 7;
-    for _ in 0..20 {
-        ann.edit(&mut room, &mut rng);
-    }
+    let (mut room, ann) = edited_by_ann(7, 20);
     let before = room_text(&mut room, &ann);
     let refused = |result: Result<Option<Value>, Refused>| match result {
         Err(Refused {
@@ -300,13 +306,7 @@ fn awareness_is_relayed_and_leaves_with_its_member() {
 
 #[test]
 fn the_snapshot_carries_the_whole_document() {
-    let mut room = room();
-    let mut ann = Peer::join(&mut room, "ann");
-    ann.hear(&mut room);
-    let mut rng = 3;
-    for _ in 0..50 {
-        ann.edit(&mut room, &mut rng);
-    }
+    let (_room, ann) = edited_by_ann(3, 50);
     let mut logic = DocRoom::new(DocLimits::default());
     let mut ctx = Ctx::new(Vec::new(), None, std::time::Duration::ZERO);
     let state = {

@@ -18,13 +18,6 @@ use crate::page::chromium;
 
 #[tokio::test]
 async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run ./scripts/test (it runs npm ci in tests/browser)"
-    );
-    let artifacts = root.join("target/test-artifacts/browser");
     const SHOTS: [&str; 7] = [
         "lobby-alice.png",
         "lobby-bob.png",
@@ -34,9 +27,6 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
         "lobby-locked-owner.png",
         "lobby-locked-list.png",
     ];
-    for shot in SHOTS {
-        let _ = std::fs::remove_file(artifacts.join(shot));
-    }
     // A browser under a loaded CI machine may answer pings late: a generous timeout, so that
     // this test is about the lobby and not about the heartbeat.
     let mut config = test_config();
@@ -45,30 +35,7 @@ async fn two_browsers_share_a_room_a_painted_cell_and_a_chat_line() {
     // Bob's page drops and resumes within it.
     config.session.reconnect_grace_ms = 30_000;
     let node = start(config);
-    let base = node.http_url("/");
-    let run = tokio::process::Command::new("node")
-        .arg(script_dir.join("lobby.mjs"))
-        .arg(&base)
-        .arg(&artifacts)
-        .arg(chromium())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("the browser test finished within 90 s")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}\n(screenshots in {})",
-        output.status,
-        artifacts.display()
-    );
-    for shot in SHOTS {
-        let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
-        assert!(bytes.starts_with(b"\x89PNG"), "{shot} is a PNG");
-    }
+    crate::page::run_page_script("lobby.mjs", &node.http_url("/"), &SHOTS).await;
 }
 
 /// Runs `node tests/browser/<script> <parlor binary> <artifact dir> <chromium>` (a script that
