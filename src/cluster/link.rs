@@ -90,13 +90,15 @@ enum Answer {
 /// What a call runs.
 pub enum Command {
     Plain(redis::Cmd),
-    /// One argument of `FCALL function keys...`, a function that takes any number of them and
-    /// answers with an array, one answer per argument in order. Joinable calls of the same
-    /// function and keys queued together run as one call; a plain command between them keeps
-    /// its place (nothing is joined across it).
+    /// One argument of `FCALL function keys... common arg...`, a function that takes any
+    /// number of them after one `common` to all and answers with an array, one answer per
+    /// argument in order. Joinable calls of the same function, keys and common argument
+    /// queued together run as one call; a plain command between them keeps its place (nothing
+    /// is joined across it).
     Joinable {
         function: &'static str,
         keys: Vec<String>,
+        common: Vec<u8>,
         arg: Vec<u8>,
     },
 }
@@ -660,14 +662,17 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
     struct Open {
         function: &'static str,
         keys: Vec<String>,
+        common: Vec<u8>,
         place: usize,
         args: Vec<Vec<u8>>,
         bytes: usize,
     }
     let mut built: Vec<Option<redis::Cmd>> = Vec::with_capacity(batch.len());
     let mut open: Vec<Open> = Vec::new();
-    // The newest open call on each function and keys (a busy batch spans many rooms).
-    let mut newest: HashMap<(&'static str, Vec<String>), usize> = HashMap::new();
+    // The newest open call on each function, keys and common argument (a busy batch spans
+    // many rooms).
+    type JoinKey = (&'static str, Vec<String>, Vec<u8>);
+    let mut newest: HashMap<JoinKey, usize> = HashMap::new();
     let mut parts = Vec::with_capacity(batch.len());
     let close = |open: &mut Vec<Open>, built: &mut Vec<Option<redis::Cmd>>| {
         for o in open.drain(..) {
@@ -676,6 +681,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
             for key in &o.keys {
                 cmd.arg(key);
             }
+            cmd.arg(&o.common);
             for arg in &o.args {
                 cmd.arg(arg);
             }
@@ -693,11 +699,12 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
             Command::Joinable {
                 function,
                 keys,
+                common,
                 arg,
             } => {
                 // Only the newest call on these keys may take it (one that is full stays
                 // full: what comes after it goes after it).
-                let key = (function, keys);
+                let key = (function, keys, common);
                 let joined = newest
                     .get(&key)
                     .map(|&i| &mut open[i])
@@ -713,6 +720,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                         open.push(Open {
                             function,
                             keys: key.1.clone(),
+                            common: key.2.clone(),
                             place: built.len(),
                             bytes: arg.len(),
                             args: vec![arg],
@@ -798,6 +806,7 @@ mod tests {
             cmd: Command::Joinable {
                 function: "f",
                 keys: vec![room.to_owned()],
+                common: b"c".to_vec(),
                 arg: arg.as_bytes().to_vec(),
             },
             answer: Answer::Oneshot(tx),
@@ -827,10 +836,10 @@ mod tests {
         assert_eq!(
             cmds,
             [
-                vec!["FCALL", "f", "1", "a", "1", "3"],
-                vec!["FCALL", "f", "1", "b", "2"],
+                vec!["FCALL", "f", "1", "a", "c", "1", "3"],
+                vec!["FCALL", "f", "1", "b", "c", "2"],
                 vec!["PING"],
-                vec!["FCALL", "f", "1", "a", "4"],
+                vec!["FCALL", "f", "1", "a", "c", "4"],
             ]
         );
         assert_eq!(
@@ -843,6 +852,27 @@ mod tests {
                 Part::Of(3, 0)
             ]
         );
+    }
+
+    /// The common argument goes once per joined call, and calls that differ in it are not
+    /// joined.
+    #[test]
+    fn calls_join_only_with_the_same_common_argument() {
+        let mut other = joinable("a", "2");
+        if let Command::Joinable { common, .. } = &mut other.cmd {
+            *common = b"d".to_vec();
+        }
+        let mut batch = vec![joinable("a", "1"), other, joinable("a", "3")];
+        let (cmds, parts) = join_calls(&mut batch);
+        let cmds: Vec<Vec<String>> = cmds.iter().map(args).collect();
+        assert_eq!(
+            cmds,
+            [
+                vec!["FCALL", "f", "1", "a", "c", "1", "3"],
+                vec!["FCALL", "f", "1", "a", "d", "2"],
+            ]
+        );
+        assert_eq!(parts, [Part::Of(0, 0), Part::Of(1, 0), Part::Of(0, 1)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::keys::Keys;
 use super::link::Command;
-use super::store::{Claimed, Lease, Op, Reply, RoomMessage};
+use super::store::{parse_room_message, Claimed, Lease, Op, Reply, RoomMessage};
 
 /// What a node needs to turn its `Op`s into commands.
 #[derive(Clone, Debug)]
@@ -44,7 +44,11 @@ pub enum Expect {
     Published,
     /// A publish on a Redis Cluster, whose count of receivers says nothing.
     PublishedUncounted,
-    Log,
+    /// The log's frames from `from` up to `to` (exclusive; `None`: to the end).
+    Log {
+        from: u64,
+        to: Option<u64>,
+    },
     Session,
 }
 
@@ -156,11 +160,16 @@ struct CommitArgs<'a> {
 }
 
 #[derive(Serialize)]
-struct EmitArgs<'a> {
+struct EmitArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     member: Option<String>,
     skip: String,
     body: serde_bytes::ByteBuf,
+}
+
+/// What every emit into one room shares (a joined call sends it once).
+#[derive(Serialize)]
+struct EmitCommonArgs<'a> {
     keep: usize,
     head: &'a str,
 }
@@ -257,12 +266,15 @@ impl StoreConfig {
                 member: member.map(|m| m.to_string()),
                 skip: skip.map(|s| s.to_string()).unwrap_or_default(),
                 body: bin(body),
+            };
+            let common = EmitCommonArgs {
                 keep: self.history_frames,
                 head: &head,
             };
             let command = Command::Joinable {
                 function: "parlor_emit",
                 keys: vec![r.room, r.members, r.log],
+                common: lua_args(&common),
                 arg: lua_args(&args),
             };
             return (command, Expect::Emitted, Vec::new());
@@ -519,7 +531,11 @@ impl StoreConfig {
                     to: to.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX)),
                 };
                 let cmd = fcall("parlor_read_log", &[&r.room, &r.members, &r.log], &args);
-                (cmd, Expect::Log, Vec::new())
+                let expect = Expect::Log {
+                    from: *from,
+                    to: *to,
+                };
+                (cmd, expect, Vec::new())
             }
             Op::SessionRead { session } => {
                 let (record, rooms) = k.session(*session);
@@ -534,6 +550,20 @@ impl StoreConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("an unexpected answer from Redis: {0}")]
 pub struct Unreadable(String);
+
+/// The frames from offset `from` up to `to` (exclusive; `None`: no end) that the log's
+/// `entries` hold (each a channel message of one call's frames, in offset order).
+fn frames_in(entries: &[Value], from: u64, to: Option<u64>) -> Option<Vec<RoomMessage>> {
+    let mut frames = Vec::new();
+    for entry in entries {
+        frames.extend(
+            parse_room_message(&bytes(entry)?)
+                .into_iter()
+                .filter(|m| m.offset >= from && to.is_none_or(|to| m.offset < to)),
+        );
+    }
+    Some(frames)
+}
 
 fn text(value: &Value) -> Option<String> {
     match value {
@@ -600,14 +630,15 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
                     checkpoint: items.get(2).and_then(bytes).ok_or_else(bad)?,
                     state: items.get(3).and_then(bytes).unwrap_or_default(),
                     next: items.get(4).and_then(number).unwrap_or(0),
-                    since: items
-                        .get(7)
-                        .and_then(array)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(bytes)
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(bad)?,
+                    since: {
+                        let from = items.get(8).and_then(number).unwrap_or(0);
+                        let entries = items.get(7).and_then(array).unwrap_or_default();
+                        frames_in(entries, from, None)
+                            .ok_or_else(bad)?
+                            .into_iter()
+                            .map(|message| message.frame)
+                            .collect()
+                    },
                 },
                 "held" => {
                     let until = items.get(3).and_then(number).unwrap_or(0);
@@ -716,27 +747,12 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
         Expect::Rooms => Reply::Rooms(texts(items()?).ok_or_else(bad)?),
         Expect::Published => Reply::Published(Some(number(value).ok_or_else(bad)?)),
         Expect::PublishedUncounted => Reply::Published(None),
-        Expect::Log => {
+        Expect::Log { from, to } => {
             let items = items()?;
             let exists = items.first().and_then(text).ok_or_else(bad)? == "1";
             let history = items.get(1).and_then(text).unwrap_or_default();
             let next = items.get(2).and_then(number).ok_or_else(bad)?;
-            let messages = items[3.min(items.len())..]
-                .chunks(3)
-                .map(|m| {
-                    let skip = m.get(1).and_then(text)?;
-                    Some(RoomMessage {
-                        offset: m.first().and_then(number)?,
-                        skip: if skip.is_empty() {
-                            None
-                        } else {
-                            Some(skip.parse().ok()?)
-                        },
-                        frame: m.get(2).and_then(bytes)?,
-                    })
-                })
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(bad)?;
+            let messages = frames_in(&items[3.min(items.len())..], from, to).ok_or_else(bad)?;
             Reply::Log {
                 exists,
                 history,
@@ -755,4 +771,63 @@ pub fn read(expect: Expect, value: &Value) -> Result<Reply, Unreadable> {
         }
     };
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::store::write_room_message;
+
+    fn entry(frames: &[(u64, &str)]) -> Value {
+        let mut message = Vec::new();
+        for (offset, frame) in frames {
+            write_room_message(&mut message, *offset, None, frame.as_bytes());
+        }
+        Value::BulkString(message)
+    }
+
+    /// The log's entries hold a call's frames each: a read keeps those in its range only.
+    #[test]
+    fn a_log_read_keeps_the_frames_of_its_range_from_whole_entries() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"1".to_vec()),
+            Value::BulkString(b"h".to_vec()),
+            Value::Int(6),
+            entry(&[(1, "a"), (2, "b"), (3, "c")]),
+            entry(&[(4, "d"), (5, "e")]),
+        ]);
+        let offsets = |from, to| match read(Expect::Log { from, to }, &reply) {
+            Ok(Reply::Log { messages, next, .. }) => {
+                assert_eq!(next, 6);
+                messages.iter().map(|m| m.offset).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(offsets(2, Some(5)), [2, 3, 4]);
+        assert_eq!(offsets(3, None), [3, 4, 5]);
+        assert_eq!(offsets(0, Some(1)), Vec::<u64>::new());
+    }
+
+    /// A claim's `since` (what a replaying logic takes back) starts at the snapshot's offset,
+    /// even inside an entry.
+    #[test]
+    fn a_claim_replays_from_the_snapshots_offset_inside_an_entry() {
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            text("claimed"),
+            Value::Int(2),
+            text("ck"),
+            text("state"),
+            Value::Int(6),
+            Value::Int(0),
+            text("h"),
+            Value::Array(vec![entry(&[(3, "c"), (4, "d")]), entry(&[(5, "e")])]),
+            text("4"),
+        ]);
+        let Ok(Reply::Claimed(Claimed::TakenOver { since, .. })) = read(Expect::Claimed, &reply)
+        else {
+            panic!("not taken over");
+        };
+        assert_eq!(since, [Bytes::from("d"), Bytes::from("e")]);
+    }
 }

@@ -15,7 +15,8 @@ S a session.
                     lo (the offset a replaying logic's snapshot in ck was taken at: a claim
                     returns the log from there)
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
-  P{r:H}:log:R      stream of the room's frames: id 0-<offset+1>, fields f (frame), s (skip)
+  P{r:H}:log:R      stream of the room's frames: one entry per call that appends, its id
+                    0-<its last offset + 1>, its field m the call's channel message (below)
   P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
                     one message per call that appends, holding each frame appended as
                     "<offset>\n<skip>\n<length>\n<frame>", one after the other
@@ -48,32 +49,38 @@ local function args(a)
   return cmsgpack.unpack(a[1])
 end
 
--- Appends frames to a room: their offsets (from the room's `next`), their places in the log
--- (which keeps `keep` frames), and one publish of them all on the channel of the room's
+-- Appends frames to a room: their offsets (from the room's `next`), one entry in the log
+-- holding them all (the log keeps at least the last `keep` frames: an entry goes once its last
+-- frame is older), and one publish of the same message on the channel of the room's
 -- incarnation (`head` .. its history epoch). `frames`: {{body, skip}}. Returns the offsets.
 local function append(k, head, keep, frames)
   local n = #frames
   if n == 0 then
     return {}
   end
-  local first = redis.call('HINCRBY', k[1], 'next', n) - n
-  local keeping = keep > 0 and int(keep)
+  local next = redis.call('HINCRBY', k[1], 'next', n)
+  local first = next - n
   -- The message's pieces, joined once (Redis's Lua hashes every string it makes).
   local offsets, pieces = {}, {}
   for i = 1, n do
     local f = frames[i]
     local off = first + i - 1
     local frame = string.sub(f[1], 1, -2) .. cmsgpack.pack(off)
-    local at = int(off)
-    if keeping then
-      redis.call('XADD', k[3], 'MAXLEN', '~', keeping, '0-' .. int(off + 1), 'f', frame, 's', f[2])
-    end
     offsets[i] = off
-    pieces[#pieces + 1] = at .. '\n' .. f[2] .. '\n' .. #frame .. '\n'
+    pieces[#pieces + 1] = int(off) .. '\n' .. f[2] .. '\n' .. #frame .. '\n'
     pieces[#pieces + 1] = frame
   end
+  local message = table.concat(pieces)
+  if keep > 0 then
+    local id = '0-' .. int(next)
+    if next > keep then
+      redis.call('XADD', k[3], 'MINID', '~', '0-' .. int(next - keep + 1), id, 'm', message)
+    else
+      redis.call('XADD', k[3], id, 'm', message)
+    end
+  end
   local channel = head .. (redis.call('HGET', k[1], 'hist') or '')
-  redis.call('PUBLISH', channel, table.concat(pieces))
+  redis.call('PUBLISH', channel, message)
   return offsets
 end
 
@@ -93,8 +100,9 @@ end
 
 -- claim {node, ttl, create = {ck, state, hist} or nil, fresh}: become the room's home.
 --   {'created', epoch, now}        the room did not exist and is made with `create`
---   {'claimed', epoch, ck, state, next, version, hist, since}   the lease had run out: taken
---                                  over; `since`: the log's frames from offset `lo` on (what a
+--   {'claimed', epoch, ck, state, next, version, hist, since, lo}   the lease had run out:
+--                                  taken over; `since`: the log's entries holding the frames
+--                                  from offset `lo` on (frames before `lo` may lead; what a
 --                                  logic that replays its broadcasts takes back), or empty
 --   {'held', home, epoch, until, now}              another node holds it
 --   {'exists'}                     `fresh` and the room exists
@@ -129,7 +137,7 @@ redis.register_function('parlor_claim', function(k, a)
       since[#since + 1] = entry[2][2]
     end
   end
-  return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5], since }
+  return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5], since, f[6] or '' }
 end)
 
 -- renew {node, epoch, ttl}: the home keeps its lease; refused once it ran out or moved on.
@@ -197,10 +205,10 @@ redis.register_function('parlor_commit', function(k, a)
   return { 'ok', offsets[1] or -1, tonumber(redis.call('HGET', k[1], 'next')) }
 end)
 
--- emit {member or nil, skip, body, keep, head} (one map per argument): events straight into
--- the log, each a member's (if it still is one) or the backend's (if the room exists): the fast
+-- emit {keep, head}, then {member or nil, skip, body} per event: events straight into the
+-- log, each a member's (if it still is one) or the backend's (if the room exists): the fast
 -- path that costs one round trip, home or not. The link joins a room's emits queued together
--- into one call (one publish); each is answered as if alone, in order:
+-- into one call (one publish, the first map sent once); each is answered as if alone, in order:
 --   {{'ok', offset} | {'not_member'} | {'logic'}, ...}
 redis.register_function('parlor_emit', function(k, a)
   -- A room with logic: its emits go to its home, whose logic takes them.
@@ -224,20 +232,19 @@ redis.register_function('parlor_emit', function(k, a)
       end
     end
   end
+  local c = cmsgpack.unpack(a[1])
   local answers, frames, taken = {}, {}, {}
-  local head, keep
-  for i = 1, #a do
+  for i = 2, #a do
     local x = cmsgpack.unpack(a[i])
-    head, keep = x.head, x.keep
     local why = refused(x)
     if why then
-      answers[i] = { why }
+      answers[i - 1] = { why }
     else
       frames[#frames + 1] = { x.body, x.skip or '' }
-      taken[#frames] = i
+      taken[#frames] = i - 1
     end
   end
-  for j, off in ipairs(append(k, head, keep, frames)) do
+  for j, off in ipairs(append(k, c.head, c.keep, frames)) do
     answers[taken[j]] = { 'ok', off }
   end
   return answers
@@ -355,32 +362,35 @@ redis.register_function('parlor_session_end', function(k, a)
   return out
 end)
 
--- read_log {from, to}: whether the room exists, its history epoch and next offset, and its
--- frames from offset `from` up to `to` (exclusive; -1: to the end):
--- {exists, hist, next, offset, skip, frame, ...}.
+-- read_log {from, to}: whether the room exists, its history epoch and next offset, and the
+-- log's entries (channel messages) holding its frames from offset `from` up to `to`
+-- (exclusive; -1: to the end), which may hold frames around them too:
+-- {exists, hist, next, message, ...}.
 redis.register_function('parlor_read_log', function(k, a)
   local x = args(a)
   local f = redis.call('HMGET', k[1], 'ck', 'next', 'hist')
   local out = { f[1] and '1' or '0', f[3] or '', tonumber(f[2] or '0') }
-  local last = (x.to >= 0) and ('0-' .. int(x.to)) or '+'
   if x.to >= 0 and x.to <= x.from then
     return out
   end
-  for _, e in ipairs(redis.call('XRANGE', k[3], '0-' .. int(x.from + 1), last)) do
-    local id = e[1]
-    local off = tonumber(string.match(id, '^0%-(%d+)$')) - 1
-    local fields = e[2]
-    local frame, skip = '', ''
-    for i = 1, #fields, 2 do
-      if fields[i] == 'f' then
-        frame = fields[i + 1]
-      elseif fields[i] == 's' then
-        skip = fields[i + 1]
+  local from = '0-' .. int(x.from + 1)
+  local entries
+  if x.to >= 0 then
+    -- The entries ending before `to`, and, unless one ends just before it, the next one,
+    -- which holds the frames up to `to` and some after.
+    local last = '0-' .. int(x.to)
+    entries = redis.call('XRANGE', k[3], from, last)
+    local tail = entries[#entries]
+    if not tail or tail[1] ~= last then
+      for _, e in ipairs(redis.call('XRANGE', k[3], '(' .. last, '+', 'COUNT', 1)) do
+        entries[#entries + 1] = e
       end
     end
-    out[#out + 1] = off
-    out[#out + 1] = skip
-    out[#out + 1] = frame
+  else
+    entries = redis.call('XRANGE', k[3], from, '+')
+  end
+  for _, e in ipairs(entries) do
+    out[#out + 1] = e[2][2]
   end
   return out
 end)

@@ -336,17 +336,21 @@ async fn joined_emits_are_each_answered_and_published_together() {
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("a timeout");
 
+    let mut common = Vec::new();
+    let map = rmpv::Value::Map(vec![
+        (rmpv::Value::from("keep"), rmpv::Value::from(100)),
+        (
+            rmpv::Value::from("head"),
+            rmpv::Value::from(keys.channel("").as_str()),
+        ),
+    ]);
+    rmpv::encode::write_value(&mut common, &map).expect("encoded");
     let arg = |member: Option<SessionId>, body: &str| {
         let mut map = vec![
             (rmpv::Value::from("skip"), rmpv::Value::from("")),
             (
                 rmpv::Value::from("body"),
                 rmpv::Value::from(format!("{body}\0")),
-            ),
-            (rmpv::Value::from("keep"), rmpv::Value::from(100)),
-            (
-                rmpv::Value::from("head"),
-                rmpv::Value::from(keys.channel("").as_str()),
             ),
         ];
         if let Some(member) = member {
@@ -368,6 +372,7 @@ async fn joined_emits_are_each_answered_and_published_together() {
                 .arg(&keys.room)
                 .arg(&keys.members)
                 .arg(&keys.log)
+                .arg(&common)
                 .arg(arg(Some(alice.session_id()), "one"))
                 .arg(arg(Some(stranger), "two"))
                 .arg(arg(None, "three")),
@@ -404,6 +409,80 @@ async fn joined_emits_are_each_answered_and_published_together() {
     let mut expected = record(next, "one");
     expected.extend(record(next + 1, "three"));
     assert_eq!(payload, expected, "both frames in one message");
+
+    // The log keeps that message as one entry; one more emit alone is an entry of its own.
+    let _: Vec<redis::Value> = redis
+        .query(
+            redis::cmd("FCALL")
+                .arg("parlor_emit")
+                .arg(3)
+                .arg(&keys.room)
+                .arg(&keys.members)
+                .arg(&keys.log)
+                .arg(&common)
+                .arg(arg(None, "four")),
+        )
+        .expect("an emit alone");
+    // A read of the log gets the entries holding its range, and no entry past it.
+    let read_log = |from: u64, to: i64| -> Vec<Vec<u8>> {
+        let mut args = Vec::new();
+        let map = rmpv::Value::Map(vec![
+            (rmpv::Value::from("from"), rmpv::Value::from(from)),
+            (rmpv::Value::from("to"), rmpv::Value::from(to)),
+        ]);
+        rmpv::encode::write_value(&mut args, &map).expect("encoded");
+        let reply: Vec<redis::Value> = redis
+            .query(
+                redis::cmd("FCALL")
+                    .arg("parlor_read_log")
+                    .arg(3)
+                    .arg(&keys.room)
+                    .arg(&keys.members)
+                    .arg(&keys.log)
+                    .arg(args),
+            )
+            .expect("read_log");
+        reply[3..]
+            .iter()
+            .map(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).expect("bytes"))
+            .collect()
+    };
+    let to = |offset: u64| i64::try_from(offset).expect("small");
+    let alone = record(next + 2, "four");
+    assert_eq!(read_log(next + 1, to(next + 2)), [expected.clone()]);
+    assert_eq!(
+        read_log(next + 1, to(next + 3)),
+        [expected.clone(), alone.clone()]
+    );
+    assert_eq!(read_log(next + 2, -1), [alone]);
+    assert_eq!(read_log(next, to(next + 1)), [expected]);
+
+    // The log stays bounded: it keeps the last `keep` (100) frames, dropping older entries
+    // (a whole node of Redis's stream at a time, so somewhat more stay).
+    for _ in 0..300 {
+        let _: Vec<redis::Value> = redis
+            .query(
+                redis::cmd("FCALL")
+                    .arg("parlor_emit")
+                    .arg(3)
+                    .arg(&keys.room)
+                    .arg(&keys.members)
+                    .arg(&keys.log)
+                    .arg(&common)
+                    .arg(arg(None, "more")),
+            )
+            .expect("an emit");
+    }
+    let entries: u64 = redis
+        .query(redis::cmd("XLEN").arg(&keys.log))
+        .expect("XLEN");
+    assert!((100..=220).contains(&entries), "{entries} entries");
+    let end = next + 303;
+    assert_eq!(
+        read_log(end - 100, -1).len(),
+        100,
+        "the last 100 frames kept"
+    );
     drop(alice);
 }
 
