@@ -87,6 +87,7 @@ impl ClusterActor {
             ttl_ms: settings.node_ttl.as_millis() as u64,
             history_frames: settings.limits.history_frames,
             redis_cluster: settings.link.cluster,
+            emit_targets: Default::default(),
         };
         Self {
             settings,

@@ -97,8 +97,9 @@ pub enum Command {
     /// is joined across it).
     Joinable {
         function: &'static str,
-        keys: Vec<String>,
-        common: Vec<u8>,
+        /// Shared by a room's calls (the node keeps them per room): cloned, not rebuilt.
+        keys: Arc<[String]>,
+        common: Bytes,
         arg: Vec<u8>,
     },
 }
@@ -661,8 +662,8 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
     // Joined calls being built: the function and keys, the command's place, its arguments.
     struct Open {
         function: &'static str,
-        keys: Vec<String>,
-        common: Vec<u8>,
+        keys: Arc<[String]>,
+        common: Bytes,
         place: usize,
         args: Vec<Vec<u8>>,
         bytes: usize,
@@ -671,17 +672,17 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
     let mut open: Vec<Open> = Vec::new();
     // The newest open call on each function, keys and common argument (a busy batch spans
     // many rooms).
-    type JoinKey = (&'static str, Vec<String>, Vec<u8>);
+    type JoinKey = (&'static str, Arc<[String]>, Bytes);
     let mut newest: HashMap<JoinKey, usize> = HashMap::new();
     let mut parts = Vec::with_capacity(batch.len());
     let close = |open: &mut Vec<Open>, built: &mut Vec<Option<redis::Cmd>>| {
         for o in open.drain(..) {
             let mut cmd = redis::cmd("FCALL");
             cmd.arg(o.function).arg(o.keys.len());
-            for key in &o.keys {
+            for key in o.keys.iter() {
                 cmd.arg(key);
             }
-            cmd.arg(&o.common);
+            cmd.arg(&o.common[..]);
             for arg in &o.args {
                 cmd.arg(arg);
             }
@@ -719,7 +720,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                         parts.push(Part::Of(built.len(), 0));
                         open.push(Open {
                             function,
-                            keys: key.1.clone(),
+                            keys: Arc::clone(&key.1),
                             common: key.2.clone(),
                             place: built.len(),
                             bytes: arg.len(),
@@ -805,8 +806,8 @@ mod tests {
         Call {
             cmd: Command::Joinable {
                 function: "f",
-                keys: vec![room.to_owned()],
-                common: b"c".to_vec(),
+                keys: Arc::from(vec![room.to_owned()]),
+                common: Bytes::from_static(b"c"),
                 arg: arg.as_bytes().to_vec(),
             },
             answer: Answer::Oneshot(tx),
@@ -860,7 +861,7 @@ mod tests {
     fn calls_join_only_with_the_same_common_argument() {
         let mut other = joinable("a", "2");
         if let Command::Joinable { common, .. } = &mut other.cmd {
-            *common = b"d".to_vec();
+            *common = Bytes::from_static(b"d");
         }
         let mut batch = vec![joinable("a", "1"), other, joinable("a", "3")];
         let (cmds, parts) = join_calls(&mut batch);

@@ -2,6 +2,9 @@
 //! its keys declared and its arguments one MessagePack map of named fields), and each reply
 //! becomes a typed `Reply`. No I/O here: `link` sends the commands.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use parlor_protocol::SessionId;
 use redis::Value;
@@ -22,7 +25,24 @@ pub struct StoreConfig {
     pub history_frames: usize,
     /// Redis is a Redis Cluster.
     pub redis_cluster: bool,
+    /// What the emits into each room share, made once per room.
+    pub emit_targets: EmitTargets,
 }
+
+/// What every emit into one room shares: the keys of its call and the argument a joined call
+/// sends once. Kept per room, so that an emit costs no formatting of keys.
+#[derive(Clone, Debug)]
+struct EmitTarget {
+    keys: Arc<[String]>,
+    common: Bytes,
+}
+
+/// The rooms whose emit targets are kept: at most `EMIT_TARGETS`, then they are made again.
+#[derive(Clone, Debug, Default)]
+pub struct EmitTargets(HashMap<String, EmitTarget>);
+
+/// The most rooms `EmitTargets` keeps (about 1 KB each) before it starts over.
+const EMIT_TARGETS: usize = 4096;
 
 /// Which reply an op's command gives, to read it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,12 +179,28 @@ struct CommitArgs<'a> {
     logic: bool,
 }
 
-#[derive(Serialize)]
-struct EmitArgs {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    member: Option<String>,
-    skip: String,
-    body: serde_bytes::ByteBuf,
+/// An emit's own argument, `{member (if any), skip, body}`, written straight (as `lua_args`
+/// would write it, bytes as `str`): this runs for every emit.
+fn emit_arg(member: Option<SessionId>, skip: Option<SessionId>, body: &[u8]) -> Vec<u8> {
+    fn str_of(out: &mut Vec<u8>, bytes: &[u8]) {
+        // Writing into a Vec cannot fail; a frame is far below 4 GiB.
+        let _ = rmp::encode::write_str_len(out, u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(body.len() + 100);
+    let _ = rmp::encode::write_map_len(&mut out, if member.is_some() { 3 } else { 2 });
+    if let Some(member) = member {
+        str_of(&mut out, b"member");
+        str_of(&mut out, member.to_string().as_bytes());
+    }
+    str_of(&mut out, b"skip");
+    str_of(
+        &mut out,
+        skip.map(|s| s.to_string()).unwrap_or_default().as_bytes(),
+    );
+    str_of(&mut out, b"body");
+    str_of(&mut out, body);
+    out
 }
 
 /// What every emit into one room shares (a joined call sends it once).
@@ -251,7 +287,7 @@ struct StillMembersArgs {
 impl StoreConfig {
     /// The commands that carry out `op`: the one whose reply answers it, then any to send
     /// after it whose replies do not matter.
-    pub fn commands(&self, op: &Op) -> (Command, Expect, Vec<redis::Cmd>) {
+    pub fn commands(&mut self, op: &Op) -> (Command, Expect, Vec<redis::Cmd>) {
         if let Op::Emit {
             room,
             member,
@@ -260,22 +296,12 @@ impl StoreConfig {
         } = op
         {
             // Joinable: the link runs a room's emits queued together as one call.
-            let r = self.keys.room(room);
-            let head = r.channel("");
-            let args = EmitArgs {
-                member: member.map(|m| m.to_string()),
-                skip: skip.map(|s| s.to_string()).unwrap_or_default(),
-                body: bin(body),
-            };
-            let common = EmitCommonArgs {
-                keep: self.history_frames,
-                head: &head,
-            };
+            let target = self.emit_target(room);
             let command = Command::Joinable {
                 function: "parlor_emit",
-                keys: vec![r.room, r.members, r.log],
-                common: lua_args(&common),
-                arg: lua_args(&args),
+                keys: target.keys,
+                common: target.common,
+                arg: emit_arg(*member, *skip, body),
             };
             return (command, Expect::Emitted, Vec::new());
         }
@@ -287,6 +313,26 @@ impl StoreConfig {
                 Vec::new(),
             ),
         }
+    }
+
+    fn emit_target(&mut self, room: &str) -> EmitTarget {
+        if let Some(target) = self.emit_targets.0.get(room) {
+            return target.clone();
+        }
+        if self.emit_targets.0.len() >= EMIT_TARGETS {
+            self.emit_targets.0.clear();
+        }
+        let r = self.keys.room(room);
+        let common = EmitCommonArgs {
+            keep: self.history_frames,
+            head: &r.channel(""),
+        };
+        let target = EmitTarget {
+            common: Bytes::from(lua_args(&common)),
+            keys: Arc::from(vec![r.room, r.members, r.log]),
+        };
+        self.emit_targets.0.insert(room.to_owned(), target.clone());
+        target
     }
 
     /// The plain commands for `op` (`None` for a joinable one).
@@ -784,6 +830,71 @@ mod tests {
             write_room_message(&mut message, *offset, None, frame.as_bytes());
         }
         Value::BulkString(message)
+    }
+
+    /// The emit's argument, written by hand for speed, is the map `lua_args` writes.
+    #[test]
+    fn an_emits_argument_is_the_named_map_lua_args_writes() {
+        #[derive(Serialize)]
+        struct EmitArgs {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            member: Option<String>,
+            skip: String,
+            body: serde_bytes::ByteBuf,
+        }
+        let member = SessionId::new_random();
+        let skip = SessionId::new_random();
+        let body = vec![0x81, 0xa1, b'x', 0, 200];
+        for (member, skip) in [
+            (Some(member), Some(skip)),
+            (None, None),
+            (Some(member), None),
+        ] {
+            let expected = lua_args(&EmitArgs {
+                member: member.map(|m| m.to_string()),
+                skip: skip.map(|s| s.to_string()).unwrap_or_default(),
+                body: serde_bytes::ByteBuf::from(body.clone()),
+            });
+            assert_eq!(emit_arg(member, skip, &body), expected);
+        }
+    }
+
+    /// A room's emits share their keys and common argument, made once.
+    #[test]
+    fn a_rooms_emits_share_keys_and_common_argument() {
+        let mut store = StoreConfig {
+            keys: Keys::new("p:"),
+            node: "n".into(),
+            ttl_ms: 1000,
+            history_frames: 7,
+            redis_cluster: false,
+            emit_targets: EmitTargets::default(),
+        };
+        let emit = |room: &str| Op::Emit {
+            room: room.into(),
+            member: None,
+            skip: None,
+            body: Bytes::from_static(b"e\0"),
+        };
+        let targets = |store: &mut StoreConfig, room: &str| match store.commands(&emit(room)).0 {
+            Command::Joinable { keys, common, .. } => (keys, common),
+            Command::Plain(_) => panic!("an emit is joinable"),
+        };
+        let (keys, common) = targets(&mut store, "a");
+        let r = Keys::new("p:").room("a");
+        let head = r.channel("");
+        assert_eq!(&keys[..], [r.room, r.members, r.log]);
+        assert_eq!(
+            common,
+            lua_args(&EmitCommonArgs {
+                keep: 7,
+                head: &head
+            })
+        );
+        let (again, _) = targets(&mut store, "a");
+        assert!(Arc::ptr_eq(&keys, &again), "made once");
+        let (other, _) = targets(&mut store, "b");
+        assert_ne!(keys, other);
     }
 
     /// The log's entries hold a call's frames each: a read keeps those in its range only.
