@@ -84,6 +84,26 @@ local function append(k, head, keep, frames)
   return offsets
 end
 
+-- A log entry's channel message. An entry written by a build before one entry per call holds
+-- one frame in fields f and s (its id 0-<offset+1>, as now): read as the same record, so that
+-- a document's log kept in Redis survives the upgrade.
+local function entry_message(e)
+  local fields = e[2]
+  if fields[1] == 'm' then
+    return fields[2]
+  end
+  local frame, skip = '', ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'f' then
+      frame = fields[i + 1]
+    elseif fields[i] == 's' then
+      skip = fields[i + 1]
+    end
+  end
+  local off = tonumber(string.match(e[1], '^0%-(%d+)$')) - 1
+  return int(off) .. '\n' .. skip .. '\n' .. #frame .. '\n' .. frame
+end
+
 -- The room's lease, and whether `node` holds it now.
 -- `out` with the members of set `key` appended (a session's rooms).
 local function with_members(out, key)
@@ -134,7 +154,7 @@ redis.register_function('parlor_claim', function(k, a)
   local since = {}
   if f[6] then
     for _, entry in ipairs(redis.call('XRANGE', k[3], '0-' .. int(tonumber(f[6]) + 1), '+')) do
-      since[#since + 1] = entry[2][2]
+      since[#since + 1] = entry_message(entry)
     end
   end
   return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5], since, f[6] or '' }
@@ -390,7 +410,7 @@ redis.register_function('parlor_read_log', function(k, a)
     entries = redis.call('XRANGE', k[3], from, '+')
   end
   for _, e in ipairs(entries) do
-    out[#out + 1] = e[2][2]
+    out[#out + 1] = entry_message(e)
   end
   return out
 end)

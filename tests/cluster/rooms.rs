@@ -483,6 +483,27 @@ async fn joined_emits_are_each_answered_and_published_together() {
         100,
         "the last 100 frames kept"
     );
+
+    // An entry as a build before one entry per call wrote it (one frame, fields f and s) is
+    // read as the same record: a log kept in Redis survives the upgrade.
+    let _: String = redis
+        .query(
+            redis::cmd("XADD")
+                .arg(&keys.log)
+                .arg(format!("0-{}", end + 1))
+                .arg("f")
+                .arg("old frame")
+                .arg("s")
+                .arg(""),
+        )
+        .expect("an old entry");
+    let _: u64 = redis
+        .query(redis::cmd("HINCRBY").arg(&keys.room).arg("next").arg(1))
+        .expect("next");
+    assert_eq!(
+        read_log(end, -1),
+        [format!("{end}\n\n9\nold frame").into_bytes()]
+    );
     drop(alice);
 }
 
