@@ -363,21 +363,26 @@ async fn joined_emits_are_each_answered_and_published_together() {
         rmpv::encode::write_value(&mut bytes, &rmpv::Value::Map(map)).expect("encoded");
         bytes
     };
+    // One `parlor_emit` call of these emits, as the link joins them.
+    let emit = |emits: &[Vec<u8>]| -> Vec<Vec<redis::Value>> {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("parlor_emit")
+            .arg(3)
+            .arg(&keys.room)
+            .arg(&keys.members)
+            .arg(&keys.log)
+            .arg(&common);
+        for e in emits {
+            cmd.arg(e);
+        }
+        redis.query(&cmd).expect("parlor_emit")
+    };
     let stranger = SessionId::new_random();
-    let answers: Vec<Vec<redis::Value>> = redis
-        .query(
-            redis::cmd("FCALL")
-                .arg("parlor_emit")
-                .arg(3)
-                .arg(&keys.room)
-                .arg(&keys.members)
-                .arg(&keys.log)
-                .arg(&common)
-                .arg(arg(Some(alice.session_id()), "one"))
-                .arg(arg(Some(stranger), "two"))
-                .arg(arg(None, "three")),
-        )
-        .expect("the joined call");
+    let answers = emit(&[
+        arg(Some(alice.session_id()), "one"),
+        arg(Some(stranger), "two"),
+        arg(None, "three"),
+    ]);
     let texts: Vec<Vec<String>> = answers
         .iter()
         .map(|answer| {
@@ -411,18 +416,7 @@ async fn joined_emits_are_each_answered_and_published_together() {
     assert_eq!(payload, expected, "both frames in one message");
 
     // The log keeps that message as one entry; one more emit alone is an entry of its own.
-    let _: Vec<redis::Value> = redis
-        .query(
-            redis::cmd("FCALL")
-                .arg("parlor_emit")
-                .arg(3)
-                .arg(&keys.room)
-                .arg(&keys.members)
-                .arg(&keys.log)
-                .arg(&common)
-                .arg(arg(None, "four")),
-        )
-        .expect("an emit alone");
+    emit(&[arg(None, "four")]);
     // A read of the log gets the entries holding its range, and no entry past it.
     let read_log = |from: u64, to: i64| -> Vec<Vec<u8>> {
         let mut args = Vec::new();
@@ -460,18 +454,7 @@ async fn joined_emits_are_each_answered_and_published_together() {
     // The log stays bounded: it keeps the last `keep` (100) frames, dropping older entries
     // (a whole node of Redis's stream at a time, so somewhat more stay).
     for _ in 0..300 {
-        let _: Vec<redis::Value> = redis
-            .query(
-                redis::cmd("FCALL")
-                    .arg("parlor_emit")
-                    .arg(3)
-                    .arg(&keys.room)
-                    .arg(&keys.members)
-                    .arg(&keys.log)
-                    .arg(&common)
-                    .arg(arg(None, "more")),
-            )
-            .expect("an emit");
+        emit(&[arg(None, "more")]);
     }
     let entries: u64 = redis
         .query(redis::cmd("XLEN").arg(&keys.log))
