@@ -670,9 +670,8 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
     }
     let mut built: Vec<Option<redis::Cmd>> = Vec::with_capacity(batch.len());
     let mut open: Vec<Open> = Vec::new();
-    // The newest open call on each function, keys and common argument (a busy batch spans
-    // many rooms).
-    type JoinKey = (&'static str, Arc<[String]>, Bytes);
+    // The newest open call on each function and keys (a busy batch spans many rooms).
+    type JoinKey = (&'static str, Arc<[String]>);
     let mut newest: HashMap<JoinKey, usize> = HashMap::new();
     let mut parts = Vec::with_capacity(batch.len());
     let close = |open: &mut Vec<Open>, built: &mut Vec<Option<redis::Cmd>>| {
@@ -703,13 +702,14 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                 common,
                 arg,
             } => {
-                // Only the newest call on these keys may take it (one that is full stays
-                // full: what comes after it goes after it).
-                let key = (function, keys, common);
-                let joined = newest
-                    .get(&key)
-                    .map(|&i| &mut open[i])
-                    .filter(|o| o.args.len() < JOIN_MAX && o.bytes + arg.len() <= JOIN_BYTES);
+                // Only the newest call on these keys may take it (one that is full, or has
+                // another common argument, stays as it is: what comes after it goes after it).
+                let key = (function, keys);
+                let joined = newest.get(&key).map(|&i| &mut open[i]).filter(|o| {
+                    o.common == common
+                        && o.args.len() < JOIN_MAX
+                        && o.bytes + arg.len() <= JOIN_BYTES
+                });
                 match joined {
                     Some(o) => {
                         parts.push(Part::Of(o.place, o.args.len()));
@@ -721,7 +721,7 @@ fn join_calls(batch: &mut [Call]) -> (Vec<redis::Cmd>, Vec<Part>) {
                         open.push(Open {
                             function,
                             keys: Arc::clone(&key.1),
-                            common: key.2.clone(),
+                            common,
                             place: built.len(),
                             bytes: arg.len(),
                             args: vec![arg],
@@ -855,8 +855,8 @@ mod tests {
         );
     }
 
-    /// The common argument goes once per joined call, and calls that differ in it are not
-    /// joined.
+    /// The common argument goes once per joined call; a call with another one is not joined,
+    /// and what follows it does not go ahead of it.
     #[test]
     fn calls_join_only_with_the_same_common_argument() {
         let mut other = joinable("a", "2");
@@ -869,11 +869,12 @@ mod tests {
         assert_eq!(
             cmds,
             [
-                vec!["FCALL", "f", "1", "a", "c", "1", "3"],
+                vec!["FCALL", "f", "1", "a", "c", "1"],
                 vec!["FCALL", "f", "1", "a", "d", "2"],
+                vec!["FCALL", "f", "1", "a", "c", "3"],
             ]
         );
-        assert_eq!(parts, [Part::Of(0, 0), Part::Of(1, 0), Part::Of(0, 1)]);
+        assert_eq!(parts, [Part::Of(0, 0), Part::Of(1, 0), Part::Of(2, 0)]);
     }
 
     #[test]

@@ -598,15 +598,24 @@ impl StoreConfig {
 pub struct Unreadable(String);
 
 /// The frames from offset `from` up to `to` (exclusive; `None`: no end) that the log's
-/// `entries` hold (each a channel message of one call's frames, in offset order).
+/// `entries` hold (each a channel message of one call's frames, in offset order); `None` if
+/// an entry cannot be read or the frames kept leave a hole (a log is trimmed only from its
+/// start, so a hole means a broken entry, never a replay with a frame missing).
 fn frames_in(entries: &[Value], from: u64, to: Option<u64>) -> Option<Vec<RoomMessage>> {
-    let mut frames = Vec::new();
+    let mut frames: Vec<RoomMessage> = Vec::new();
     for entry in entries {
-        frames.extend(
-            parse_room_message(&bytes(entry)?)
-                .into_iter()
-                .filter(|m| m.offset >= from && to.is_none_or(|to| m.offset < to)),
-        );
+        for message in parse_room_message(&bytes(entry)?) {
+            if message.offset < from || to.is_some_and(|to| message.offset >= to) {
+                continue;
+            }
+            if frames
+                .last()
+                .is_some_and(|last| last.offset + 1 != message.offset)
+            {
+                return None;
+            }
+            frames.push(message);
+        }
     }
     Some(frames)
 }
@@ -917,6 +926,17 @@ mod tests {
         assert_eq!(offsets(2, Some(5)), [2, 3, 4]);
         assert_eq!(offsets(3, None), [3, 4, 5]);
         assert_eq!(offsets(0, Some(1)), Vec::<u64>::new());
+        // An entry cut short leaves a hole: the read fails rather than skip frames.
+        let Value::BulkString(mut cut) = entry(&[(6, "f"), (7, "g")]) else {
+            unreachable!()
+        };
+        cut.truncate(cut.len() - 3);
+        let Value::Array(mut items) = reply.clone() else {
+            unreachable!()
+        };
+        items.push(Value::BulkString(cut));
+        items.push(entry(&[(8, "h")]));
+        assert!(read(Expect::Log { from: 1, to: None }, &Value::Array(items)).is_err());
     }
 
     /// A claim's `since` (what a replaying logic takes back) starts at the snapshot's offset,
