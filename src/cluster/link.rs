@@ -814,6 +814,63 @@ mod tests {
         }
     }
 
+    /// A batch of calls: plain commands, or one room's emits (room 0–2, common argument 0–1,
+    /// an argument of 1 byte to a third of `JOIN_BYTES`).
+    fn any_batch() -> impl proptest::strategy::Strategy<Value = Vec<(u8, u8, u8, usize)>> {
+        proptest::collection::vec((0u8..5, 0u8..3, 0u8..2, 1usize..JOIN_BYTES / 3), 0..300)
+    }
+
+    proptest::proptest! {
+        /// Joining never reorders: a room's calls run in the order they were queued, nothing
+        /// moves past a plain command, and a joined call keeps to its bounds.
+        #[test]
+        fn joining_keeps_every_rooms_order_and_its_bounds(batch in any_batch()) {
+            let mut calls: Vec<Call> = batch
+                .iter()
+                .map(|&(kind, room, common, size)| {
+                    if kind == 0 {
+                        return plain("PING");
+                    }
+                    let mut call = joinable(&room.to_string(), &"x".repeat(size));
+                    if let Command::Joinable { common: c, .. } = &mut call.cmd {
+                        *c = Bytes::from(vec![b'a' + common]);
+                    }
+                    call
+                })
+                .collect();
+            let (cmds, parts) = join_calls(&mut calls);
+            // Where each call runs: its command, then its place in it.
+            let at: Vec<(usize, usize)> = parts
+                .iter()
+                .map(|p| match *p {
+                    Part::Whole(n) => (n, 0),
+                    Part::Of(n, i) => (n, i),
+                })
+                .collect();
+            for i in 0..batch.len() {
+                for j in i + 1..batch.len() {
+                    let plain = batch[i].0 == 0 || batch[j].0 == 0;
+                    if plain || batch[i].1 == batch[j].1 {
+                        proptest::prop_assert!(at[i] < at[j], "call {} runs after call {}", i, j);
+                    }
+                }
+            }
+            for cmd in &cmds {
+                let args = args(cmd);
+                if args.first().map(String::as_str) == Some("FCALL") {
+                    // FCALL f 1 <room> <common> <args...>
+                    let calls = &args[5..];
+                    let bytes: usize = calls.iter().map(String::len).sum();
+                    proptest::prop_assert!(calls.len() <= JOIN_MAX);
+                    proptest::prop_assert!(calls.len() == 1 || bytes <= JOIN_BYTES);
+                }
+            }
+            // Every call answered from one place, none twice.
+            let mut seen = std::collections::HashSet::new();
+            proptest::prop_assert!(at.iter().all(|a| seen.insert(*a)));
+        }
+    }
+
     fn args(cmd: &redis::Cmd) -> Vec<String> {
         cmd.args_iter()
             .filter_map(|arg| match arg {
