@@ -64,15 +64,23 @@ impl<O> LocalRoom<O> {
         }
     }
 
-    /// Hands out every frame that is next in line.
+    /// Hands out every frame that is next in line: member by member, each member's frames
+    /// one after the other (in offset order), so that a session woken for the first of a
+    /// joined call's frames finds the rest there too and writes them at once.
     fn drain(&mut self, deliver: &mut impl FnMut(SessionId, &O, &Bytes)) {
+        let mut ready = Vec::new();
         while let Some(message) = self.ahead.remove(&self.next) {
-            for member in &self.members {
+            self.next += 1;
+            ready.push(message);
+        }
+        for member in &self.members {
+            for message in &ready {
                 if member.from <= message.offset && Some(member.id) != message.skip {
                     deliver(member.id, &member.outlet, &message.frame);
                 }
             }
-            self.next += 1;
+        }
+        for message in ready {
             if self.recent.len() == RECENT_FRAMES {
                 self.recent.pop_front();
             }
@@ -209,6 +217,7 @@ impl<O> LocalRooms<O> {
     }
 
     /// A frame from the room's channel. Returns the fill to ask for when it reveals a gap.
+    #[cfg(test)]
     pub fn on_frame(
         &mut self,
         room: &str,
@@ -216,19 +225,37 @@ impl<O> LocalRooms<O> {
         message: RoomMessage,
         deliver: &mut impl Deliver<O>,
     ) -> Option<Fill> {
+        self.on_frames(room, epoch, [message], deliver)
+    }
+
+    /// The frames of one channel message (a call's, in offset order), handed out together.
+    /// Returns the fill to ask for when they reveal a gap.
+    pub fn on_frames(
+        &mut self,
+        room: &str,
+        epoch: &str,
+        messages: impl IntoIterator<Item = RoomMessage>,
+        deliver: &mut impl Deliver<O>,
+    ) -> Option<Fill> {
         let local = self.rooms.get_mut(room)?;
-        if local.epoch != epoch || message.offset < local.next {
+        if local.epoch != epoch {
             return None;
         }
-        local.ahead.insert(message.offset, message);
-        local.drain(deliver);
-        if local.ahead.len() > MAX_AHEAD {
-            if let Some(&first) = local.ahead.keys().next() {
-                self.lost += first - local.next;
-                local.next = first;
+        for message in messages {
+            if message.offset < local.next {
+                continue;
+            }
+            local.ahead.insert(message.offset, message);
+            if local.ahead.len() > MAX_AHEAD {
+                // The gap is given up: what waits behind it goes out.
+                if let Some(&first) = local.ahead.keys().next() {
+                    self.lost += first - local.next;
+                    local.next = first;
+                }
                 local.drain(deliver);
             }
         }
+        local.drain(deliver);
         local.gap(room)
     }
 

@@ -900,18 +900,17 @@ impl<O: Outlet> Engine<O> {
 
     /// A frame on the channel of room `room`'s incarnation `epoch`.
     pub fn on_room_frame(&mut self, room: &str, epoch: &str, payload: &Bytes) {
-        for message in crate::cluster::store::parse_room_message(payload) {
-            self.fan(room, epoch, message);
-        }
+        let messages = crate::cluster::store::parse_room_message(payload);
+        self.fan(room, epoch, messages);
     }
 
-    fn fan(&mut self, room: &str, epoch: &str, message: RoomMessage) {
+    fn fan(&mut self, room: &str, epoch: &str, messages: Vec<RoomMessage>) {
         let metrics = Arc::clone(&self.metrics);
         let mut overflowed = Vec::new();
-        let fill = self.fanout.on_frame(
+        let fill = self.fanout.on_frames(
             room,
             epoch,
-            message,
+            messages,
             &mut |to, outlet: &O, frame: &Bytes| {
                 if outlet.deliver(frame.clone()).is_ok() {
                     metrics.sent(1, frame.len());

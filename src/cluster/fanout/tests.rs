@@ -49,6 +49,31 @@ fn frames_go_once_in_order_and_skip_their_sender() {
     assert_eq!(seen.take(), ["2:f5", "1:f6", "2:f6"]);
 }
 
+/// A channel message's frames go member by member, each member's in offset order (a session
+/// gets them back to back and writes them at once); repeats in it are dropped, a skip kept.
+#[test]
+fn a_messages_frames_go_member_by_member() {
+    let mut rooms = LocalRooms::<()>::default();
+    let mut seen = Seen::default();
+    rooms.add_member("r", "e", id(1), (), 5, &mut seen.sink());
+    rooms.add_member("r", "e", id(2), (), 5, &mut seen.sink());
+    rooms.on_frame("r", "e", msg(5, None), &mut seen.sink());
+    seen.take();
+    let fill = rooms.on_frames(
+        "r",
+        "e",
+        [
+            msg(5, None),
+            msg(6, None),
+            msg(7, Some(id(2))),
+            msg(8, None),
+        ],
+        &mut seen.sink(),
+    );
+    assert_eq!(fill, None);
+    assert_eq!(seen.take(), ["1:f6", "1:f7", "1:f8", "2:f6", "2:f8"]);
+}
+
 #[test]
 fn a_gap_is_filled_before_later_frames_go_out() {
     let mut rooms = LocalRooms::<()>::default();
