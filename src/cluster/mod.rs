@@ -24,7 +24,7 @@ pub mod sim;
 mod store;
 
 pub use actor::{ClusterActor, ClusterSettings};
-pub use keys::Keys;
+pub use keys::{Keys, RoomKeys};
 pub use link::LinkConfig;
 
 use std::sync::Arc;

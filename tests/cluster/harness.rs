@@ -388,6 +388,27 @@ impl Redis {
         }
     }
 
+    /// Calls store function `function` on room `keys` (its three keys, as the nodes declare
+    /// them) with `args`, each one argument; answers the reply.
+    pub fn room_fcall<T: redis::FromRedisValue>(
+        &self,
+        function: &str,
+        keys: &parlor::cluster::RoomKeys,
+        args: &[&[u8]],
+    ) -> T {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(function)
+            .arg(3)
+            .arg(&keys.room)
+            .arg(&keys.members)
+            .arg(&keys.log);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        self.query(&cmd)
+            .unwrap_or_else(|err| panic!("{function}: {err}"))
+    }
+
     /// SIGSTOP: Redis hangs, its connections open, answering nothing, until `thaw`.
     pub fn freeze(&self) {
         self.signal("STOP");

@@ -365,17 +365,9 @@ async fn joined_emits_are_each_answered_and_published_together() {
     };
     // One `parlor_emit` call of these emits, as the link joins them.
     let emit = |emits: &[Vec<u8>]| -> Vec<Vec<redis::Value>> {
-        let mut cmd = redis::cmd("FCALL");
-        cmd.arg("parlor_emit")
-            .arg(3)
-            .arg(&keys.room)
-            .arg(&keys.members)
-            .arg(&keys.log)
-            .arg(&common);
-        for e in emits {
-            cmd.arg(e);
-        }
-        redis.query(&cmd).expect("parlor_emit")
+        let mut args: Vec<&[u8]> = vec![&common];
+        args.extend(emits.iter().map(Vec::as_slice));
+        redis.room_fcall("parlor_emit", &keys, &args)
     };
     let stranger = SessionId::new_random();
     let answers = emit(&[
@@ -425,17 +417,7 @@ async fn joined_emits_are_each_answered_and_published_together() {
             (rmpv::Value::from("to"), rmpv::Value::from(to)),
         ]);
         rmpv::encode::write_value(&mut args, &map).expect("encoded");
-        let reply: Vec<redis::Value> = redis
-            .query(
-                redis::cmd("FCALL")
-                    .arg("parlor_read_log")
-                    .arg(3)
-                    .arg(&keys.room)
-                    .arg(&keys.members)
-                    .arg(&keys.log)
-                    .arg(args),
-            )
-            .expect("read_log");
+        let reply: Vec<redis::Value> = redis.room_fcall("parlor_read_log", &keys, &[&args]);
         reply[3..]
             .iter()
             .map(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).expect("bytes"))

@@ -114,17 +114,7 @@ async fn redis_refuses_a_write_under_a_lease_that_moved_on() {
         })
         .expect("encode");
         // On a Redis Cluster, sent to the node of the room's slot.
-        redis
-            .query::<Vec<redis::Value>>(
-                redis::cmd("FCALL")
-                    .arg("parlor_commit")
-                    .arg(3)
-                    .arg(&keys.room)
-                    .arg(&keys.members)
-                    .arg(&keys.log)
-                    .arg(args),
-            )
-            .expect("commit")
+        redis.room_fcall::<Vec<redis::Value>>("parlor_commit", &keys, &[&args])
     };
     let fenced = |reply: Vec<redis::Value>| matches!(reply.first(), Some(redis::Value::BulkString(tag)) if tag == b"fenced");
     // An older epoch of the home itself, and another node with the current one: both fenced.
