@@ -187,17 +187,23 @@ fn emit_arg(member: Option<SessionId>, skip: Option<SessionId>, body: &[u8]) -> 
         let _ = rmp::encode::write_str_len(out, u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         out.extend_from_slice(bytes);
     }
+    // A session id as its text (`SessionId`'s Display), written in place.
+    fn id_of(out: &mut Vec<u8>, id: Option<SessionId>) {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text: &[u8] = match id {
+            Some(id) => id.as_uuid().hyphenated().encode_lower(&mut text).as_bytes(),
+            None => b"",
+        };
+        str_of(out, text);
+    }
     let mut out = Vec::with_capacity(body.len() + 100);
     let _ = rmp::encode::write_map_len(&mut out, if member.is_some() { 3 } else { 2 });
-    if let Some(member) = member {
+    if member.is_some() {
         str_of(&mut out, b"member");
-        str_of(&mut out, member.to_string().as_bytes());
+        id_of(&mut out, member);
     }
     str_of(&mut out, b"skip");
-    str_of(
-        &mut out,
-        skip.map(|s| s.to_string()).unwrap_or_default().as_bytes(),
-    );
+    id_of(&mut out, skip);
     str_of(&mut out, b"body");
     str_of(&mut out, body);
     out
