@@ -16,6 +16,9 @@ pub const ENV_PREFIX: &str = "PARLOR_";
 /// Largest `auth.leeway_seconds`.
 pub const MAX_LEEWAY_SECONDS: u64 = 300;
 
+/// The longest `session.write_delay_ms` accepted.
+pub const MAX_WRITE_DELAY_MS: u64 = 1000;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -65,6 +68,7 @@ pub struct SessionConfig {
     pub client_timeout_ms: u64,
     pub outbound_budget_bytes: usize,
     pub reconnect_grace_ms: u64,
+    pub write_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -266,6 +270,12 @@ impl Config {
                     "must be greater than heartbeat_interval_ms ({})",
                     s.heartbeat_interval_ms
                 ),
+            );
+        }
+        if s.write_delay_ms > MAX_WRITE_DELAY_MS {
+            return invalid(
+                "session.write_delay_ms",
+                format!("must be at most {MAX_WRITE_DELAY_MS}"),
             );
         }
         if (1..1000).contains(&self.server.close_linger_ms) {
@@ -480,6 +490,10 @@ impl Config {
         Duration::from_millis(self.session.reconnect_grace_ms)
     }
 
+    pub fn write_delay(&self) -> Duration {
+        Duration::from_millis(self.session.write_delay_ms)
+    }
+
     /// This node's name in the cluster: the configured one, or a random one.
     pub fn node_id(&self) -> String {
         if self.cluster.node_id.is_empty() {
@@ -679,6 +693,19 @@ mod tests {
                 value.to_string(),
             );
             let path = write(&std::env::temp_dir().join("parlor-c6"), "");
+            assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_write_delay_is_off_by_default_and_at_most_a_second() {
+        assert_eq!(Config::embedded().unwrap().write_delay(), Duration::ZERO);
+        for (value, ok) in [(0, true), (1000, true), (1001, false)] {
+            let var = (
+                "PARLOR_SESSION_WRITE_DELAY_MS".to_string(),
+                value.to_string(),
+            );
+            let path = write(&std::env::temp_dir().join("parlor-c-write-delay"), "");
             assert_eq!(Config::load(Some(&path), [var]).is_ok(), ok, "{value}");
         }
     }

@@ -4,6 +4,7 @@
 //! writes what the registry sends it, keeps the heartbeat, and reports how the connection
 //! ended. A `resume` changes which session the connection is.
 
+mod batch;
 mod heartbeat;
 mod rate;
 pub mod reader;
@@ -26,6 +27,7 @@ use parlor_protocol::{
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use self::batch::{Push, WriteBatch};
 use self::heartbeat::{Beat, Heartbeat};
 use self::rate::{RateLimits, RateVerdict, SessionRates};
 use self::reader::{Input, Message as Incoming, SocketReader};
@@ -51,6 +53,8 @@ pub struct SessionSettings {
     pub max_frame_bytes: usize,
     pub max_depth: usize,
     pub reconnect_grace: Duration,
+    /// How long room frames may be held to be written together (`session.write_delay_ms`).
+    pub write_delay: Duration,
     pub rates: RateLimits,
     pub limits: Limits,
 }
@@ -64,6 +68,7 @@ impl SessionSettings {
             max_frame_bytes: l.max_frame_bytes,
             max_depth: l.max_depth,
             reconnect_grace: config.reconnect_grace(),
+            write_delay: config.write_delay(),
             rates: RateLimits::from_config(&config.rate_limits),
             limits: Limits {
                 max_frame_bytes: l.max_frame_bytes as u64,
@@ -106,6 +111,8 @@ pub struct Session {
     reported: bool,
     /// A y-websocket connection to one document (`/yjs/{document}`); `None`: Parlor's frames.
     yjs: Option<ywebsocket::YWebsocket>,
+    /// Room frames held to be written together (none unless `session.write_delay_ms` is set).
+    batch: WriteBatch,
 }
 
 /// Everything a new session needs from the node.
@@ -146,6 +153,7 @@ impl Session {
             end: None,
             reported: false,
             yjs: None,
+            batch: WriteBatch::new(settings.write_delay),
         }
     }
 
@@ -177,8 +185,17 @@ impl Session {
         }
     }
 
-    /// Writes a message the session itself produced, charging its encoded size to the budget.
-    fn write(&self, ctx: &mut WebsocketContext<Self>, message: ws::Message) {
+    /// Writes the room frames held for a later write, in order.
+    fn flush_held(&mut self, ctx: &mut WebsocketContext<Self>) {
+        for frame in self.batch.take() {
+            ctx.write_raw(ws::Message::Binary(frame));
+        }
+    }
+
+    /// Writes a message the session itself produced, charging its encoded size to the budget;
+    /// the frames held before it go first.
+    fn write(&mut self, ctx: &mut WebsocketContext<Self>, message: ws::Message) {
+        self.flush_held(ctx);
         let payload = match &message {
             ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
             ws::Message::Close(Some(reason)) => {
@@ -191,12 +208,12 @@ impl Session {
         ctx.write_raw(message);
     }
 
-    fn write_frame(&self, ctx: &mut WebsocketContext<Self>, frame: &ServerFrame) {
+    fn write_frame(&mut self, ctx: &mut WebsocketContext<Self>, frame: &ServerFrame) {
         self.write(ctx, ws::Message::Binary(encode_server(frame)));
     }
 
     fn write_error(
-        &self,
+        &mut self,
         ctx: &mut WebsocketContext<Self>,
         reference: Option<Ref>,
         code: ErrorCode,
@@ -544,7 +561,13 @@ impl StreamHandler<Queued> for Session {
             // Nothing follows a close frame.
             Outgoing::Frame(_) if self.end.is_some() => {}
             Outgoing::Frame(frame) => match &mut self.yjs {
-                None => ctx.write_raw(ws::Message::Binary(frame)),
+                None => match self.batch.push(frame) {
+                    Push::WriteNow(frame) => ctx.write_raw(ws::Message::Binary(frame)),
+                    Push::Held => {}
+                    Push::HeldFlushIn(delay) => {
+                        ctx.run_later(delay, |session, ctx| session.flush_held(ctx));
+                    }
+                },
                 Some(yjs) => {
                     // The frame was charged to the budget as it came; what goes on the wire
                     // instead is charged, and the frame credited.

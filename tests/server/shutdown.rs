@@ -1,6 +1,7 @@
 //! Graceful shutdown of the real binary: on SIGTERM or SIGINT every client sees close 1001
 //! (going away), after everything the server held for it (state patches batched for a minute
-//! are flushed first), and the process exits 0 within `shutdown_timeout`.
+//! are flushed first, and so are room frames a write delay holds), and the process exits 0
+//! within `shutdown_timeout`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +13,9 @@ use crate::common::within;
 
 const SHUTDOWN_TIMEOUT_MS: u64 = 3000;
 
-/// Starts the `parlor` binary on a free port; returns it and its address once it answers.
-async fn start_binary() -> (Child, String) {
+/// Starts the `parlor` binary on a free port, its sessions holding room frames for
+/// `write_delay_ms`; returns it and its address once it answers.
+async fn start_binary(write_delay_ms: u64) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -27,6 +29,7 @@ async fn start_binary() -> (Child, String) {
         )
         // Patches are held far longer than the test: only the shutdown's flush sends them.
         .env("PARLOR_ROOMS_STATE_PATCH_INTERVAL_MS", "60000")
+        .env("PARLOR_SESSION_WRITE_DELAY_MS", write_delay_ms.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -42,8 +45,8 @@ async fn start_binary() -> (Child, String) {
     (child, url)
 }
 
-async fn shuts_down_on(signal: &str) {
-    let (mut child, url) = start_binary().await;
+async fn shuts_down_on(signal: &str, write_delay_ms: u64) {
+    let (mut child, url) = start_binary(write_delay_ms).await;
     let mut clients = Vec::new();
     for n in 0..5 {
         let mut client = Client::connect(&url).await.expect("connect");
@@ -105,10 +108,17 @@ async fn shuts_down_on(signal: &str) {
 
 #[tokio::test]
 async fn sigterm_closes_every_session_with_1001_and_exits_0() {
-    shuts_down_on("TERM").await;
+    shuts_down_on("TERM", 0).await;
 }
 
 #[tokio::test]
 async fn sigint_does_the_same() {
-    shuts_down_on("INT").await;
+    shuts_down_on("INT", 0).await;
+}
+
+/// The patch the shutdown flushes reaches a session that holds room frames for 300 ms just
+/// before the close: the close must write it first, not leave it to the timer.
+#[tokio::test]
+async fn a_write_delay_still_writes_every_held_frame_before_the_close() {
+    shuts_down_on("TERM", 300).await;
 }
