@@ -280,6 +280,12 @@ def main():
         p(open(cluster).read().rstrip())
         p("<!-- /cluster -->")
         p()
+    # Sections kept by hand from other scripts' runs (bench/games, bench/documents, the
+    # cluster's analysis): bench/run does not rerun them, so it must not drop them.
+    sections = "bench/SECTIONS.md"
+    if os.path.exists(sections):
+        p(open(sections).read().rstrip())
+        p()
     p("## How these numbers were made")
     p()
     p("```sh")
