@@ -604,13 +604,13 @@ impl StoreConfig {
 pub struct Unreadable(String);
 
 /// The frames from offset `from` up to `to` (exclusive; `None`: no end) that the log's
-/// `entries` hold (each a channel message of one call's frames, in offset order); `None` if
-/// an entry cannot be read or the frames kept leave a hole (a log is trimmed only from its
-/// start, so a hole means a broken entry, never a replay with a frame missing).
+/// `entries` hold (in offset order, as XRANGE gives them); `None` if an entry cannot be read
+/// or the frames kept leave a hole (a log is trimmed only from its start, so a hole means a
+/// broken entry, never a replay with a frame missing).
 fn frames_in(entries: &[Value], from: u64, to: Option<u64>) -> Option<Vec<RoomMessage>> {
     let mut frames: Vec<RoomMessage> = Vec::new();
     for entry in entries {
-        for message in parse_room_message(&bytes(entry)?) {
+        for message in entry_frames(entry)? {
             if message.offset < from || to.is_some_and(|to| message.offset >= to) {
                 continue;
             }
@@ -624,6 +624,40 @@ fn frames_in(entries: &[Value], from: u64, to: Option<u64>) -> Option<Vec<RoomMe
         }
     }
     Some(frames)
+}
+
+/// The frames of one log entry, `[id, [field, value, ...]]`: its field `m`, the channel message
+/// of the call that appended it; or, as a build before one entry per call wrote it, one frame
+/// in fields `f` and `s` (the skipped session or nothing) with its offset in the id
+/// (`0-<offset + 1>`), so that a log kept in Redis survives the upgrade.
+fn entry_frames(entry: &Value) -> Option<Vec<RoomMessage>> {
+    let [id, fields] = array(entry)? else {
+        return None;
+    };
+    let fields = array(fields)?;
+    let field = |name: &str| {
+        fields
+            .chunks_exact(2)
+            .find(|pair| text(&pair[0]).as_deref() == Some(name))
+            .map(|pair| &pair[1])
+    };
+    if let Some(message) = field("m") {
+        return Some(parse_room_message(&bytes(message)?));
+    }
+    let offset = text(id)?
+        .strip_prefix("0-")?
+        .parse::<u64>()
+        .ok()?
+        .checked_sub(1)?;
+    let skip = match field("s").and_then(text).unwrap_or_default().as_str() {
+        "" => None,
+        raw => Some(raw.parse().ok()?),
+    };
+    Some(vec![RoomMessage {
+        offset,
+        skip,
+        frame: bytes(field("f")?)?,
+    }])
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -839,12 +873,58 @@ mod tests {
     use super::*;
     use crate::cluster::store::write_room_message;
 
+    /// A log entry as XRANGE gives it: `[id, ["m", message]]`, the message holding `frames`.
     fn entry(frames: &[(u64, &str)]) -> Value {
         let mut message = Vec::new();
         for (offset, frame) in frames {
             write_room_message(&mut message, *offset, None, frame.as_bytes());
         }
-        Value::BulkString(message)
+        let last = frames.last().map_or(0, |(offset, _)| offset + 1);
+        Value::Array(vec![
+            Value::BulkString(format!("0-{last}").into_bytes()),
+            Value::Array(vec![
+                Value::BulkString(b"m".to_vec()),
+                Value::BulkString(message),
+            ]),
+        ])
+    }
+
+    /// An entry as a build before one entry per call wrote it (one frame in fields f and s,
+    /// its offset in the id) reads as that frame, beside entries of today's layout.
+    #[test]
+    fn an_entry_of_the_earlier_layout_reads_as_its_frame() {
+        let skipped = SessionId::new_random();
+        let old = |offset: u64, skip: &str, frame: &str| {
+            let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+            Value::Array(vec![
+                text(&format!("0-{}", offset + 1)),
+                Value::Array(vec![text("f"), text(frame), text("s"), text(skip)]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::BulkString(b"1".to_vec()),
+            Value::BulkString(b"h".to_vec()),
+            Value::Int(4),
+            old(1, "", "a"),
+            old(2, &skipped.to_string(), "b"),
+            entry(&[(3, "c")]),
+        ]);
+        let Ok(Reply::Log { messages, .. }) = read(Expect::Log { from: 1, to: None }, &reply)
+        else {
+            panic!("not read");
+        };
+        let read: Vec<_> = messages
+            .iter()
+            .map(|m| (m.offset, m.skip, m.frame.clone()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (1, None, Bytes::from("a")),
+                (2, Some(skipped), Bytes::from("b")),
+                (3, None, Bytes::from("c")),
+            ]
+        );
     }
 
     /// The emit's argument, written by hand for speed, is the map `lua_args` writes.
@@ -933,14 +1013,20 @@ mod tests {
         assert_eq!(offsets(3, None), [3, 4, 5]);
         assert_eq!(offsets(0, Some(1)), Vec::<u64>::new());
         // An entry cut short leaves a hole: the read fails rather than skip frames.
-        let Value::BulkString(mut cut) = entry(&[(6, "f"), (7, "g")]) else {
-            unreachable!()
-        };
-        cut.truncate(cut.len() - 3);
+        let mut message = Vec::new();
+        write_room_message(&mut message, 6, None, b"f");
+        write_room_message(&mut message, 7, None, b"g");
+        message.truncate(message.len() - 3);
         let Value::Array(mut items) = reply.clone() else {
             unreachable!()
         };
-        items.push(Value::BulkString(cut));
+        items.push(Value::Array(vec![
+            Value::BulkString(b"0-8".to_vec()),
+            Value::Array(vec![
+                Value::BulkString(b"m".to_vec()),
+                Value::BulkString(message),
+            ]),
+        ]));
         items.push(entry(&[(8, "h")]));
         assert!(read(Expect::Log { from: 1, to: None }, &Value::Array(items)).is_err());
     }

@@ -16,7 +16,9 @@ S a session.
                     returns the log from there)
   P{r:H}:members:R  set of the members' session ids (what a fast-path emit checks)
   P{r:H}:log:R      stream of the room's frames: one entry per call that appends, its id
-                    0-<its last offset + 1>, its field m the call's channel message (below)
+                    0-<its last offset + 1>, its field m the call's channel message (below);
+                    a build before wrote one entry per frame (fields f, s), which nodes
+                    still read
   P{r:H}:c:L:R:E    channel of the room's incarnation with history epoch E (L: the length of R):
                     one message per call that appends, holding each frame appended as
                     "<offset>\n<skip>\n<length>\n<frame>", one after the other
@@ -84,26 +86,6 @@ local function append(k, head, keep, frames)
   return offsets
 end
 
--- A log entry's channel message. An entry written by a build before one entry per call holds
--- one frame in fields f and s (its id 0-<offset+1>, as now): read as the same record, so that
--- a document's log kept in Redis survives the upgrade.
-local function entry_message(e)
-  local fields = e[2]
-  if fields[1] == 'm' then
-    return fields[2]
-  end
-  local frame, skip = '', ''
-  for i = 1, #fields, 2 do
-    if fields[i] == 'f' then
-      frame = fields[i + 1]
-    elseif fields[i] == 's' then
-      skip = fields[i + 1]
-    end
-  end
-  local off = tonumber(string.match(e[1], '^0%-(%d+)$')) - 1
-  return int(off) .. '\n' .. skip .. '\n' .. #frame .. '\n' .. frame
-end
-
 -- The room's lease, and whether `node` holds it now.
 -- `out` with the members of set `key` appended (a session's rooms).
 local function with_members(out, key)
@@ -121,9 +103,10 @@ end
 -- claim {node, ttl, create = {ck, state, hist} or nil, fresh}: become the room's home.
 --   {'created', epoch, now}        the room did not exist and is made with `create`
 --   {'claimed', epoch, ck, state, next, version, hist, since, lo}   the lease had run out:
---                                  taken over; `since`: the log's entries holding the frames
---                                  from offset `lo` on (frames before `lo` may lead; what a
---                                  logic that replays its broadcasts takes back), or empty
+--                                  taken over; `since`: the log's entries ({id, fields}, as
+--                                  XRANGE gives them) holding the frames from offset `lo` on
+--                                  (frames before `lo` may lead; what a logic that replays its
+--                                  broadcasts takes back), or empty
 --   {'held', home, epoch, until, now}              another node holds it
 --   {'exists'}                     `fresh` and the room exists
 --   {'absent'}                     no room, and nothing to make
@@ -153,9 +136,7 @@ redis.register_function('parlor_claim', function(k, a)
   local f = redis.call('HMGET', k[1], 'ck', 'state', 'next', 'version', 'hist', 'lo')
   local since = {}
   if f[6] then
-    for _, entry in ipairs(redis.call('XRANGE', k[3], '0-' .. int(tonumber(f[6]) + 1), '+')) do
-      since[#since + 1] = entry_message(entry)
-    end
+    since = redis.call('XRANGE', k[3], '0-' .. int(tonumber(f[6]) + 1), '+')
   end
   return { 'claimed', epoch, f[1], f[2], f[3], f[4], f[5], since, f[6] or '' }
 end)
@@ -383,9 +364,9 @@ redis.register_function('parlor_session_end', function(k, a)
 end)
 
 -- read_log {from, to}: whether the room exists, its history epoch and next offset, and the
--- log's entries (channel messages) holding its frames from offset `from` up to `to`
--- (exclusive; -1: to the end), which may hold frames around them too:
--- {exists, hist, next, message, ...}.
+-- log's entries ({id, fields}, as XRANGE gives them; the node reads them) holding its frames
+-- from offset `from` up to `to` (exclusive; -1: to the end), which may hold frames around
+-- them too: {exists, hist, next, entry, ...}.
 redis.register_function('parlor_read_log', function(k, a)
   local x = args(a)
   local f = redis.call('HMGET', k[1], 'ck', 'next', 'hist')
@@ -410,7 +391,7 @@ redis.register_function('parlor_read_log', function(k, a)
     entries = redis.call('XRANGE', k[3], from, '+')
   end
   for _, e in ipairs(entries) do
-    out[#out + 1] = entry_message(e)
+    out[#out + 1] = e
   end
   return out
 end)
